@@ -1,0 +1,10 @@
+"""Online drift detectors for AI model interactions.
+
+Pure Python + numpy + river: no Kafka, no asyncio, no I/O. The same code runs
+inside the Faust monitor agent and in the offline ``driftline replay`` command.
+"""
+
+from detectors.monitor import ModelMonitor, MonitorConfig
+from detectors.types import KINDS, Finding, Observation
+
+__all__ = ["KINDS", "Finding", "ModelMonitor", "MonitorConfig", "Observation"]

@@ -1,0 +1,40 @@
+"""Value types shared by the detectors and their callers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+KINDS = ("embedding", "behavior", "accuracy")
+
+
+@dataclass(slots=True)
+class Observation:
+    """One validated interaction, as the monitor sees it (all signals optional)."""
+
+    event_id: str
+    ts: float
+    model_version: str | None = None
+    latency_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    refusal: bool | None = None
+    feedback: int | None = None
+    correct: bool | None = None
+    embedding: np.ndarray | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A detection: which signal of which kind moved, how far, and at which event."""
+
+    kind: str
+    signal: str
+    detector: str
+    baseline: float
+    current: float
+    severity: float
+    event_id: str
+    ts: float
+    model_version: str | None
