@@ -1,0 +1,97 @@
+"""Settings: one typed object, every field read from one environment variable.
+
+Secrets are held as ``Secret`` so that ``repr`` / logs never show them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+class Secret:
+    """A string that never prints itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+
+def _home() -> Path:
+    return Path(os.environ.get("DRIFTLINE_HOME", Path.home() / ".driftline"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """driftline configuration. Each field's ``env`` metadata names its variable."""
+
+    kafka_bootstrap: str = field(default="127.0.0.1:9092",
+                                 metadata={"env": "DRIFTLINE_KAFKA_BOOTSTRAP"})
+    topic_prefix: str = field(default="driftline", metadata={"env": "DRIFTLINE_TOPIC_PREFIX"})
+    partitions: int = field(default=4, metadata={"env": "DRIFTLINE_PARTITIONS"})
+    replication: int = field(default=1, metadata={"env": "DRIFTLINE_REPLICATION"})
+    app_id: str = field(default="driftline", metadata={"env": "DRIFTLINE_APP_ID"})
+    web_port: int = field(default=6066, metadata={"env": "DRIFTLINE_WEB_PORT"})
+    web_host: str = field(default="127.0.0.1", metadata={"env": "DRIFTLINE_WEB_HOST"})
+    data_dir: Path = field(default_factory=lambda: _home() / "data",
+                           metadata={"env": "DRIFTLINE_DATA_DIR"})
+    warmup: int = field(default=500, metadata={"env": "DRIFTLINE_WARMUP"})
+    max_payload_bytes: int = field(default=64 * 1024, metadata={"env": "DRIFTLINE_MAX_PAYLOAD_BYTES"})
+    batch_size: int = field(default=500, metadata={"env": "DRIFTLINE_BATCH_SIZE"})
+    batch_within_s: float = field(default=0.2, metadata={"env": "DRIFTLINE_BATCH_WITHIN_S"})
+    max_model_labels: int = field(default=100, metadata={"env": "DRIFTLINE_MAX_MODEL_LABELS"})
+    log_sample_rate: float = field(default=1.0, metadata={"env": "DRIFTLINE_LOG_SAMPLE_RATE"})
+    # Store: DATABASE_URL wins over Supabase; with neither, an embedded Postgres under data_dir.
+    database_url: Secret = field(default_factory=lambda: Secret(""),
+                                 metadata={"env": "DATABASE_URL"})
+    supabase_url: str = field(default="", metadata={"env": "SUPABASE_URL"})
+    supabase_key: Secret = field(default_factory=lambda: Secret(""),
+                                 metadata={"env": "SUPABASE_SERVICE_ROLE_KEY"})
+    # Retrain triggers.
+    webhook_url: str = field(default="", metadata={"env": "DRIFTLINE_WEBHOOK_URL"})
+    webhook_secret: Secret = field(default_factory=lambda: Secret(""),
+                                   metadata={"env": "DRIFTLINE_WEBHOOK_SECRET"})
+    retrain_command: str = field(default="", metadata={"env": "DRIFTLINE_RETRAIN_COMMAND"})
+    cooldown_s: float = field(default=3600.0, metadata={"env": "DRIFTLINE_COOLDOWN_S"})
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+        env = dict(os.environ) if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if name in env and env[name] != "":
+                raw = env[name]
+                if f.type in ("int", int):
+                    values[f.name] = int(raw)
+                elif f.type in ("float", float):
+                    values[f.name] = float(raw)
+                elif f.type in ("Path", Path):
+                    values[f.name] = Path(raw)
+                elif f.type in ("Secret", Secret):
+                    values[f.name] = Secret(raw)
+                else:
+                    values[f.name] = raw
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    def topic(self, name: str) -> str:
+        """Full topic name, e.g. ``driftline.interactions``."""
+        return f"{self.topic_prefix}.{name}"
+
+
+TOPICS = ("interactions", "feedback", "model-updates", "drift-events", "dead-letters",
+          "retrain-requests")
