@@ -1,78 +1,271 @@
-"""Prometheus metrics of the worker (one ``driftline_`` prefix, base units, bounded labels)."""
+"""Prometheus metrics of the worker (one ``driftline_`` prefix, base units, bounded labels).
+
+Every label here has a bounded set of values:
+
+* ``model`` — capped by :class:`ModelLabels` (the first ``max_models`` ids seen; the rest
+  share ``other``);
+* ``kind`` — ``embedding | behavior | accuracy`` (``detectors.KINDS``);
+* ``signal``, ``detector``, ``action``, ``outcome``, ``table``, ``buffer`` — closed sets
+  chosen by driftline's own code, never copied from a payload;
+* ``reason`` — ``streams.schema.REASONS``; ``topic`` and ``partition`` — driftline's topics
+  and their configured partitions.
+
+The catalogue, with the alerts and dashboard panels built on it, is in ``docs/runbook.md``.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+import platform
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 
 from streams import __version__
 
 OTHER = "other"
 
+# Signal -> drift kind, for the ``kind`` label of the per-signal gauges (dashboard rows are
+# per kind). Callers may pass ``kind=`` explicitly; unknown signals fall back to
+# :func:`signal_kind`'s prefix rules.
+SIGNAL_KINDS: dict[str, str] = {
+    "embedding": "embedding",
+    "latency": "behavior",
+    "latency_ms": "behavior",
+    "input_tokens": "behavior",
+    "output_tokens": "behavior",
+    "output_length": "behavior",
+    "refusal": "behavior",
+    "refusal_rate": "behavior",
+    "feedback": "behavior",
+    "correct": "accuracy",
+    "accuracy": "accuracy",
+    "error": "accuracy",
+    "error_rate": "accuracy",
+}
+
+
+def signal_kind(signal: str) -> str:
+    """The drift kind a signal belongs to (``behavior`` when nothing says otherwise)."""
+    kind = SIGNAL_KINDS.get(signal)
+    if kind is not None:
+        return kind
+    if signal.startswith("embedding"):
+        return "embedding"
+    if signal.startswith(("accuracy", "correct", "error", "label")):
+        return "accuracy"
+    return "behavior"
+
 
 class ModelLabels:
-    """Caps the ``model`` label: the first ``limit`` models seen keep their id, the rest
-    share ``other``. ``model_id`` comes from untrusted input; an uncapped label would let
-    any producer blow up Prometheus' series count."""
+    """Caps the ``model`` label: the **first** ``limit`` models seen keep their id, the rest
+    share ``other``.
+
+    ``model_id`` comes from untrusted input; an uncapped label would let any producer blow
+    up Prometheus' series count. "First N" (sticky) rather than "N busiest" because a
+    series must keep its identity: evicting a model's label when another gets busier would
+    reset its counters and leave its gauges stale, and ranking every id ever seen needs
+    memory proportional to the ids. Admission costs O(1) and ``limit`` strings of memory;
+    a restart re-admits in arrival order. Size ``limit`` (``DRIFTLINE_MAX_MODEL_LABELS``)
+    above the number of real models so that ``other`` only ever holds strays.
+
+    >>> cap = ModelLabels(2)
+    >>> [cap(m) for m in ("a", "b", "c", "a")]
+    ['a', 'b', 'other', 'a']
+    """
 
     def __init__(self, limit: int) -> None:
+        if limit < 0:
+            raise ValueError("limit must be >= 0")
         self.limit = limit
         self._known: set[str] = set()
 
     def __call__(self, model_id: str) -> str:
         if model_id in self._known:
             return model_id
-        if len(self._known) < self.limit:
+        if len(self._known) < self.limit and model_id != OTHER:
             self._known.add(model_id)
             return model_id
         return OTHER
 
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+class SignalGauge:
+    """A ``{model, kind, signal}`` gauge addressed as ``labels(model, signal)``.
+
+    The ``kind`` label lets a dashboard row select one drift kind; it is derived from the
+    signal (:func:`signal_kind`) unless given.
+    """
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self._gauge = Gauge(name, documentation, ["model", "kind", "signal"], registry=registry)
+
+    def labels(self, model: str | None = None, signal: str | None = None,
+               kind: str | None = None) -> Any:
+        if model is None or signal is None:
+            raise ValueError("labels(model, signal) needs both values")
+        return self._gauge.labels(model, kind or signal_kind(signal), signal)
+
+    def remove(self, model: str, signal: str, kind: str | None = None) -> None:
+        self._gauge.remove(model, kind or signal_kind(signal), signal)
+
+    def clear(self) -> None:
+        self._gauge.clear()
+
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
 
 class Metrics:
-    """All worker metrics, registered on the given registry."""
+    """All worker metrics, registered on the given registry.
+
+    Attribute -> metric (labels):
+
+    ``info`` driftline_build_info (version, python_version);
+    ``interactions`` driftline_interactions_processed_total (model);
+    ``invalid`` driftline_invalid_messages_total (reason, topic);
+    ``dead_letters`` driftline_dead_letters_published_total (reason, topic);
+    ``drift_events`` driftline_drift_events_total (model, kind, signal, detector);
+    ``detector_statistic`` / ``detector_threshold`` driftline_detector_statistic /
+    driftline_detector_threshold (model, kind, signal);
+    ``signal_baseline`` / ``signal_current`` driftline_signal_baseline /
+    driftline_signal_current (model, kind, signal);
+    ``monitored_models`` driftline_monitored_models (phase);
+    ``processing_seconds`` driftline_batch_processing_seconds (histogram);
+    ``event_age`` driftline_event_age_seconds (histogram: interaction ts -> processed);
+    ``detection_lag`` driftline_detection_lag_seconds (histogram: trigger ts -> published);
+    ``consumer_lag`` driftline_consumer_lag_messages (topic, partition);
+    ``retrain_decisions`` driftline_retrain_decisions_total (action, outcome);
+    ``retrain_requests`` driftline_retrain_requests_total (action);
+    ``retrain_jobs`` driftline_retrain_jobs_total (action, outcome);
+    ``retrain_job_seconds`` driftline_retrain_job_duration_seconds (action; histogram);
+    ``store_writes`` / ``store_retries`` / ``store_errors`` driftline_store_writes_total /
+    driftline_store_retries_total / driftline_store_errors_total (table);
+    ``store_up`` driftline_store_up;
+    ``buffer_fill`` driftline_buffer_fill_ratio (buffer);
+    ``model_labels`` driftline_model_labels / driftline_model_labels_limit.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None, max_models: int = 100) -> None:
+        # ``*_created`` samples would double every counter's and histogram's series, and
+        # Prometheus 2.x stores them as plain gauges nobody queries. (A process-wide switch
+        # of prometheus_client; the worker's registry is the process' only one.)
+        disable_created_metrics()
         r = registry if registry is not None else CollectorRegistry()
         self.registry = r
         self.model = ModelLabels(max_models)
+
         self.info = Info("driftline_build", "driftline build information", registry=r)
-        self.info.info({"version": __version__})
+        self.info.info({"version": __version__, "python_version": platform.python_version()})
+
+        # Input.
         self.interactions = Counter(
             "driftline_interactions_processed_total",
             "Valid interactions fed to the monitors", ["model"], registry=r)
         self.invalid = Counter(
             "driftline_invalid_messages_total",
-            "Messages rejected to the dead-letter topic, by reason and source topic",
+            "Messages rejected as invalid, by reason and source topic",
             ["reason", "topic"], registry=r)
+        self.dead_letters = Counter(
+            "driftline_dead_letters_published_total",
+            "Records published to the dead-letter topic, by reason and source topic",
+            ["reason", "topic"], registry=r)
+
+        # Detection.
         self.drift_events = Counter(
             "driftline_drift_events_total", "Drift events published",
             ["model", "kind", "signal", "detector"], registry=r)
-        self.detector_statistic = Gauge(
-            "driftline_detector_statistic", "Current detector statistic per model and signal",
-            ["model", "signal"], registry=r)
-        self.detector_threshold = Gauge(
-            "driftline_detector_threshold", "Alarm threshold of the detector statistic",
-            ["model", "signal"], registry=r)
-        self.signal_baseline = Gauge(
-            "driftline_signal_baseline", "Reference value of the signal (native units)",
-            ["model", "signal"], registry=r)
-        self.signal_current = Gauge(
-            "driftline_signal_current", "Recent value of the signal (native units)",
-            ["model", "signal"], registry=r)
+        self.detector_statistic = SignalGauge(
+            "driftline_detector_statistic",
+            "Current detector statistic per model and signal", r)
+        self.detector_threshold = SignalGauge(
+            "driftline_detector_threshold",
+            "Alarm threshold of the detector statistic", r)
+        self.signal_baseline = SignalGauge(
+            "driftline_signal_baseline", "Reference value of the signal (native units)", r)
+        self.signal_current = SignalGauge(
+            "driftline_signal_current", "Recent value of the signal (native units)", r)
+        self.monitored_models = Gauge(
+            "driftline_monitored_models", "Model monitors held by this worker, by phase",
+            ["phase"], registry=r)
+
+        # Latency and lag.
         self.processing_seconds = Histogram(
             "driftline_batch_processing_seconds", "Time to process one batch of interactions",
-            registry=r, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                 0.5, 1.0, 2.5))
+            registry=r, buckets=_LATENCY_BUCKETS)
+        self.event_age = Histogram(
+            "driftline_event_age_seconds",
+            "From an interaction's timestamp (produce time) to its processing by the monitor",
+            registry=r, buckets=_LAG_BUCKETS)
         self.detection_lag = Histogram(
             "driftline_detection_lag_seconds",
             "From the triggering interaction's timestamp to the drift event's publication",
-            registry=r, buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+            registry=r, buckets=_LAG_BUCKETS)
+        self.consumer_lag = Gauge(
+            "driftline_consumer_lag_messages",
+            "Records behind the log end offset, per assigned topic partition",
+            ["topic", "partition"], registry=r)
+
+        # Retraining.
         self.retrain_decisions = Counter(
             "driftline_retrain_decisions_total", "Retrain policy decisions",
             ["action", "outcome"], registry=r)
         self.retrain_requests = Counter(
             "driftline_retrain_requests_total", "Retrain requests published", ["action"],
             registry=r)
+        self.retrain_jobs = Counter(
+            "driftline_retrain_jobs_total",
+            "Retrain jobs finished, by action (retrain, reindex, ...) and outcome "
+            "(succeeded, failed, timeout)", ["action", "outcome"], registry=r)
+        self.retrain_job_seconds = Histogram(
+            "driftline_retrain_job_duration_seconds", "Duration of a retrain job's trigger",
+            ["action"], registry=r, buckets=(0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0))
+
+        # Store.
         self.store_writes = Counter(
             "driftline_store_writes_total", "Rows written to the store", ["table"], registry=r)
+        self.store_retries = Counter(
+            "driftline_store_retries_total", "Store write attempts retried", ["table"],
+            registry=r)
         self.store_errors = Counter(
             "driftline_store_errors_total", "Failed store write attempts", ["table"], registry=r)
+        self.store_up = Gauge(
+            "driftline_store_up", "1 when the last store operation succeeded, else 0",
+            registry=r)
+        self.buffer_fill = Gauge(
+            "driftline_buffer_fill_ratio", "Fill of an in-memory buffer, 0 to 1",
+            ["buffer"], registry=r)
+
+        # The cap itself, so that an operator sees when ``other`` starts absorbing models.
+        self.model_labels = Gauge(
+            "driftline_model_labels", "Distinct model ids holding their own model label",
+            registry=r)
+        self.model_labels.set_function(lambda: float(len(self.model)))
+        self.model_labels_limit = Gauge(
+            "driftline_model_labels_limit", "Cap on distinct model labels (then 'other')",
+            registry=r)
+        self.model_labels_limit.set(max_models)
+
+    def observe_signal(self, model_id: str, signal: str, *, statistic: float | None = None,
+                       threshold: float | None = None, baseline: float | None = None,
+                       current: float | None = None, kind: str | None = None) -> None:
+        """Set one signal's gauges; skipped for models beyond the cap (their ``other``
+        gauges would flap between unrelated models)."""
+        model = self.model(model_id)
+        if model == OTHER:
+            return
+        for gauge, value in ((self.detector_statistic, statistic),
+                             (self.detector_threshold, threshold),
+                             (self.signal_baseline, baseline),
+                             (self.signal_current, current)):
+            if value is not None:
+                gauge.labels(model, signal, kind).set(value)
