@@ -6,6 +6,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,3 +33,39 @@ def prometheus_bin() -> str:
     if path is None:
         pytest.skip("prometheus not installed (apt-get install -y prometheus); CI installs it")
     return path
+
+
+def touch_all(m: Metrics) -> None:
+    """Give every metric of ``m`` at least one sample (one model, every label)."""
+    label = m.model("m1")
+    m.interactions.labels(label).inc()
+    m.invalid.labels("bad_json", "driftline.interactions").inc()
+    m.dead_letters.labels("bad_json", "driftline.interactions").inc()
+    m.drift_events.labels(label, "behavior", "latency", "adwin").inc()
+    m.observe_signal("m1", "latency", statistic=0.5, threshold=1.0, baseline=100.0,
+                     current=120.0)
+    m.monitored_models.labels("monitoring").set(1)
+    m.processing_seconds.observe(0.003)
+    m.event_age.observe(0.2)
+    m.detection_lag.observe(1.5)
+    m.consumer_lag.labels("driftline.interactions", "0").set(12)
+    m.retrain_decisions.labels("retrain", "requested").inc()
+    m.retrain_requests.labels("retrain").inc()
+    m.retrain_jobs.labels("retrain", "failed").inc()
+    m.retrain_job_seconds.labels("retrain").observe(2.0)
+    m.store_writes.labels("interactions").inc(10)
+    m.store_retries.labels("interactions").inc()
+    m.store_errors.labels("interactions").inc()
+    m.store_up.set(1)
+    m.buffer_fill.labels("interactions").set(0.25)
+
+
+def exposed_labels() -> dict[str, set[str]]:
+    """Sample name -> label names, for every sample the worker's metrics expose."""
+    m = Metrics(CollectorRegistry())
+    touch_all(m)
+    out: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(generate_latest(m.registry).decode()):
+        for sample in family.samples:
+            out.setdefault(sample.name, set()).update(k for k in sample.labels if k != "le")
+    return out

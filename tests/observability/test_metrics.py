@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.metrics import OTHER, Metrics, ModelLabels, signal_kind
+from tests.observability.conftest import touch_all
 
 N_IDS = 100_000
 CAP = 100
@@ -126,23 +127,7 @@ def test_exposition_passes_promtool_check_metrics(
     _promtool_check(promtool, flooded[1])
     # Every metric with a sample, not just the ones the flood touches.
     m = Metrics(CollectorRegistry())
-    _feed(m, 3)
-    m.invalid.labels("bad_json", "driftline.interactions").inc()
-    m.dead_letters.labels("bad_json", "driftline.interactions").inc()
-    m.monitored_models.labels("monitoring").set(3)
-    m.processing_seconds.observe(0.003)
-    m.event_age.observe(0.2)
-    m.detection_lag.observe(1.5)
-    m.consumer_lag.labels("driftline.interactions", "0").set(12)
-    m.retrain_decisions.labels("retrain", "requested").inc()
-    m.retrain_requests.labels("retrain").inc()
-    m.retrain_jobs.labels("retrain", "failed").inc()
-    m.retrain_job_seconds.labels("retrain").observe(2.0)
-    m.store_writes.labels("interactions").inc(10)
-    m.store_retries.labels("interactions").inc()
-    m.store_errors.labels("interactions").inc()
-    m.store_up.set(1)
-    m.buffer_fill.labels("interactions").set(0.25)
+    touch_all(m)
     body = generate_latest(m.registry)
     assert all(f.samples for f in m.registry.collect())
     _promtool_check(promtool, body)
