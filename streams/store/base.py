@@ -225,6 +225,11 @@ class Store(abc.ABC):
         """Of these stored drift ids, those no decision covers yet."""
 
     @abc.abstractmethod
+    async def pending_drift_events(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Stored drift events (as published) that no decision covers yet, oldest first:
+        what a restarted retrain agent must still decide on."""
+
+    @abc.abstractmethod
     async def write_decisions(self, decisions: list[dict[str, Any]]) -> list[str]:
         """Store policy decisions (and link their drift events); return the new ids."""
 

@@ -102,6 +102,7 @@ class PostgresStore(Store):
         self.batch_size = batch_size
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self.applied: list[str] = []  # migration versions applied by start()
 
     def __repr__(self) -> str:
         return "PostgresStore(dsn='***')"
@@ -113,7 +114,7 @@ class PostgresStore(Store):
             if self._migrate:
                 conn = await asyncpg.connect(self._dsn)
                 try:
-                    await apply_on(conn)
+                    self.applied = await apply_on(conn)
                 finally:
                     await conn.close()
             return await asyncpg.create_pool(
@@ -180,6 +181,16 @@ class PostgresStore(Store):
                 return [r[0] for r in rows]
 
         return await self._run(op, "read undecided", "drift_events")
+
+    async def pending_drift_events(self, limit: int = 1000) -> list[dict[str, Any]]:
+        async def op() -> list[dict[str, Any]]:
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(
+                    "select raw from public.drift_events where decision_id is null"
+                    " order by stored_at, drift_id limit $1", limit)
+                return [orjson.loads(r[0]) for r in rows]
+
+        return await self._run(op, "read pending", "drift_events")
 
     async def write_decisions(self, decisions: list[dict[str, Any]]) -> list[str]:
         rows = dedupe([decision_row(d) for d in decisions], "decision_id")

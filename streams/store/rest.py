@@ -154,6 +154,15 @@ class RestStore(Store):
                                        "drift_events"))
         return out
 
+    async def pending_drift_events(self, limit: int = 1000) -> list[dict[str, Any]]:
+        async def op() -> list[dict[str, Any]]:
+            resp = await (self.client.table("drift_events").select("raw")
+                          .is_("decision_id", "null").order("stored_at")
+                          .order("drift_id").limit(limit).execute())
+            return [r["raw"] for r in _rows(resp)]
+
+        return await self._run(op, "read pending", "drift_events")
+
     async def write_decisions(self, decisions: list[dict[str, Any]]) -> list[str]:
         rows = dedupe([decision_row(d) for d in decisions], "decision_id")
         new = await self._upsert("retrain_decisions", rows, "decision_id",

@@ -1,0 +1,17 @@
+"""The retraining loop: policy (pure), triggers (webhook, command) and the coordinator."""
+
+from streams.retrain.policy import Decision, PolicyConfig, RetrainPolicy
+from streams.retrain.service import RetrainService, request_of
+from streams.retrain.triggers import (
+    IDEMPOTENCY_HEADER,
+    SIGNATURE_HEADER,
+    CommandTrigger,
+    TriggerResult,
+    WebhookTrigger,
+    sign,
+    verify,
+)
+
+__all__ = ["IDEMPOTENCY_HEADER", "SIGNATURE_HEADER", "CommandTrigger", "Decision",
+           "PolicyConfig", "RetrainPolicy", "RetrainService", "TriggerResult",
+           "WebhookTrigger", "request_of", "sign", "verify"]

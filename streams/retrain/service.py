@@ -1,0 +1,221 @@
+"""The retrain coordinator: drift events in, recorded decisions and jobs, triggers fired,
+retrain requests out (the caller publishes them on ``driftline.retrain-requests``).
+
+Order of work, so that a crash anywhere loses nothing and repeats nothing:
+
+1. store the drift events (idempotent on drift_id) — only then may the caller commit
+   the Kafka offset; a replayed event is not new and is not offered again;
+2. offer the new (or stored-but-undecided) events to the policy; record every decision;
+3. create a job per acted decision (job_id = action_id; idempotent), requested;
+4. fire the webhook / command for jobs that are new, in the background; record
+   running or failed with the trigger results;
+5. return the requests of new jobs for Kafka.
+
+:meth:`RetrainService.recover` (at start) re-offers stored drift events no decision
+covers, re-fires jobs still ``requested``, and restores cooldowns from the jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from streams.config import Settings
+from streams.metrics import Metrics
+from streams.retrain.policy import Decision, PolicyConfig, RetrainPolicy
+from streams.retrain.triggers import CommandTrigger, TriggerResult, WebhookTrigger
+from streams.store.base import Store, iso
+
+log = logging.getLogger("driftline.retrain")
+
+REQUEST_SCHEMA_VERSION = 1
+_COMMAND_ACTIONS = ("retrain", "reindex")
+
+
+def request_of(job: dict[str, Any], reason: str = "") -> dict[str, Any]:
+    """The retrain request (Kafka message, webhook body, command stdin) of a job."""
+    return {
+        "schema_version": REQUEST_SCHEMA_VERSION,
+        "action_id": job["job_id"],
+        "job_id": job["job_id"],
+        "decision_id": job["decision_id"],
+        "model_id": job["model_id"],
+        "model_version": job.get("model_version"),
+        "action": job["action"],
+        "drift_ids": list(job.get("drift_ids") or []),
+        "requested_at": iso(job["requested_at"]),
+        "reason": reason or (job.get("detail") or {}).get("reason", ""),
+    }
+
+
+def _epoch(value: Any) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).timestamp()
+    return float(value)
+
+
+class RetrainService:
+    """Turns drift events into at most one action per decision, recorded end to end."""
+
+    def __init__(self, store: Store, policy: RetrainPolicy, *,
+                 webhook: WebhookTrigger | None = None, command: CommandTrigger | None = None,
+                 metrics: Metrics | None = None, clock: Callable[[], float] = time.time,
+                 max_concurrent_triggers: int = 4) -> None:
+        self.store = store
+        self.policy = policy
+        self.webhook = webhook
+        self.command = command
+        self.metrics = metrics
+        self.clock = clock
+        self._sem = asyncio.Semaphore(max_concurrent_triggers)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight: set[str] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, store: Store, *,
+                      metrics: Metrics | None = None,
+                      policy: RetrainPolicy | None = None) -> RetrainService:
+        """Triggers from ``DRIFTLINE_WEBHOOK_URL``/``_SECRET`` and
+        ``DRIFTLINE_RETRAIN_COMMAND``; cooldown from ``DRIFTLINE_COOLDOWN_S``."""
+        policy = policy or RetrainPolicy(PolicyConfig(cooldown_s=settings.cooldown_s))
+        webhook = (WebhookTrigger(settings.webhook_url, settings.webhook_secret)
+                   if settings.webhook_url else None)
+        command = CommandTrigger(settings.retrain_command) if settings.retrain_command else None
+        return cls(store, policy, webhook=webhook, command=command, metrics=metrics)
+
+    # -- inputs ---------------------------------------------------------------------
+
+    async def handle(self, events: list[dict[str, Any]],
+                     now: float | None = None) -> list[dict[str, Any]]:
+        """Store, decide, record, trigger; return the retrain requests to publish."""
+        now = self.clock() if now is None else now
+        if not events:
+            return await self.tick(now)
+        new = set(await self.store.write_drift_events(events))
+        seen: set[str] = set()
+        batch = []
+        for ev in events:
+            if ev["drift_id"] not in seen:
+                seen.add(ev["drift_id"])
+                batch.append(ev)
+        old = [ev["drift_id"] for ev in batch if ev["drift_id"] not in new]
+        retry = set(await self.store.undecided(old)) if old else set()
+        decisions: list[Decision] = []
+        for ev in batch:
+            if ev["drift_id"] in new or ev["drift_id"] in retry:
+                decisions.extend(self.policy.offer(ev, now))
+        decisions.extend(self.policy.flush(now))
+        return await self._apply(decisions, now)
+
+    async def tick(self, now: float | None = None) -> list[dict[str, Any]]:
+        """Close grouping windows that are due (call from a timer)."""
+        now = self.clock() if now is None else now
+        return await self._apply(self.policy.flush(now), now)
+
+    async def on_deployed(self, model_id: str, model_version: str,
+                          now: float | None = None) -> list[str]:
+        """A ``deployed`` model update: close the model's open jobs as succeeded, record
+        the version (its baseline restarts), supersede its open drift group."""
+        now = self.clock() if now is None else now
+        await self._apply(self.policy.on_deployed(model_id, model_version, now), now)
+        return await self.store.mark_deployed(model_id, model_version)
+
+    async def recover(self, now: float | None = None) -> list[dict[str, Any]]:
+        """After a restart: restore cooldowns, re-decide undecided drift events, re-fire
+        jobs that never left ``requested``. Returns requests to (re)publish."""
+        now = self.clock() if now is None else now
+        jobs = await self.store.jobs()
+        for j in jobs:
+            self.policy.note_action(j["model_id"], j["action"], _epoch(j["requested_at"]))
+        out: list[dict[str, Any]] = []
+        for j in jobs:
+            if j["state"] == "requested" and j["job_id"] not in self._inflight:
+                req = request_of(j)
+                out.append(req)
+                self._spawn(req)
+        decisions: list[Decision] = []
+        for ev in await self.store.pending_drift_events():
+            decisions.extend(self.policy.offer(ev, now))
+        decisions.extend(self.policy.flush(now))
+        out.extend(await self._apply(decisions, now))
+        return out
+
+    # -- work -----------------------------------------------------------------------
+
+    async def _apply(self, decisions: list[Decision], now: float) -> list[dict[str, Any]]:
+        if not decisions:
+            return []
+        await self.store.write_decisions([d.to_dict() for d in decisions])
+        for d in decisions:
+            log.info("decision %s for %s: %s (%s)", d.decision_id, d.model_id, d.outcome,
+                     d.reason)
+            if self.metrics is not None:
+                self.metrics.retrain_decisions.labels(d.action or "none", d.outcome).inc()
+        acted = [d for d in decisions if d.acted]
+        if not acted:
+            return []
+        jobs = {d.decision_id: {"job_id": d.decision_id, "decision_id": d.decision_id,
+                                "model_id": d.model_id, "model_version": d.model_version,
+                                "action": d.action, "drift_ids": list(d.drift_ids),
+                                "detail": {"reason": d.reason}, "requested_at": now}
+                for d in acted}
+        new = await self.store.write_jobs(list(jobs.values()))
+        requests = []
+        for job_id in new:
+            req = request_of(jobs[job_id])
+            requests.append(req)
+            if self.metrics is not None:
+                self.metrics.retrain_requests.labels(req["action"]).inc()
+            self._spawn(req)
+        return requests
+
+    def _spawn(self, request: dict[str, Any]) -> None:
+        self._inflight.add(request["job_id"])
+        task = asyncio.create_task(self._fire(request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fire(self, request: dict[str, Any]) -> None:
+        job_id = request["job_id"]
+        try:
+            async with self._sem:
+                results: list[TriggerResult] = []
+                if self.webhook is not None:
+                    results.append(await self.webhook.fire(request))
+                if self.command is not None and request["action"] in _COMMAND_ACTIONS:
+                    results.append(await self.command.fire(request))
+            detail: dict[str, Any] = {"triggers": [r.to_dict() for r in results]}
+            if not results:
+                detail["via"] = "topic"
+            if all(r.ok for r in results):
+                await self.store.job_transition(job_id, "running", detail)
+                if request["action"] == "alert":  # nothing to deploy: delivered is done
+                    await self.store.job_transition(job_id, "succeeded", detail)
+            else:
+                failed = ", ".join(f"{r.trigger}: {r.error}" for r in results if not r.ok)
+                log.error("retrain job %s failed: %s", job_id, failed)
+                await self.store.job_transition(job_id, "failed", detail)
+        except Exception:  # a background task must never die silently
+            log.exception("retrain job %s: recording the trigger outcome failed", job_id)
+        finally:
+            self._inflight.discard(job_id)
+
+    async def drain(self) -> None:
+        """Wait for the triggers in flight."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Drain (bounded), then cancel what is left; those jobs stay ``requested`` and
+        :meth:`recover` re-fires them."""
+        try:
+            await asyncio.wait_for(self.drain(), timeout_s)
+        except TimeoutError:
+            for t in list(self._tasks):
+                t.cancel()

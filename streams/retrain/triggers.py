@@ -1,0 +1,171 @@
+"""Retrain triggers: a signed webhook and a local command. Each returns a
+:class:`TriggerResult`; neither raises on failure, so every outcome gets recorded.
+
+Webhook contract (for receivers):
+
+* ``POST <DRIFTLINE_WEBHOOK_URL>``, body = the retrain request as JSON (UTF-8, sorted keys).
+* ``X-Driftline-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes, keyed with
+  DRIFTLINE_WEBHOOK_SECRET>`` — compare with ``hmac.compare_digest``.
+* ``Idempotency-Key: <action_id>`` — the same action is retried (and may be re-sent after a
+  restart) with the same key: process it once.
+* 2xx = accepted. 408, 429 and 5xx (and network errors, timeouts) are retried with
+  exponential backoff and jitter; any other status fails at once.
+
+Command contract: ``DRIFTLINE_RETRAIN_COMMAND`` is split with :func:`shlex.split` into an
+argument vector and executed without a shell; the request JSON arrives on stdin; exit code
+0 = accepted. Store and webhook secrets are removed from its environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import random
+import shlex
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from streams.config import Secret
+from streams.store.base import RetryPolicy
+
+SIGNATURE_HEADER = "X-Driftline-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_RETRY_STATUS = {408, 425, 429}
+# never handed to a retrain command
+SECRET_ENV = ("DATABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "DRIFTLINE_WEBHOOK_SECRET")
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    """How one trigger went (recorded in the job's transition detail)."""
+
+    trigger: str
+    ok: bool
+    attempts: int
+    duration_s: float
+    status: int | None = None      # last HTTP status (webhook)
+    exit_code: int | None = None   # command
+    error: str | None = None       # short, secret-free
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def body_of(request: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(request, option=orjson.OPT_SORT_KEYS)
+
+
+def sign(body: bytes, secret: str) -> str:
+    """The ``X-Driftline-Signature`` value for ``body``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify(body: bytes, secret: str, header: str | None) -> bool:
+    """Receiver side: does ``header`` sign ``body``?"""
+    return header is not None and hmac.compare_digest(sign(body, secret), header)
+
+
+class WebhookTrigger:
+    """POST the request, signed, with its action id as idempotency key; retry transient
+    failures."""
+
+    name = "webhook"
+
+    def __init__(self, url: str, secret: Secret | str, *, timeout_s: float = 10.0,
+                 retry: RetryPolicy | None = None, rng: random.Random | None = None,
+                 client: httpx.AsyncClient | None = None) -> None:
+        if not url:
+            raise ValueError("webhook url is empty")
+        self.url = url
+        self._secret = secret if isinstance(secret, Secret) else Secret(secret)
+        if not self._secret:
+            raise ValueError("a webhook needs DRIFTLINE_WEBHOOK_SECRET")
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy(initial_s=0.5, max_s=30.0, attempts=6)
+        self._rng = rng or random.Random()
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"WebhookTrigger(url={self.url!r}, secret={self._secret!r})"
+
+    async def fire(self, request: Mapping[str, Any]) -> TriggerResult:
+        body = body_of(request)
+        headers = {"Content-Type": "application/json",
+                   "User-Agent": "driftline",
+                   SIGNATURE_HEADER: sign(body, self._secret.get()),
+                   IDEMPOTENCY_HEADER: str(request["action_id"])}
+        client = self._client or httpx.AsyncClient()
+        t0 = time.perf_counter()
+        attempts = 0
+        status: int | None = None
+        error: str | None = None
+        limit = self.retry.attempts or 6  # a webhook gives up, and the failure is recorded
+        try:
+            while attempts < limit:
+                attempts += 1
+                try:
+                    resp = await client.post(self.url, content=body, headers=headers,
+                                             timeout=self.timeout_s)
+                    status, error = resp.status_code, None
+                    if resp.is_success:
+                        return TriggerResult(self.name, True, attempts,
+                                             time.perf_counter() - t0, status=status)
+                    error = f"HTTP {status}"
+                    if status < 500 and status not in _RETRY_STATUS:
+                        break
+                except httpx.TransportError as exc:  # connect errors, timeouts
+                    status, error = None, type(exc).__name__
+                if attempts < limit:
+                    await asyncio.sleep(self.retry.delay(attempts - 1, self._rng))
+        finally:
+            if self._client is None:
+                await client.aclose()
+        return TriggerResult(self.name, False, attempts, time.perf_counter() - t0,
+                             status=status, error=error)
+
+
+class CommandTrigger:
+    """Run an argument vector (no shell) with the request JSON on stdin."""
+
+    name = "command"
+
+    def __init__(self, command: str | Sequence[str], *, timeout_s: float = 600.0,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.argv = shlex.split(command) if isinstance(command, str) else list(command)
+        if not self.argv:
+            raise ValueError("retrain command is empty")
+        self.timeout_s = timeout_s
+        base = dict(os.environ if env is None else env)
+        self._env = {k: v for k, v in base.items() if k not in SECRET_ENV}
+
+    def __repr__(self) -> str:
+        return f"CommandTrigger(argv={self.argv!r})"
+
+    async def fire(self, request: Mapping[str, Any]) -> TriggerResult:
+        t0 = time.perf_counter()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.argv, stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                env=self._env)
+        except OSError as exc:
+            return TriggerResult(self.name, False, 1, time.perf_counter() - t0,
+                                 error=f"cannot start: {type(exc).__name__}")
+        try:
+            await asyncio.wait_for(proc.communicate(body_of(request)), self.timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return TriggerResult(self.name, False, 1, time.perf_counter() - t0,
+                                 exit_code=proc.returncode,
+                                 error=f"timed out after {self.timeout_s:g}s")
+        code = proc.returncode
+        return TriggerResult(self.name, code == 0, 1, time.perf_counter() - t0,
+                             exit_code=code, error=None if code == 0 else f"exit {code}")
