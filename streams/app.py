@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +71,6 @@ def create_app(
     interaction_sink: InteractionSink | None = None,
     deploy_handler: DeployHandler | None = None,
     on_startup: Callable[[], Awaitable[None]] | None = None,
-    on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> Driftline:
     """Build the Faust app with every topic and agent of driftline."""
     metrics = metrics or Metrics(max_models=settings.max_model_labels)
@@ -113,7 +112,6 @@ def create_app(
     # ``data[...]`` + ``send_changelog`` because ``table[k] = v`` is refused inside
     # ``take_events()`` (faust-streaming #497).
     state = app.Table("monitor-state", key_type=bytes, value_type=bytes,
-                      key_serializer="raw", value_serializer="raw",
                       partitions=settings.partitions)
 
     def load_state(model_id: str) -> bytes | None:
@@ -136,6 +134,7 @@ def create_app(
             for rej in result.rejects:
                 await dead_letters.send(key=rej.record.key, value=rej.record.value,
                                         headers=dead_letter_headers(rej))
+                metrics.dead_letters.labels(rej.reason, rej.record.topic).inc()
                 log.warning("rejected %s[%d]@%d: %s: %s", rej.record.topic,
                             rej.record.partition, rej.record.offset, rej.reason, rej.message)
             for model_id, ev in result.drift_events:
@@ -194,18 +193,16 @@ def create_app(
     async def health(web: Any, request: Any) -> Any:
         return web.json({"status": "ok", "models": len(processor.models)})
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(app_: Any, *, revoked: set[Any], **kwargs: Any) -> None:
+    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         processor.forget_partitions({tp.partition for tp in revoked
                                      if tp.topic in (interactions, feedback, updates)})
+
+    app.on_partitions_revoked.connect(on_revoked)  # type: ignore[arg-type]
 
     if on_startup is not None:
         @app.task
         async def _startup() -> None:
             await on_startup()
-
-    if on_shutdown is not None:
-        app.on_shutdown = on_shutdown  # type: ignore[assignment,method-assign]
     return dl
 
 
@@ -215,19 +212,15 @@ def _record(event: Any) -> Record:
                   key=msg.key, value=msg.value, timestamp=msg.timestamp)
 
 
-def _export_stats(metrics: Metrics, processor: MonitorProcessor, models: Sequence[str] | dict
-                  ) -> None:
+def _export_stats(metrics: Metrics, processor: MonitorProcessor, models: Iterable[str]) -> None:
     for model_id in models:
         st = processor.models.get(model_id)
         stats_fn = getattr(st.monitor, "stats", None) if st else None
         if stats_fn is None:
             continue
-        label = metrics.model(model_id)
         for signal, s in stats_fn().items():
-            metrics.detector_statistic.labels(label, signal).set(s.statistic)
-            metrics.detector_threshold.labels(label, signal).set(s.threshold)
-            metrics.signal_baseline.labels(label, signal).set(s.baseline)
-            metrics.signal_current.labels(label, signal).set(s.current)
+            metrics.observe_signal(model_id, signal, statistic=s.statistic,
+                                   threshold=s.threshold, baseline=s.baseline, current=s.current)
 
 
 async def ensure_topics(settings: Settings, extra: Sequence[str] = ()) -> list[str]:

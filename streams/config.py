@@ -49,7 +49,8 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: _home() / "data",
                            metadata={"env": "DRIFTLINE_DATA_DIR"})
     warmup: int = field(default=500, metadata={"env": "DRIFTLINE_WARMUP"})
-    max_payload_bytes: int = field(default=64 * 1024, metadata={"env": "DRIFTLINE_MAX_PAYLOAD_BYTES"})
+    max_payload_bytes: int = field(default=64 * 1024,
+                                   metadata={"env": "DRIFTLINE_MAX_PAYLOAD_BYTES"})
     batch_size: int = field(default=500, metadata={"env": "DRIFTLINE_BATCH_SIZE"})
     batch_within_s: float = field(default=0.2, metadata={"env": "DRIFTLINE_BATCH_WITHIN_S"})
     max_model_labels: int = field(default=100, metadata={"env": "DRIFTLINE_MAX_MODEL_LABELS"})

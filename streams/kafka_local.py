@@ -231,7 +231,7 @@ class LocalKafka:
             # A KRaft cluster id is a base64url uuid without padding (StorageTool random-uuid).
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             fmt = subprocess.run(
-                ["java", "-cp", cp, log4j, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                ["java", "-cp", cp, log4j, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                  "-c", str(cfg), "--ignore-formatted"],
                 capture_output=True, text=True, check=False)
             if fmt.returncode != 0:
@@ -242,7 +242,7 @@ class LocalKafka:
                                  "DRIFTLINE_KAFKA_PORT / DRIFTLINE_KAFKA_CONTROLLER_PORT")
         if progress:
             progress(f"starting Kafka {KAFKA_VERSION} on {self.bootstrap}")
-        log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child process
+        log = open(self.log_file, "ab")
         proc = subprocess.Popen(
             ["java", *self.heap.split(), "-XX:+UseG1GC", "-Djava.awt.headless=true", log4j,
              "-cp", cp, "kafka.Kafka", str(cfg)],

@@ -1,0 +1,140 @@
+"""The ``driftline`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from streams.config import Settings
+
+
+def _kafka(args: argparse.Namespace) -> int:
+    from streams.kafka_local import KafkaError, LocalKafka
+
+    kafka = LocalKafka.from_env()
+    try:
+        if args.action == "up":
+            kafka.start(progress=lambda m: print(m, file=sys.stderr))
+            print(f"Kafka running at {kafka.bootstrap} (logs: {kafka.log_file})")
+        elif args.action == "down":
+            print("Kafka stopped" if kafka.stop() else "Kafka was not running")
+        elif args.action == "wipe":
+            kafka.wipe()
+            print(f"Kafka stopped and {kafka.home} deleted")
+        else:
+            print(kafka.status())
+    except KafkaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from streams import worker
+
+    worker.run(Settings.from_env(), loglevel=args.loglevel)
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from streams.store import open_store
+
+    async def go() -> list[str]:
+        store = open_store(Settings.from_env())
+        await store.start()  # applies pending migrations
+        try:
+            return list(getattr(store, "applied", []))
+        finally:
+            await store.close()
+
+    applied = asyncio.run(go())
+    print(f"migrations applied: {', '.join(applied) if applied else 'none pending'}")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from streams import simulate
+
+    sc = simulate.demo_scenario(args.events, seed=args.seed)
+    sc.embedding_format = args.embedding_format
+    if args.to == "file":
+        paths = simulate.to_files(sc, Path(args.out))
+        print(f"wrote {paths['interactions']}, {paths['feedback']}, truth in {paths['truth']}")
+        return 0
+    settings = Settings.from_env()
+    total = args.events * len(sc.models)
+    bar = simulate.Progress(total, "publish")
+    n = asyncio.run(simulate.to_kafka(sc, settings.kafka_bootstrap, settings.topic_prefix,
+                                      rate=args.rate, progress=bar.update))
+    bar.done(n)
+    if args.truth:
+        import orjson
+
+        Path(args.truth).write_bytes(orjson.dumps(sc.truth(), option=orjson.OPT_INDENT_2))
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from streams import replay
+
+    stats = replay.run(Path(args.input), Path(args.output),
+                       feedback_path=Path(args.feedback) if args.feedback else None)
+    print(stats)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from streams import demo
+
+    return demo.main(events_per_model=args.events, seed=args.seed, keep=args.keep)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="driftline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="the whole loop on one machine, nothing to configure")
+    p.add_argument("--events", type=int, default=4000, help="interactions per model")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--keep", action="store_true", help="leave Kafka running afterwards")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("worker", help="run the Faust worker (all agents, /metrics)")
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser("simulate", help="publish interactions with scheduled, known drift")
+    p.add_argument("--to", choices=["kafka", "file"], default="kafka")
+    p.add_argument("--out", default="sim", help="output directory for --to file")
+    p.add_argument("--truth", help="where to write the ground truth (JSON) for --to kafka")
+    p.add_argument("--events", type=int, default=4000, help="interactions per model")
+    p.add_argument("--rate", type=float, default=0.0, help="interactions/s, 0 = as fast as "
+                   "possible")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--embedding-format", choices=["json", "b64"], default="json")
+    p.set_defaults(func=_simulate)
+
+    p = sub.add_parser("replay", help="run the monitor offline over JSONL files")
+    p.add_argument("--input", required=True)
+    p.add_argument("--feedback")
+    p.add_argument("--output", required=True)
+    p.set_defaults(func=_replay)
+
+    p = sub.add_parser("kafka", help="a local single-node Apache Kafka (no Docker)")
+    p.add_argument("action", choices=["up", "down", "status", "wipe"])
+    p.set_defaults(func=_kafka)
+
+    p = sub.add_parser("migrate", help="apply the store schema (supabase/migrations)")
+    p.set_defaults(func=_migrate)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
