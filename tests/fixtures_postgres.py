@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+import random
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
+from streams.store.base import RetryPolicy
 from streams.store.embedded import EmbeddedPostgres
 from streams.store.migrate import apply_migrations
+from streams.store.postgres import PostgresStore
 
-__all__ = ["SUPABASE_ROLES_SQL", "TRUNCATE_SQL", "postgres_dsn", "postgres_server",
-           "truncate_all"]
+__all__ = ["FAST_RETRY", "SUPABASE_ROLES_SQL", "TRUNCATE_SQL", "clean_dsn", "pg_store",
+           "postgres_dsn", "postgres_server", "truncate_all"]
+
+FAST_RETRY = RetryPolicy(initial_s=0.02, max_s=0.2, attempts=None, timeout_s=10.0)
 
 SUPABASE_ROLES_SQL = """
 do $$
@@ -86,3 +91,21 @@ def postgres_dsn(request: pytest.FixtureRequest) -> str:
         dsn = request.getfixturevalue("postgres_server").dsn
     asyncio.run(_prepare(dsn))
     return dsn
+
+
+@pytest.fixture
+async def clean_dsn(postgres_dsn: str) -> str:
+    """``postgres_dsn`` with every driftline table emptied."""
+    await truncate_all(postgres_dsn)
+    return postgres_dsn
+
+
+@pytest.fixture
+async def pg_store(clean_dsn: str) -> AsyncIterator[PostgresStore]:
+    """A started :class:`PostgresStore` on empty tables (seeded jitter, fast retries)."""
+    store = PostgresStore(clean_dsn, retry=FAST_RETRY, rng=random.Random(7))
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()

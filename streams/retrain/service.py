@@ -142,7 +142,8 @@ class RetrainService:
         decisions: list[Decision] = []
         for ev in await self.store.pending_drift_events():
             decisions.extend(self.policy.offer(ev, now))
-        decisions.extend(self.policy.flush(now))
+        # their windows opened before the restart: decide them now
+        decisions.extend(self.policy.flush(now, force=True))
         out.extend(await self._apply(decisions, now))
         return out
 

@@ -83,14 +83,16 @@ class RestStore(Store):
         self.batch_size = batch_size
         self._schema = schema
         self._client: AsyncClient | None = None
+        self._http: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:
         return f"RestStore(url={self._url!r}, key='***')"
 
     async def start(self) -> None:
         if self._client is None:
-            options = AsyncClientOptions(schema=self._schema,
-                                         postgrest_client_timeout=self.retry.timeout_s,
+            # our own HTTP client: one connection pool, our timeout; retries are ours too
+            self._http = httpx.AsyncClient(timeout=self.retry.timeout_s)
+            options = AsyncClientOptions(schema=self._schema, httpx_client=self._http,
                                          postgrest_client_retry=False)
             self._client = AsyncClient(self._url, self._key, options=options)
 
@@ -98,6 +100,9 @@ class RestStore(Store):
         if self._client is not None:
             client, self._client = self._client, None
             await client.postgrest.aclose()
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.aclose()
 
     @property
     def client(self) -> AsyncClient:

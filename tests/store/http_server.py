@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 
 @dataclass
@@ -16,7 +17,7 @@ class Recorded:
     method: str
     path: str
     query: dict[str, str]
-    headers: dict[str, str]
+    headers: CIMultiDict[str]  # case-insensitive, as HTTP headers are
     body: bytes
 
 
@@ -50,7 +51,7 @@ class RecordingServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         rec = Recorded(request.method, request.path, dict(request.query),
-                       dict(request.headers), await request.read())
+                       CIMultiDict(request.headers), await request.read())
         self.requests.append(rec)
         async with self._arrived:
             self._arrived.notify_all()

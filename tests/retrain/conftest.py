@@ -1,0 +1,3 @@
+"""Retrain fixtures: the session's real PostgreSQL, emptied per test."""
+
+from tests.fixtures_postgres import *  # noqa: F403
