@@ -4,7 +4,17 @@ Pure Python + numpy + river: no Kafka, no asyncio, no I/O. The same code runs
 inside the Faust monitor agent and in the offline ``driftline replay`` command.
 """
 
+from detectors.cusum import CUSUM, BernoulliCUSUM
 from detectors.monitor import ModelMonitor, MonitorConfig
-from detectors.types import KINDS, Finding, Observation
+from detectors.types import KINDS, Finding, Observation, SignalStats
 
-__all__ = ["KINDS", "Finding", "ModelMonitor", "MonitorConfig", "Observation"]
+__all__ = [
+    "CUSUM",
+    "KINDS",
+    "BernoulliCUSUM",
+    "Finding",
+    "ModelMonitor",
+    "MonitorConfig",
+    "Observation",
+    "SignalStats",
+]

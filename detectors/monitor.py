@@ -1,31 +1,79 @@
-"""Per-model monitor: learns a reference from a warm-up, then watches every signal."""
+"""Per-model monitor: learns a reference from a warm-up, then watches every signal.
+
+Signals and detectors (each signal's false-alarm budget is split among its detectors):
+
+======================== ========= =================================================
+signal                   kind      detectors
+======================== ========= =================================================
+latency                  behavior  CUSUM mean up/down, spread up/down (normal scores)
+output_length            behavior  same, on output_tokens
+refusal_rate             behavior  Bernoulli CUSUM up/down
+negative_feedback_rate   behavior  Bernoulli CUSUM up/down on feedback == -1
+error_rate               accuracy  Bernoulli CUSUM up on correct == false
+embedding                embedding novelty (Bernoulli on distance to k centroids),
+                                   distance mean CUSUM
+======================== ========= =================================================
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from river import drift
+import numpy as np
 
-from detectors.types import Finding, Observation
-
-_SNAPSHOT_VERSION = 1
+from detectors import state
+from detectors.embedding import EmbeddingSignal
+from detectors.rate import RateSignal
+from detectors.scalar import ScalarSignal
+from detectors.signal import Signal
+from detectors.types import Finding, Observation, SignalStats
 
 
 @dataclass(frozen=True, slots=True)
 class MonitorConfig:
-    """Tunables of a model's monitor."""
+    """Tunables of a model's monitor.
 
-    warmup: int = 500
-    adwin_delta: float = 0.002
+    ``warmup`` values of each signal form its reference (rates also wait for
+    ``rate_min_events`` events; embeddings use ``warmup // 2`` vectors for
+    k-means and the next ``warmup`` for held-out distances). Thresholds hold
+    at most ``target_false_alarm_rate`` false alarms per event per signal.
+    """
+
+    warmup: int = 2000
+    target_false_alarm_rate: float = 1e-6
+    mean_shift: float = 0.5
+    spread_ratio: float = 1.5
+    rate_ratio: float = 2.0
+    rate_min_events: int = 200
+    rate_floor: float = 1e-3
+    embedding_clusters: int = 32
+    embedding_quantile: float = 0.97
+    embedding_rate_increase: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.warmup < 20:
+            raise ValueError("warmup must be at least 20 events")
+        if not 0 < self.target_false_alarm_rate < 0.1:
+            raise ValueError("target_false_alarm_rate must be in (0, 0.1)")
+
+
+_FLOAT_SIGNALS = ("latency", "output_length")
 
 
 class ModelMonitor:
     """All detectors of one model.
 
-    >>> m = ModelMonitor("m1", MonitorConfig(warmup=50))
-    >>> out = [m.observe(Observation(f"e{i}", float(i), latency_ms=100.0 + i % 7)) for i in range(60)]
+    >>> import random
+    >>> rng = random.Random(1)
+    >>> m = ModelMonitor("m1", MonitorConfig(warmup=500))
+    >>> obs = [Observation(f"e{i}", float(i), latency_ms=rng.lognormvariate(5 + (i >= 3000), 0.4))
+    ...        for i in range(4000)]
+    >>> [(f.signal, f.detector, f.event_id) for f in m.observe_many(obs)]
+    [('latency', 'cusum_mean_up', 'e3013')]
     >>> m.phase
     'monitoring'
     """
@@ -38,68 +86,212 @@ class ModelMonitor:
         self._reset_reference()
 
     def _reset_reference(self) -> None:
-        self._n = 0
-        self._sum = 0.0
-        self._sumsq = 0.0
-        self._mean = 0.0
-        self._std = 1.0
-        self._adwin = drift.ADWIN(delta=self.config.adwin_delta)
+        c = self.config
+        fa = c.target_false_alarm_rate
+        self._events = 0
+        self.signals: dict[str, Signal] = {
+            "latency": ScalarSignal("latency", fa, c.warmup, c.mean_shift, c.spread_ratio),
+            "output_length": ScalarSignal("output_length", fa, c.warmup, c.mean_shift,
+                                          c.spread_ratio),
+            "refusal_rate": RateSignal("refusal_rate", fa, c.warmup, c.rate_min_events,
+                                       c.rate_ratio, True, c.rate_floor),
+            "negative_feedback_rate": RateSignal("negative_feedback_rate", fa, c.warmup,
+                                                 c.rate_min_events, c.rate_ratio, True,
+                                                 c.rate_floor),
+            "error_rate": RateSignal("error_rate", fa, c.warmup, c.rate_min_events,
+                                     c.rate_ratio, False, c.rate_floor, kind="accuracy"),
+            "embedding": EmbeddingSignal("embedding", fa, max(c.warmup // 2, 8), c.warmup,
+                                         c.embedding_clusters, c.embedding_quantile,
+                                         c.embedding_rate_increase, c.seed),
+        }
 
     @property
     def phase(self) -> str:
-        return "warmup" if self._n < self.config.warmup else "monitoring"
+        return "warmup" if self._events < self.config.warmup else "monitoring"
 
     def deploy(self, model_version: str | None) -> None:
         """Start a fresh reference for a newly deployed version."""
         self.model_version = model_version
         self._reset_reference()
 
-    def observe(self, obs: Observation) -> list[Finding]:
-        if obs.model_version is not None and self.model_version is None:
-            self.model_version = obs.model_version
-        if obs.latency_ms is None:
-            return []
-        x = math.log1p(obs.latency_ms)
-        if self._n < self.config.warmup:
-            self._n += 1
-            self._sum += x
-            self._sumsq += x * x
-            if self._n == self.config.warmup:
-                self._mean = self._sum / self._n
-                var = max(self._sumsq / self._n - self._mean**2, 1e-12)
-                self._std = math.sqrt(var)
-            return []
-        z = (x - self._mean) / self._std
-        self._adwin.update(z)
-        if not self._adwin.drift_detected:
-            return []
-        current = self._adwin.estimation
-        finding = Finding(
-            kind="behavior", signal="latency", detector="adwin",
-            baseline=math.expm1(self._mean), current=math.expm1(self._mean + current * self._std),
-            severity=abs(current), event_id=obs.event_id, ts=obs.ts,
-            model_version=self.model_version,
-        )
-        self._adwin = drift.ADWIN(delta=self.config.adwin_delta)
-        return [finding]
+    def stats(self) -> dict[str, SignalStats]:
+        """Per signal: the statistic closest to its threshold, baseline and current value."""
+        return {name: sig.stats() for name, sig in self.signals.items()}
 
-    def observe_many(self, batch: list[Observation]) -> list[Finding]:
-        out: list[Finding] = []
-        for obs in batch:
-            out.extend(self.observe(obs))
-        return out
+    # -- observing -----------------------------------------------------------------
+    def observe(self, obs: Observation) -> list[Finding]:
+        """Feed one interaction."""
+        return self.observe_many([obs])
+
+    def observe_many(self, batch: Sequence[Observation]) -> list[Finding]:
+        """Feed interactions in stream order (the fast path: vectorised per signal)."""
+        if not batch:
+            return []
+        cols: dict[str, np.ndarray] = {}
+        for name, attr in (("latency_ms", "latency_ms"), ("output_tokens", "output_tokens")):
+            vals = [getattr(o, attr) for o in batch]
+            cols[name] = _float_column(name, vals)
+        for name in ("refusal", "correct"):
+            vals = [getattr(o, name) for o in batch]
+            cols[name] = _bool_column(name, vals)
+        cols["feedback"] = _feedback_column([o.feedback for o in batch])
+        rows = [i for i, o in enumerate(batch) if o.embedding is not None]
+        emb = None
+        if rows:
+            vecs = [np.asarray(batch[i].embedding, dtype=np.float32) for i in rows]
+            if len({v.shape for v in vecs}) != 1 or vecs[0].ndim != 1:
+                raise ValueError("embedding: vectors of one batch differ in shape")
+            emb = np.stack(vecs)
+        version = next((o.model_version for o in batch if o.model_version is not None), None)
+        return self.observe_columns(
+            [o.event_id for o in batch], np.array([o.ts for o in batch], dtype=np.float64),
+            latency_ms=cols["latency_ms"], output_tokens=cols["output_tokens"],
+            refusal=cols["refusal"], feedback=cols["feedback"], correct=cols["correct"],
+            embeddings=emb, embedding_rows=np.array(rows, dtype=np.int64),
+            model_version=version)
 
     def observe_label(self, event_id: str, ts: float, correct: bool | None = None,
                       feedback: int | None = None) -> list[Finding]:
-        return []
+        """Feed a delayed label or rating for an earlier interaction."""
+        return self.observe_columns(
+            [event_id], np.array([ts], dtype=np.float64),
+            correct=_bool_column("correct", [correct]),
+            feedback=_feedback_column([feedback]), interactions=0)
 
+    def observe_columns(self, event_ids: Sequence[str], ts: np.ndarray, *,
+                        latency_ms: np.ndarray | None = None,
+                        output_tokens: np.ndarray | None = None,
+                        refusal: np.ndarray | None = None,
+                        feedback: np.ndarray | None = None,
+                        correct: np.ndarray | None = None,
+                        embeddings: np.ndarray | None = None,
+                        embedding_rows: np.ndarray | None = None,
+                        model_version: str | None = None,
+                        interactions: int | None = None) -> list[Finding]:
+        """Feed a batch as columns: one row per event, NaN where a signal is absent.
+
+        ``refusal`` and ``correct`` hold 1.0/0.0, ``feedback`` -1/0/1;
+        ``embeddings`` holds the vectors of rows ``embedding_rows`` (ascending).
+        ``interactions`` counts rows that are interactions (labels are not).
+        The whole batch is validated before any state changes.
+        """
+        n = len(event_ids)
+        if model_version is not None and self.model_version is None:
+            self.model_version = model_version
+        inputs: list[tuple[int, str, np.ndarray, np.ndarray]] = []
+        for order, (name, col, check) in enumerate((
+                ("latency", latency_ms, "nonneg"), ("output_length", output_tokens, "nonneg"),
+                ("refusal_rate", refusal, "bool"), ("negative_feedback_rate", feedback, "fb"),
+                ("error_rate", correct, "bool"))):
+            if col is None:
+                continue
+            col = np.asarray(col, dtype=np.float64)
+            if col.shape != (n,):
+                raise ValueError(f"{name}: column of shape {col.shape} for {n} events")
+            rows = np.flatnonzero(~np.isnan(col))
+            vals = col[rows]
+            _check(name, check, vals)
+            if check == "fb":
+                vals = (vals < -0.5).astype(np.float64)
+            elif name == "error_rate":
+                vals = 1.0 - vals
+            inputs.append((order, name, rows, vals))
+        if embeddings is not None and embeddings.shape[0]:
+            sig = self.signals["embedding"]
+            assert isinstance(sig, EmbeddingSignal)
+            sig.check(embeddings)
+            rows = (np.asarray(embedding_rows, dtype=np.int64) if embedding_rows is not None
+                    else np.arange(n))
+            if rows.shape[0] != embeddings.shape[0]:
+                raise ValueError("embedding: embedding_rows and embeddings differ in length")
+            inputs.append((5, "embedding", rows, embeddings))
+        self._events += n if interactions is None else interactions
+        found: list[tuple[int, int, Finding]] = []
+        for order, name, rows, vals in inputs:
+            sig = self.signals[name]
+            for alarm in sig.update(vals):
+                row = int(rows[alarm.index])
+                found.append((row, order, Finding(
+                    kind=sig.kind, signal=name, detector=alarm.detector,
+                    baseline=_finite(alarm.baseline), current=_finite(alarm.current),
+                    severity=_finite(alarm.severity), event_id=event_ids[row],
+                    ts=float(ts[row]), model_version=self.model_version)))
+        found.sort(key=lambda f: (f[0], f[1]))
+        return [f for _, _, f in found]
+
+    # -- state -----------------------------------------------------------------------
     def snapshot(self) -> bytes:
-        return bytes([_SNAPSHOT_VERSION]) + pickle.dumps(self.__dict__)
+        """Versioned, pickle-free bytes (see :mod:`detectors.state`)."""
+        fields: dict[str, state.Value] = {
+            "model_id": self.model_id, "model_version": self.model_version,
+            "events": self._events,
+        }
+        for f in dataclasses.fields(MonitorConfig):
+            fields[f"cfg.{f.name}"] = getattr(self.config, f.name)
+        for name, sig in self.signals.items():
+            fields.update(sig.dump(name))
+        return state.encode(fields)
 
     @classmethod
     def restore(cls, data: bytes) -> ModelMonitor:
-        if not data or data[0] != _SNAPSHOT_VERSION:
-            raise ValueError(f"unsupported monitor snapshot version {data[:1]!r}")
-        self = cls.__new__(cls)
-        self.__dict__.update(pickle.loads(data[1:]))
+        """Rebuild a monitor from :meth:`snapshot` bytes; continues exactly where it was."""
+        r = state.Reader(state.decode(bytes(data)))
+        kw: dict[str, object] = {}
+        for f in dataclasses.fields(MonitorConfig):
+            key = f"cfg.{f.name}"
+            if r.has(key):
+                kw[f.name] = r.integer(key) if f.type in ("int", int) else r.real(key)
+        model_id = r.text("model_id")
+        if model_id is None:
+            raise ValueError("monitor snapshot lacks model_id")
+        self = cls(model_id, MonitorConfig(**kw), r.text("model_version"))  # type: ignore[arg-type]
+        self._events = r.integer("events")
+        for name, sig in self.signals.items():
+            sig.load(r.sub(name))
         return self
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
+
+
+def _check(name: str, check: str, vals: np.ndarray) -> None:
+    if check == "nonneg":
+        bad = ~((vals >= 0) & (vals < math.inf))
+        what = "a finite number >= 0"
+    elif check == "bool":
+        bad = (vals != 0) & (vals != 1)
+        what = "true or false"
+    else:
+        bad = (vals != -1) & (vals != 0) & (vals != 1)
+        what = "-1, 0 or 1"
+    if bad.any():
+        raise ValueError(f"{name}: value {vals[bad][0]!r} is not {what}")
+
+
+def _float_column(name: str, vals: list[object]) -> np.ndarray:
+    missing = np.array([v is None for v in vals])
+    try:
+        col = np.array(vals, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: values must be numbers") from None
+    if (np.isnan(col) & ~missing).any():
+        raise ValueError(f"{name}: NaN is not a valid value")
+    return col
+
+
+def _bool_column(name: str, vals: list[object]) -> np.ndarray:
+    if any(v is not None and not isinstance(v, bool | np.bool_) for v in vals):
+        raise ValueError(f"{name}: values must be true, false or None")
+    return np.array([math.nan if v is None else float(v) for v in vals])  # type: ignore[arg-type]
+
+
+def _feedback_column(vals: list[object]) -> np.ndarray:
+    out = np.full(len(vals), math.nan)
+    for i, v in enumerate(vals):
+        if v is None:
+            continue
+        if isinstance(v, bool) or v not in (-1, 0, 1):
+            raise ValueError(f"feedback: value {v!r} is not -1, 0 or 1")
+        out[i] = float(v)  # type: ignore[arg-type]
+    return out

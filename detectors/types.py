@@ -38,3 +38,21 @@ class Finding:
     event_id: str
     ts: float
     model_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalStats:
+    """Live view of one signal, for metrics: the detector closest to an alarm.
+
+    ``statistic`` and ``threshold`` are in log-likelihood-ratio units (the
+    detector alarms when statistic >= threshold); ``baseline`` and ``current``
+    are in the signal's native units (ms, tokens, rate, share of novel traffic).
+    """
+
+    kind: str
+    phase: str
+    detector: str
+    statistic: float
+    threshold: float
+    baseline: float
+    current: float

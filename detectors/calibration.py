@@ -1,0 +1,186 @@
+"""Thresholds for a target false-alarm rate: exact Markov-chain ARLs, no library defaults.
+
+Two families of CUSUM are calibrated here.
+
+* Normal-score CUSUMs (mean and spread of a scalar signal): the increments are
+  log-likelihood ratios of a standard normal score ``z``. Their in-control run
+  length is computed with the Brook-Evans Markov chain. The reference is
+  *estimated* from a warm-up of ``n`` values, so ``z`` really is
+  ``N(delta, s^2)`` with ``delta ~ N(0, 1/n)`` and ``s ~ 1 + N(0, 1/(2n))``; the
+  false-alarm rate is averaged over that estimation error (Gauss-Hermite), which
+  is what a fleet of freshly warmed-up monitors actually experiences.
+* Bernoulli CUSUMs on an integer grid (a non-event moves the statistic one unit,
+  an event ``a`` units the other way). The chain is skip-free in one direction,
+  so the ARL of every threshold comes out of one linear recursion, exactly.
+
+Results depend only on their arguments and are cached per process.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+_CHAIN_STATES = 160
+_GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(5)
+_GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()
+
+
+def _phi(x: float) -> float:
+    """Standard normal CDF, accurate in the far tails."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def _increment_cdf(shape: tuple[float, float, float], delta: float, scale: float,
+                   t: np.ndarray) -> np.ndarray:
+    """P(c2*z^2 + c1*z + c0 <= t) for z ~ N(delta, scale^2); c2*c1 == 0."""
+    c2, c1, c0 = shape
+    out = np.empty(t.shape)
+    for i, ti in enumerate(t.tolist()):
+        if c2 == 0.0:
+            zt = (ti - c0) / c1
+            p = _phi((zt - delta) / scale)
+            out[i] = p if c1 > 0 else 1.0 - p
+        else:
+            q = (ti - c0) / c2
+            if q <= 0:
+                below = 0.0
+            else:
+                r = math.sqrt(q)
+                below = _phi((r - delta) / scale) - _phi((-r - delta) / scale)
+            out[i] = below if c2 > 0 else 1.0 - below
+    return out
+
+
+def normal_cusum_arl(shape: tuple[float, float, float], h: float, delta: float = 0.0,
+                     scale: float = 1.0, states: int = _CHAIN_STATES) -> float:
+    """Average run length of ``S = max(0, S + c2 z^2 + c1 z + c0)`` to ``S >= h``."""
+    w = h / (states - 0.5)
+    # S + X lands in cell j when (j-0.5)w < S+X <= (j+0.5)w; cell differences m = j - i.
+    m = np.arange(-states, states + 2)
+    cdf = _increment_cdf(shape, delta, scale, (m - 0.5) * w)
+    i = np.arange(states)[:, None]
+    j = np.arange(states)[None, :]
+    upper = cdf[(j - i + 1) + states]
+    lower = cdf[(j - i) + states]
+    p = upper - lower
+    p[:, 0] = cdf[(1 - np.arange(states)) + states]
+    a = np.eye(states) - p
+    arl = np.linalg.solve(a, np.ones(states))
+    return float(arl[0])
+
+
+def _mean_fa_rate(shape: tuple[float, float, float], h: float, n_ref: int) -> float:
+    """False alarms per event, averaged over the warm-up's estimation error."""
+    if n_ref <= 0:
+        return 1.0 / normal_cusum_arl(shape, h)
+    sd_mean = 1.0 / math.sqrt(n_ref)
+    sd_scale = 1.0 / math.sqrt(2.0 * n_ref)
+    rate = 0.0
+    for xm, wm in zip(_GH_NODES[1:4], (0.25, 0.5, 0.25), strict=True):
+        for xs, ws in zip(_GH_NODES[1:4], (0.25, 0.5, 0.25), strict=True):
+            # 3-point rule on the inner nodes, reweighted: cheap and close to 5x5.
+            delta = float(xm) * sd_mean * 1.3
+            scale = 1.0 + float(xs) * sd_scale * 1.3
+            rate += wm * ws / normal_cusum_arl(shape, h, delta, scale)
+    return rate
+
+
+@lru_cache(maxsize=256)
+def normal_cusum_threshold(shape: tuple[float, float, float], fa_rate: float,
+                           n_ref: int) -> float:
+    """Smallest h whose in-control false-alarm rate (per event) is <= ``fa_rate``."""
+    # log(rate) is close to linear in h: secant steps from the Siegmund-style guess.
+    target = math.log(fa_rate)
+    h0 = max(1.0, -target - 2.0)
+    h1 = h0 + 2.0
+    f0 = math.log(_mean_fa_rate(shape, h0, n_ref)) - target
+    f1 = math.log(_mean_fa_rate(shape, h1, n_ref)) - target
+    for _ in range(12):
+        if abs(f1) < 1e-3 or f1 == f0:
+            break
+        h2 = max(0.1, h1 - f1 * (h1 - h0) / (f1 - f0))
+        h0, f0 = h1, f1
+        h1, f1 = h2, math.log(_mean_fa_rate(shape, h2, n_ref)) - target
+    # Land on the safe side of the root.
+    while f1 > 0:
+        h1 *= 1.005
+        f1 = math.log(_mean_fa_rate(shape, h1, n_ref)) - target
+    return h1
+
+
+def bernoulli_arls(a: int, p: float, h_max: int, up: bool) -> np.ndarray:
+    """Exact ARL for every integer threshold 1..h_max of a Bernoulli grid CUSUM.
+
+    ``up``: an event adds ``a``, a non-event subtracts 1; else a non-event adds
+    1 and an event subtracts ``a``. Alarm when the statistic reaches ``H``;
+    the statistic starts at 0. Entry ``H-1`` of the result is ARL(H).
+    """
+    q = 1.0 - p
+    n = h_max + 1
+    out = np.full(h_max, np.inf)
+    if up:
+        # Index by distance m from the top (s = H-1-m); L_0 = c unknown, every
+        # L_m = al[m] + be[m] * c, and the reflecting bottom fixes c per H.
+        al = [0.0] * n
+        be = [0.0] * n
+        be[0] = 1.0
+        for m in range(n - 1):
+            pa = al[m - a] if m >= a else 0.0
+            pb = be[m - a] if m >= a else 0.0
+            al[m + 1] = (al[m] - 1.0 - p * pa) / q
+            be[m + 1] = (be[m] - p * pb) / q
+        for hh in range(1, h_max + 1):
+            k = hh - 1
+            da = al[k] - (al[k - a] if k >= a else 0.0)
+            db = be[k] - (be[k - a] if k >= a else 0.0)
+            if db == 0.0:
+                continue
+            c = (1.0 / p - da) / db
+            out[hh - 1] = al[k] + be[k] * c
+        return out
+    # Down-direction: index by the state s itself, L(0) = c unknown.
+    al = [0.0] * n
+    be = [0.0] * n
+    be[0] = 1.0
+    if n > 1:
+        al[1] = -1.0 / q
+        be[1] = 1.0
+    for s in range(1, n - 1):
+        j = max(s - a, 0)
+        al[s + 1] = (al[s] - 1.0 - p * al[j]) / q
+        be[s + 1] = (be[s] - p * be[j]) / q
+    for hh in range(1, h_max + 1):
+        if be[hh] != 0.0:
+            out[hh - 1] = -al[hh] / be[hh]
+    return out
+
+
+def _rate_nodes(p0: float, events: float) -> list[tuple[float, float]]:
+    """Gauss-Hermite nodes over the uncertainty of a rate estimated from ``events``."""
+    sd = math.sqrt(max(1.0 - p0, 0.0) / (events + 0.5))
+    return [(min(p0 * math.exp(sd * float(x)), 0.999), float(w))
+            for x, w in zip(_GH_NODES, _GH_WEIGHTS, strict=True)]
+
+
+@lru_cache(maxsize=1024)
+def bernoulli_threshold(a: int, unit: float, p0: float, events: float, fa_rate: float,
+                        up: bool) -> int:
+    """Smallest integer threshold with an average false-alarm rate <= ``fa_rate``.
+
+    ``unit`` is the log-likelihood ratio of one grid step (for the first guess
+    of the search range only); ``events`` sizes the estimation error of ``p0``.
+    """
+    nodes = _rate_nodes(p0, events)
+    h_max = int(2.0 * math.log(1.0 / fa_rate) / unit) + a + 16
+    for _ in range(8):
+        rate = np.zeros(h_max)
+        for p, w in nodes:
+            rate += w / bernoulli_arls(a, p, h_max, up)
+        ok = np.flatnonzero(rate <= fa_rate)
+        if ok.size:
+            return int(ok[0]) + 1
+        h_max *= 2
+    raise ValueError(f"no threshold reaches a false-alarm rate of {fa_rate}")

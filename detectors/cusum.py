@@ -1,0 +1,167 @@
+"""One-sided CUSUM on fixed-point increments, vectorised over a batch.
+
+``S_t = max(0, S_{t-1} + x_t)`` equals ``C_t - min(0, min_{s<=t} C_s)`` with ``C``
+the running sum of ``x`` started at ``S_0``: one ``np.cumsum`` and one
+``np.minimum.accumulate`` per batch. Increments are integers (log-likelihood
+ratios times ``SCALE``, or grid steps of a Bernoulli CUSUM), so sums are exact
+and a batch of any size gives bit-for-bit the detections of one event at a time.
+
+:class:`CUSUM` and :class:`BernoulliCUSUM` expose the same statistic through
+river's ``DriftDetector`` interface for use outside a monitor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from river import base
+
+from detectors import calibration
+
+SCALE = 1 << 24  # fixed-point resolution of log-likelihood-ratio increments
+
+
+def to_fixed(x: np.ndarray) -> np.ndarray:
+    """Log-likelihood ratios as exact int64 fixed-point increments."""
+    return np.rint(np.asarray(x, dtype=np.float64) * SCALE).astype(np.int64)
+
+
+@dataclass(slots=True)
+class Cusum:
+    """State of one one-sided CUSUM: statistic, threshold, run since it left 0."""
+
+    name: str
+    h: int
+    s: int = 0
+    run: int = 0
+
+    def scan(self, inc: np.ndarray) -> tuple[int, int, int]:
+        """First index reaching ``h`` (or -1) and ``(s, run)`` there or at the end.
+
+        Does not change the state; :meth:`commit` does.
+        """
+        n = inc.shape[0]
+        if n == 0:
+            return -1, self.s, self.run
+        c = np.cumsum(inc)
+        c += self.s
+        s = c - np.minimum.accumulate(np.minimum(c, 0))
+        hit = s >= self.h
+        idx = int(hit.argmax())
+        end = idx if hit[idx] else n - 1
+        zeros = np.flatnonzero(s[: end + 1] == 0)
+        run = end - int(zeros[-1]) if zeros.size else self.run + end + 1
+        return (idx if hit[idx] else -1), int(s[end]), run
+
+    def commit(self, s: int, run: int) -> None:
+        self.s = s
+        self.run = run
+
+    def fraction(self) -> float:
+        """How close to an alarm, 0..1."""
+        return self.s / self.h
+
+
+class CUSUM(base.DriftDetector):
+    """Two-sided CUSUM for a mean shift of standardised values, river-compatible.
+
+    The threshold is calibrated (Markov chain) for ``target_false_alarm_rate``
+    per update on N(0, 1) input; standardise inputs against a reference first.
+
+    >>> import random
+    >>> rng = random.Random(7)
+    >>> det = CUSUM(shift=1.0)
+    >>> xs = [rng.gauss(0, 1) for _ in range(1000)] + [rng.gauss(1, 1) for _ in range(200)]
+    >>> [i for i, x in enumerate(xs) if det.update(x) or det.drift_detected]
+    [1019]
+    """
+
+    def __init__(self, shift: float = 0.5, target_false_alarm_rate: float = 1e-6) -> None:
+        super().__init__()
+        self.shift = shift
+        self.target_false_alarm_rate = target_false_alarm_rate
+        d = shift
+        h = calibration.normal_cusum_threshold((0.0, d, -d * d / 2), target_false_alarm_rate / 2, 0)
+        self._h = int(h * SCALE)
+        self._reset()
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._up = Cusum("up", self._h)
+        self._down = Cusum("down", self._h)
+
+    def update(self, x: int | float) -> None:
+        if not math.isfinite(x):
+            raise ValueError(f"CUSUM input must be finite, got {x!r}")
+        if self.drift_detected:
+            self._reset()
+        d = self.shift
+        for det, sign in ((self._up, 1.0), (self._down, -1.0)):
+            idx, s, run = det.scan(to_fixed(np.array([d * (sign * x) - d * d / 2])))
+            det.commit(s, run)
+            if idx >= 0:
+                self._drift_detected = True
+
+    @classmethod
+    def _unit_test_params(cls):  # type: ignore[no-untyped-def]
+        yield {}
+
+
+class BernoulliCUSUM(base.BinaryDriftDetector):
+    """Upper Bernoulli CUSUM for a rate rising from ``p0`` to ``ratio * p0``.
+
+    Threshold from the exact Markov-chain ARL for ``target_false_alarm_rate``.
+
+    >>> import random
+    >>> rng = random.Random(3)
+    >>> det = BernoulliCUSUM(p0=0.1)
+    >>> xs = [rng.random() < 0.1 for _ in range(5000)] + [rng.random() < 0.2 for _ in range(2000)]
+    >>> [i for i, x in enumerate(xs) if det.update(x) or det.drift_detected]
+    [5158]
+    """
+
+    def __init__(self, p0: float = 0.1, ratio: float = 2.0,
+                 target_false_alarm_rate: float = 1e-6) -> None:
+        super().__init__()
+        self.p0 = p0
+        self.ratio = ratio
+        self.target_false_alarm_rate = target_false_alarm_rate
+        self._a, unit = bernoulli_design(p0, ratio)
+        self._h = calibration.bernoulli_threshold(self._a, unit, p0, 1e12,
+                                                  target_false_alarm_rate, True)
+        self._reset()
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._det = Cusum("up", self._h)
+
+    def update(self, x: bool) -> None:
+        if self.drift_detected:
+            self._reset()
+        idx, s, run = self._det.scan(np.array([self._a if x else -1], dtype=np.int64))
+        self._det.commit(s, run)
+        self._drift_detected = idx >= 0
+
+    @classmethod
+    def _unit_test_params(cls):  # type: ignore[no-untyped-def]
+        yield {}
+
+
+def bernoulli_design(p0: float, ratio: float) -> tuple[int, float]:
+    """Integer grid of a Bernoulli LLR CUSUM from ``p0`` to ``ratio * p0``.
+
+    Returns ``(a, unit)``: in the rising direction an event adds ``a`` units and
+    a non-event subtracts one; in the falling direction (``ratio < 1``) a
+    non-event adds one and an event subtracts ``a``. ``unit`` is the LLR of one
+    step, so ``a`` rounds the event's LLR to the grid.
+    """
+    p1 = min(p0 * ratio, (1.0 + p0) / 2.0)
+    if ratio > 1:
+        unit = math.log((1.0 - p0) / (1.0 - p1))
+        a = max(1, round(math.log(p1 / p0) / unit))
+    else:
+        unit = math.log((1.0 - p1) / (1.0 - p0))
+        a = max(1, round(math.log(p0 / p1) / unit))
+    return a, unit

@@ -1,0 +1,200 @@
+"""Embedding drift: distance to the nearest of k reference centroids, vectorised per batch.
+
+A new topic shows up as traffic far from every reference centroid, even when
+the overall centroid barely moves. The warm-up is split: the first ``fit``
+vectors train a seeded spherical k-means, the next ``hold`` vectors give a
+held-out distribution of ``1 - max cosine``. Two detectors watch it:
+
+* ``novelty_cusum``: a Bernoulli CUSUM on "distance beyond the held-out
+  ``quantile``". Distribution-free: the exceedance rate of an empirical
+  quantile is Beta-distributed, and the threshold accounts for it.
+* ``distance_cusum_up``: a mean CUSUM on the distance's normal score, for a
+  whole-distribution move.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from detectors import calibration, state
+from detectors.cusum import SCALE, Cusum, bernoulli_design
+from detectors.signal import Alarm, NormalScores, Signal, mean_alarm, mean_shape
+
+
+def spherical_kmeans(x: np.ndarray, k: int, seed: int, iters: int = 25) -> np.ndarray:
+    """Unit-norm centroids of unit-norm rows ``x`` (k-means++ init, cosine)."""
+    n = x.shape[0]
+    k = max(1, min(k, n))
+    rng = np.random.default_rng(seed)
+    idx = [int(rng.integers(n))]
+    dist = 1.0 - x @ x[idx[0]]
+    for _ in range(1, k):
+        w = np.clip(dist.astype(np.float64), 0.0, None) ** 2
+        total = w.sum()
+        j = int(rng.choice(n, p=w / total)) if total > 0 else int(rng.integers(n))
+        idx.append(j)
+        dist = np.minimum(dist, 1.0 - x @ x[j])
+    c = x[idx].copy()
+    for _ in range(iters):
+        lab = (x @ c.T).argmax(axis=1)
+        onehot = np.zeros((k, n), dtype=x.dtype)
+        onehot[lab, np.arange(n)] = 1.0
+        sums = onehot @ x
+        norms = np.linalg.norm(sums, axis=1)
+        keep = norms > 0
+        new = c.copy()
+        new[keep] = sums[keep] / norms[keep, None]
+        if np.array_equal(new, c):
+            break
+        c = new
+    return c
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit norm; a zero vector stays zero (distance 1 to all)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+class EmbeddingSignal(Signal):
+    """Embedding vectors of one fixed dimension, watched for novel regions."""
+
+    kind = "embedding"
+
+    def __init__(self, name: str, fa_rate: float, fit: int, hold: int, clusters: int = 32,
+                 quantile: float = 0.97, rate_increase: float = 0.05, seed: int = 0) -> None:
+        super().__init__(name, fa_rate)
+        self.fit_n = fit
+        self.hold_n = hold
+        self.clusters = clusters
+        self.quantile = quantile
+        self.rate_increase = rate_increase
+        self.seed = seed
+        self.dim = 0
+        self.centroids: np.ndarray | None = None
+        self.scores: NormalScores | None = None
+        self.tau = math.nan
+        self.p0 = math.nan
+        self._design = (1, 1.0)
+        self._table = np.zeros(0, dtype=np.int64)
+        self._warm_reset()
+
+    def check(self, x: np.ndarray) -> None:
+        """Reject a batch of the wrong shape or with non-finite values."""
+        if x.ndim != 2 or not 8 <= x.shape[1] <= 4096:
+            raise ValueError(f"embedding: expected vectors of dimension 8-4096, got {x.shape}")
+        if self.dim and x.shape[1] != self.dim:
+            raise ValueError(f"embedding: dimension {x.shape[1]}, this model's is {self.dim}")
+        if not np.isfinite(x).all():
+            raise ValueError("embedding: NaN or Infinity in a vector")
+
+    def distances(self, x: np.ndarray) -> np.ndarray:
+        """1 - max cosine similarity to the centroids (float64)."""
+        assert self.centroids is not None
+        sims = unit_rows(np.asarray(x, dtype=np.float32)) @ self.centroids.T
+        return 1.0 - sims.max(axis=1).astype(np.float64)
+
+    def update(self, values: np.ndarray) -> list[Alarm]:
+        if values.shape[0] and not self.dim:
+            self.dim = int(values.shape[1])
+        return super().update(values)
+
+    def _warm_reset(self) -> None:
+        self._vecs: list[np.ndarray] = []
+        self._nvecs = 0
+        self._held: list[np.ndarray] = []
+        self._nheld = 0
+        self.centroids = None
+        self.scores = None
+
+    def _warm_take(self, seg: np.ndarray) -> tuple[int, bool]:
+        if self._nvecs < self.fit_n:
+            return min(self.fit_n - self._nvecs, seg.shape[0]), False
+        need = self.hold_n - self._nheld
+        return min(need, seg.shape[0]), seg.shape[0] >= need
+
+    def _warm_add(self, seg: np.ndarray) -> None:
+        if self._nvecs < self.fit_n:
+            # float16 keeps the warm-up buffer (and its snapshot) small.
+            self._vecs.append(np.asarray(seg, dtype=np.float16))
+            self._nvecs += seg.shape[0]
+            if self._nvecs >= self.fit_n:
+                self._fit_centroids()
+            return
+        d = self.distances(seg)
+        self._held.append(d)
+        self._nheld += d.shape[0]
+
+    def _fit_centroids(self) -> None:
+        x = unit_rows(np.concatenate(self._vecs).astype(np.float32))
+        self.centroids = spherical_kmeans(x, self.clusters, self.seed)
+        self._vecs = []  # the centroids are the state from here on
+
+    def _fit(self) -> None:
+        held = np.concatenate(self._held) if self._held else np.zeros(1)
+        n = held.shape[0]
+        self.scores = NormalScores(held)
+        # Exceed the k-th largest held-out distance: P ~ Beta(k, n + 1 - k).
+        k = max(1, min(n, math.ceil((1.0 - self.quantile) * (n + 1))))
+        self.tau = float(self.scores.ref[n - k])
+        self.p0 = k / (n + 1)
+        p1 = min(self.p0 + self.rate_increase, 0.5 + self.p0 / 2)
+        a, unit = bernoulli_design(self.p0, p1 / self.p0)
+        fa = self.fa_rate / 2
+        h = calibration.bernoulli_threshold(a, unit, self.p0, float(k), fa, True)
+        hd = calibration.normal_cusum_threshold(mean_shape(0.5), fa, n)
+        self._design = (a, unit)
+        self._table = self.scores.table(mean_shape(0.5))
+        self.dets = [Cusum("novelty_cusum", h), Cusum("distance_cusum_up", int(hd * SCALE))]
+
+    def _increments(self, seg: np.ndarray) -> list[np.ndarray]:
+        assert self.scores is not None
+        d = self.distances(seg)
+        self._last_d = d
+        a = self._design[0]
+        return [np.where(d > self.tau, a, -1), self._table[self.scores.positions(d)]]
+
+    def _track(self, seg: np.ndarray) -> None:
+        d = self._last_d[: seg.shape[0]]
+        self._ewma_add((d > self.tau).astype(np.float64))
+
+    def _det_scale(self, det: Cusum) -> float:
+        return 1.0 / self._design[1] if det is self.dets[0] else float(SCALE)
+
+    def _alarm(self, det: int, s: int, run: int, index: int) -> Alarm:
+        assert self.scores is not None
+        name = self.dets[det].name
+        if det == 0:
+            a = self._design[0]
+            run = max(run, 1)
+            cur = min(max((s + run) / (a + 1) / run, 0.0), 1.0)
+            sd = math.sqrt(self.p0 * (1.0 - self.p0))
+            return Alarm(index, name, self.p0, cur, abs(cur - self.p0) / sd)
+        base, cur, sev = mean_alarm(self.scores, 0.5, 1.0, s, run)
+        return Alarm(index, name, base, cur, sev)
+
+    def _baseline(self) -> float:
+        return self.p0
+
+    def _dump(self) -> dict[str, state.Value]:
+        out: dict[str, state.Value] = {"dim": self.dim}
+        out["nvecs"] = self._nvecs
+        out["vecs"] = (np.concatenate(self._vecs) if self._vecs
+                       else np.zeros((0, max(self.dim, 1)), dtype=np.float16))
+        out["centroids"] = (self.centroids if self.centroids is not None
+                            else np.zeros((0, max(self.dim, 1)), dtype=np.float32))
+        out["held"] = np.concatenate(self._held) if self._held else np.zeros(0)
+        return out
+
+    def _load(self, r: state.Reader) -> None:
+        self.dim = r.integer("dim")
+        vecs = r.array("vecs")
+        held = r.array("held")
+        centroids = r.array("centroids")
+        self._vecs = [vecs] if vecs.shape[0] else []
+        self._nvecs = r.integer("nvecs")
+        self.centroids = centroids if centroids.shape[0] else None
+        self._held = [held] if held.shape[0] else []
+        self._nheld = held.shape[0]

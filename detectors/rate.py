@@ -1,0 +1,97 @@
+"""Rate signals (refusals, negative feedback, errors): Bernoulli CUSUMs on an exact grid."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from detectors import calibration, state
+from detectors.cusum import Cusum, bernoulli_design
+from detectors.signal import Alarm, Signal
+
+
+class RateSignal(Signal):
+    """A 0/1 outcome watched for its rate rising (and optionally falling).
+
+    The reference rate comes from a warm-up of at least ``warmup`` outcomes and
+    ``min_events`` events (capped at ``10 * warmup`` outcomes); thresholds come
+    from the exact Markov-chain ARL averaged over the rate's estimation error.
+    """
+
+    def __init__(self, name: str, fa_rate: float, warmup: int, min_events: int = 200,
+                 ratio: float = 2.0, down: bool = True, floor: float = 1e-3,
+                 kind: str = "behavior") -> None:
+        super().__init__(name, fa_rate)
+        self.kind = kind
+        self.warmup = warmup
+        self.min_events = min_events
+        self.ratio = ratio
+        self.down = down
+        self.floor = floor
+        self.p0 = math.nan
+        self._designs: list[tuple[int, float, bool]] = []
+        self._warm_reset()
+
+    def _warm_reset(self) -> None:
+        self._n = 0
+        self._events = 0
+        self.p0 = math.nan
+
+    def _warm_take(self, seg: np.ndarray) -> tuple[int, bool]:
+        n = seg.shape[0]
+        cap = 10 * self.warmup
+        count = self._n + np.arange(1, n + 1)
+        events = self._events + np.cumsum(seg)
+        done = (count >= self.warmup) & ((events >= self.min_events) | (count >= cap))
+        k = int(done.argmax()) if n else 0
+        if n and done[k]:
+            return k + 1, True
+        return n, False
+
+    def _warm_add(self, seg: np.ndarray) -> None:
+        self._n += seg.shape[0]
+        self._events += int(seg.sum())
+        self._ewma_add(seg)
+
+    def _fit(self) -> None:
+        self.p0 = self._events / max(self._n, 1)
+        p = max(self.p0, self.floor)
+        dirs = [True, False] if self.down else [True]
+        fa = self.fa_rate / len(dirs)
+        self.dets = []
+        self._designs = []
+        for up in dirs:
+            a, unit = bernoulli_design(p, self.ratio if up else 1.0 / self.ratio)
+            h = calibration.bernoulli_threshold(a, unit, p, float(max(self._events, 1)), fa, up)
+            self.dets.append(Cusum("bernoulli_cusum_up" if up else "bernoulli_cusum_down", h))
+            self._designs.append((a, unit, up))
+
+    def _increments(self, seg: np.ndarray) -> list[np.ndarray]:
+        ev = seg > 0.5
+        return [np.where(ev, a, -1) if up else np.where(ev, -a, 1)
+                for a, _, up in self._designs]
+
+    def _track(self, seg: np.ndarray) -> None:
+        self._ewma_add(seg)
+
+    def _det_scale(self, det: Cusum) -> float:
+        return 1.0 / self._designs[self.dets.index(det)][1]
+
+    def _alarm(self, det: int, s: int, run: int, index: int) -> Alarm:
+        a, _, up = self._designs[det]
+        run = max(run, 1)
+        events = (s + run) / (a + 1) if up else (run - s) / (a + 1)
+        cur = min(max(events / run, 0.0), 1.0)
+        sd = math.sqrt(max(self.p0 * (1.0 - self.p0), 1e-12))
+        return Alarm(index, self.dets[det].name, self.p0, cur, abs(cur - self.p0) / sd)
+
+    def _baseline(self) -> float:
+        return self.p0
+
+    def _dump(self) -> dict[str, state.Value]:
+        return {"n": self._n, "events": self._events}
+
+    def _load(self, r: state.Reader) -> None:
+        self._n = r.integer("n")
+        self._events = r.integer("events")
