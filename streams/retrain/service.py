@@ -167,8 +167,14 @@ class RetrainService:
                                 "detail": {"reason": d.reason}, "requested_at": now}
                 for d in acted}
         new = await self.store.write_jobs(list(jobs.values()))
+        # A job that already existed but never left `requested` is one whose creation
+        # was acknowledged to nobody (connection lost after commit) or whose trigger a
+        # crash interrupted: it is still owed its request and triggers.
+        known = [j for j in jobs if j not in new and j not in self._inflight]
+        owed = [j for j, s in (await self.store.job_states(known)).items()
+                if s == "requested"] if known else []
         requests = []
-        for job_id in new:
+        for job_id in [*new, *owed]:
             req = request_of(jobs[job_id])
             requests.append(req)
             if self.metrics is not None:

@@ -238,6 +238,10 @@ class Store(abc.ABC):
         """Create jobs in state ``requested``; return the job_ids that are new."""
 
     @abc.abstractmethod
+    async def job_states(self, job_ids: list[str]) -> dict[str, str]:
+        """Current state of each of these jobs that exists."""
+
+    @abc.abstractmethod
     async def job_transition(self, job_id: str, state: str,
                              detail: dict[str, Any] | None = None) -> bool:
         """Move a job forward (requested → running → succeeded|failed); False if it

@@ -64,6 +64,8 @@ def transient(exc: BaseException) -> bool:
         asyncpg.InterfaceError,                   # connection closed / pool closing
         asyncpg.exceptions.OperatorInterventionError,  # 57P: admin shutdown, starting up
         asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections
+        # a connection cut during COPY leaves the protocol mid-operation
+        asyncpg.exceptions.InternalClientError,
     ))
 
 
@@ -215,6 +217,18 @@ class PostgresStore(Store):
                "   on conflict do nothing)"
                " select job_id from ins")
         return await self._fetch_ids(sql, rows, "write jobs", "retrain_jobs")
+
+    async def job_states(self, job_ids: list[str]) -> dict[str, str]:
+        if not job_ids:
+            return {}
+
+        async def op() -> dict[str, str]:
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch("select job_id, state from public.retrain_jobs"
+                                        " where job_id = any($1::text[])", job_ids)
+                return {r[0]: r[1] for r in rows}
+
+        return await self._run(op, "read job states", "retrain_jobs")
 
     async def job_transition(self, job_id: str, state: str,
                              detail: dict[str, Any] | None = None) -> bool:

@@ -193,6 +193,18 @@ class RestStore(Store):
                            "job_id,state", None)
         return [r["job_id"] for r in new]
 
+    async def job_states(self, job_ids: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for ids in chunks(job_ids, _IN_CHUNK):
+            async def op(ids: list[str]) -> dict[str, str]:
+                resp = await (self.client.table("retrain_jobs").select("job_id,state")
+                              .in_("job_id", ids).execute())
+                return {r["job_id"]: r["state"] for r in _rows(resp)}
+
+            out.update(await self._run(partial(op, list(ids)), "read job states",
+                                       "retrain_jobs"))
+        return out
+
     async def job_transition(self, job_id: str, state: str,
                              detail: dict[str, Any] | None = None) -> bool:
         check_state(state)
