@@ -1,0 +1,140 @@
+"""The whole loop on the real broker and the real Postgres, with the real worker process.
+
+Interactions are published by a plain aiokafka producer (not driftline's code); the test
+reads the drift topic, the retrain-request topic and the dead-letter topic with a plain
+consumer and the store with asyncpg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+
+import asyncpg
+import numpy as np
+import orjson
+import pytest
+
+from tests.fixtures_kafka import consume, produce, wait_for
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+WARMUP = 300
+
+
+def _interactions(model: str, n: int, shift_at: int, factor: float, seed: int = 1
+                  ) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        median = 500.0 * (factor if i >= shift_at else 1.0)
+        out.append({"event_id": f"{model}-{i}", "model_id": model, "model_version": "v1",
+                    "ts": 1_767_225_600 + i, "latency_ms": float(rng.lognormal(
+                        math.log(median), 0.3)), "output_tokens": int(rng.lognormal(math.log(150), 0.5)),
+                    "refusal": False})
+    return out
+
+
+def _row(dsn: str, drift_id: str) -> dict | None:
+    async def q() -> dict | None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            r = await conn.fetchrow("select * from drift_events where drift_id = $1",
+                                    drift_id)
+            return dict(r) if r else None
+        finally:
+            await conn.close()
+    return asyncio.run(q())
+
+
+def test_interaction_becomes_drift_event_store_row_and_retrain_request(
+        run_worker, kafka_bootstrap, topic_prefix, postgres_dsn):
+    worker = run_worker({"DATABASE_URL": postgres_dsn, "DRIFTLINE_WARMUP": str(WARMUP)})
+    model = f"{topic_prefix}-chat"
+    docs = _interactions(model, 700, shift_at=400, factor=3.0)
+    produce(kafka_bootstrap, [(f"{topic_prefix}.interactions", model.encode(),
+                               orjson.dumps(d)) for d in docs])
+
+    def latency_events(records: list) -> list:
+        return [r for r in records if orjson.loads(r.value)["signal"] == "latency"]
+
+    drift = consume(kafka_bootstrap, f"{topic_prefix}.drift-events",
+                    lambda r: len(latency_events(r)) >= 1, timeout=90)
+    assert latency_events(drift), worker.tail()
+    # Nothing but latency moved: no other signal may fire.
+    assert {orjson.loads(r.value)["signal"] for r in drift} == {"latency"}
+    first = latency_events(drift)[0]
+    ev = orjson.loads(first.value)
+    assert first.key == model.encode()
+    assert ev["schema_version"] == 1
+    assert (ev["model_id"], ev["kind"], ev["signal"]) == (model, "behavior", "latency")
+    trigger = int(ev["trigger_event_id"].rsplit("-", 1)[1])
+    assert 400 <= trigger < 500, ev  # detected after the shift, within 100 interactions
+    assert ev["current"] > ev["baseline"] * 1.5
+
+    requests = consume(kafka_bootstrap, f"{topic_prefix}.retrain-requests",
+                       lambda r: len(r) >= 1, timeout=60)
+    assert requests, worker.tail()
+    req = orjson.loads(requests[0].value)
+    assert req["model_id"] == model
+    assert ev["drift_id"] in req["drift_ids"]
+
+    row = wait_for(lambda: _row(postgres_dsn, ev["drift_id"]), 30, "the drift_events row",
+                   worker)
+    assert row["model_id"] == model and row["kind"] == "behavior"
+    assert row["trigger_event_id"] == ev["trigger_event_id"]
+
+    wait_for(lambda: worker.metric("driftline_interactions_processed_total") >= 700, 30,
+             "all interactions processed", worker)
+    assert worker.metric("driftline_drift_events_total", kind="behavior") >= 1
+
+
+POISON = [
+    ("bad_json", b"chat", b"{not json"),
+    ("non_finite", b"chat", b'{"event_id":"x","model_id":"chat","ts":1,"latency_ms":NaN}'),
+    ("bad_type", b"chat", b'{"event_id":"x","model_id":"chat","ts":1,"latency_ms":"fast"}'),
+    ("missing_field", None, b'{"event_id":"x","model_id":"chat","ts":1}'),
+    ("missing_field", b"chat", b'{"model_id":"chat","ts":1}'),
+    ("unknown_schema", b"chat", b'{"schema_version":2,"event_id":"x","model_id":"chat","ts":1}'),
+    ("oversized", b"chat", b'{"event_id":"x","model_id":"chat","ts":1,"metadata":{"p":"'
+     + b"x" * 70_000 + b'"}}'),
+    ("bad_model_id", b"chat", b'{"event_id":"x","model_id":"no spaces!","ts":1}'),
+    ("key_mismatch", b"other", b'{"event_id":"x","model_id":"chat","ts":1}'),
+    ("not_object", b"chat", b"[1,2,3]"),
+    ("bad_embedding", b"chat", b'{"event_id":"x","model_id":"chat","ts":1,"embedding":[1,2]}'),
+]
+
+
+def test_poison_messages_reach_dead_letters_and_the_worker_keeps_going(
+        run_worker, kafka_bootstrap, topic_prefix, postgres_dsn):
+    worker = run_worker({"DATABASE_URL": postgres_dsn, "DRIFTLINE_WARMUP": "50"})
+    topic = f"{topic_prefix}.interactions"
+    good = [orjson.dumps({"event_id": f"g{i}", "model_id": "chat", "ts": 1 + i,
+                          "latency_ms": 100.0 + i}) for i in range(len(POISON) + 1)]
+    records: list[tuple[str, bytes | None, bytes | None]] = []
+    for i, (_, key, value) in enumerate(POISON):
+        records.append((topic, b"chat", good[i]))
+        records.append((topic, key, value))
+    records.append((topic, b"chat", good[-1]))
+    produce(kafka_bootstrap, records)
+
+    dead = consume(kafka_bootstrap, f"{topic_prefix}.dead-letters",
+                   lambda r: len(r) >= len(POISON), timeout=90)
+    assert len(dead) == len(POISON), worker.tail()
+    by_offset = {}
+    for m in dead:
+        h = {k: v.decode() for k, v in m.headers}
+        assert h["driftline.source.topic"] == topic
+        assert h["driftline.error.message"]
+        by_offset[(int(h["driftline.source.partition"]), int(h["driftline.source.offset"]))] = (
+            h["driftline.error.reason"], m.value)
+    # Each poison record is dead-lettered with its own reason and its bytes unchanged.
+    got = sorted((reason, value) for reason, value in by_offset.values())
+    assert got == sorted((reason, value) for reason, _, value in POISON)
+    # ...and every good record around them was processed.
+    wait_for(lambda: worker.metric("driftline_interactions_processed_total") >= len(good), 30,
+             "the good interactions", worker)
+    assert worker.metric("driftline_interactions_processed_total") == len(good)
+    assert worker.metric("driftline_dead_letters_published_total") == len(POISON)
+    assert worker.proc.poll() is None
