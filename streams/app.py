@@ -70,7 +70,8 @@ def create_app(
     retrain_handler: RetrainHandler | None = None,
     interaction_sink: InteractionSink | None = None,
     deploy_handler: DeployHandler | None = None,
-    on_startup: Callable[[], Awaitable[None]] | None = None,
+    retrain_tick: Callable[[], Awaitable[list[tuple[bytes, bytes]]]] | None = None,
+    on_startup: Callable[[], Awaitable[list[tuple[bytes, bytes]]]] | None = None,
 ) -> Driftline:
     """Build the Faust app with every topic and agent of driftline."""
     metrics = metrics or Metrics(max_models=settings.max_model_labels)
@@ -202,7 +203,16 @@ def create_app(
     if on_startup is not None:
         @app.task
         async def _startup() -> None:
-            await on_startup()
+            # Recovery may re-issue requests of jobs that were never triggered.
+            for key, value in await on_startup():
+                await retrain_requests.send(key=key, value=value)
+
+    if retrain_tick is not None:
+        @app.timer(1.0)
+        async def _retrain_tick() -> None:
+            # Grouping windows close on time, not only when the next drift event comes.
+            for key, value in await retrain_tick():
+                await retrain_requests.send(key=key, value=value)
     return dl
 
 

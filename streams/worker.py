@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import orjson
@@ -12,9 +11,15 @@ import orjson
 from streams.app import Driftline, create_app, ensure_topics
 from streams.config import Settings
 from streams.metrics import Metrics
+from streams.retrain import RetrainService
 from streams.store import Store, open_store
 
 log = logging.getLogger("driftline.worker")
+
+
+def _messages(requests: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+    """Retrain requests as Kafka (key, value) pairs, keyed by model_id."""
+    return [(r["model_id"].encode(), orjson.dumps(r)) for r in requests]
 
 
 class StoreHooks:
@@ -25,70 +30,49 @@ class StoreHooks:
         self.metrics = metrics
         self.store: Store | None = None
         self._ready = asyncio.Event()
-        self.service: Any = None
+        self.service: RetrainService | None = None
 
-    async def start(self) -> None:
+    async def start(self) -> list[tuple[bytes, bytes]]:
         self.store = open_store(self.settings, metrics=self.metrics)
         await self.store.start()
-        self.service = _DirectRetrain(self.store)
+        self.service = RetrainService.from_settings(self.settings, self.store,
+                                                    metrics=self.metrics)
+        requests = await self.service.recover()
         self._ready.set()
         log.info("store ready: %s", type(self.store).__name__)
+        return _messages(requests)
 
     async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.close()
         if self.store is not None:
             await self.store.close()
 
     async def _store(self) -> Store:
+        """The started store; waits for startup (agents may run before it finishes)."""
         await self._ready.wait()
         assert self.store is not None
         return self.store
 
+    async def _service(self) -> RetrainService:
+        await self._ready.wait()
+        assert self.service is not None
+        return self.service
+
     async def retrain(self, events: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
-        await self._store()
-        requests = await self.service.handle(events)
-        return [(r["model_id"].encode(), orjson.dumps(r)) for r in requests]
+        return _messages(await (await self._service()).handle(events))
+
+    async def tick(self) -> list[tuple[bytes, bytes]]:
+        if not self._ready.is_set():
+            return []
+        return _messages(await (await self._service()).tick())
 
     async def deployed(self, model_id: str, model_version: str) -> None:
-        await self._store()
-        await self.service.on_deployed(model_id, model_version)
+        await (await self._service()).on_deployed(model_id, model_version)
 
     async def log_interactions(self, rows: list[dict[str, Any]]) -> None:
         store = await self._store()
         await store.write_interactions(rows)
-
-
-class _DirectRetrain:
-    """One retrain request per new drift event (no policy yet)."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    async def handle(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        from streams.events import action_id
-
-        new = set(await self.store.write_drift_events(events))
-        out = []
-        for ev in events:
-            if ev["drift_id"] not in new:
-                continue
-            action = {"embedding": "reindex"}.get(ev["kind"], "retrain")
-            aid = action_id(ev["drift_id"])
-            now = time.time()
-            decision = {"decision_id": aid, "model_id": ev["model_id"],
-                        "model_version": ev.get("model_version"), "action": action,
-                        "outcome": "requested", "reason": f"{ev['kind']} drift",
-                        "drift_ids": [ev["drift_id"]], "kinds": [ev["kind"]],
-                        "max_severity": ev.get("severity"), "decided_at": now}
-            job = {"job_id": aid, "decision_id": aid, "model_id": ev["model_id"],
-                   "model_version": ev.get("model_version"), "action": action,
-                   "drift_ids": [ev["drift_id"]], "requested_at": now}
-            await self.store.write_decisions([decision])
-            await self.store.write_jobs([job])
-            out.append(job)
-        return out
-
-    async def on_deployed(self, model_id: str, model_version: str) -> None:
-        await self.store.mark_deployed(model_id, model_version)
 
 
 def build(settings: Settings, metrics: Metrics | None = None) -> tuple[Driftline, StoreHooks]:
@@ -96,7 +80,7 @@ def build(settings: Settings, metrics: Metrics | None = None) -> tuple[Driftline
     hooks = StoreHooks(settings, metrics)
     dl = create_app(settings, metrics=metrics, retrain_handler=hooks.retrain,
                     interaction_sink=hooks.log_interactions, deploy_handler=hooks.deployed,
-                    on_startup=hooks.start)
+                    retrain_tick=hooks.tick, on_startup=hooks.start)
     return dl, hooks
 
 
