@@ -1,0 +1,35 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint unit bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+## Run the whole loop locally: Kafka, embedded Postgres, worker, simulation, summary.
+demo: $(STAMP)
+	$(BIN)/driftline demo
+
+## Lint, type-check and run every test (starts its own Kafka, Postgres and Prometheus).
+test: $(STAMP)
+	bash scripts/system-deps.sh
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## Only the tests that need no broker, database or Prometheus.
+unit: $(STAMP)
+	$(BIN)/pytest -m "not kafka and not postgres and not prometheus"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
