@@ -231,7 +231,8 @@ class LocalKafka:
             # A KRaft cluster id is a base64url uuid without padding (StorageTool random-uuid).
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             fmt = subprocess.run(
-                ["java", "-cp", cp, log4j, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+                ["java", "-cp", cp, log4j, "kafka.tools.StorageTool", "format",
+                 f"--cluster-id={cluster_id}",
                  "-c", str(cfg), "--ignore-formatted"],
                 capture_output=True, text=True, check=False)
             if fmt.returncode != 0:

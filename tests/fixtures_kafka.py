@@ -24,8 +24,14 @@ import pytest
 from streams.config import Settings
 from streams.kafka_local import LocalKafka, free_port
 
-__all__ = ["kafka_bootstrap", "run_worker", "topic_prefix", "WorkerProcess", "consume",
-           "produce"]
+__all__ = [
+    "WorkerProcess",
+    "consume",
+    "kafka_bootstrap",
+    "produce",
+    "run_worker",
+    "topic_prefix",
+]
 
 
 @pytest.fixture(scope="session")
@@ -162,7 +168,7 @@ def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]
     asyncio.run(_produce(bootstrap, records))
 
 
-async def _consume(bootstrap: str, topic: str, until: Any, timeout: float) -> list[Any]:
+async def _consume(bootstrap: str, topic: str, until: Any, within: float) -> list[Any]:
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
@@ -170,7 +176,7 @@ async def _consume(bootstrap: str, topic: str, until: Any, timeout: float) -> li
     await consumer.start()
     out: list[Any] = []
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline and not until(out):
             batch = await consumer.getmany(timeout_ms=200)
             for msgs in batch.values():

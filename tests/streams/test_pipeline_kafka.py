@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import uuid
 
 import asyncpg
 import numpy as np
@@ -30,8 +29,9 @@ def _interactions(model: str, n: int, shift_at: int, factor: float, seed: int = 
     for i in range(n):
         median = 500.0 * (factor if i >= shift_at else 1.0)
         out.append({"event_id": f"{model}-{i}", "model_id": model, "model_version": "v1",
-                    "ts": 1_767_225_600 + i, "latency_ms": float(rng.lognormal(
-                        math.log(median), 0.3)), "output_tokens": int(rng.lognormal(math.log(150), 0.5)),
+                    "ts": 1_767_225_600 + i,
+                    "latency_ms": float(rng.lognormal(math.log(median), 0.3)),
+                    "output_tokens": int(rng.lognormal(math.log(150), 0.5)),
                     "refusal": False})
     return out
 
