@@ -78,22 +78,24 @@ def chunks(rows: Sequence[T], size: int) -> Iterable[Sequence[T]]:
         yield rows[i:i + size]
 
 
-def iso(value: Any) -> str | None:
-    """RFC 3339 (UTC) from epoch seconds, a datetime or an RFC 3339 string."""
-    if value is None:
-        return None
+def to_datetime(value: Any) -> datetime:
+    """An aware UTC datetime from epoch seconds, a datetime or an RFC 3339 string."""
     if isinstance(value, bool):
         raise TypeError("timestamp must not be a bool")
     if isinstance(value, int | float):
-        dt = datetime.fromtimestamp(float(value), UTC)
-    elif isinstance(value, datetime):
-        dt = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return datetime.fromtimestamp(float(value), UTC)
+    if isinstance(value, datetime):
+        dt = value
     elif isinstance(value, str):
         dt = datetime.fromisoformat(value)
-        dt = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
     else:
         raise TypeError(f"not a timestamp: {type(value).__name__}")
-    return dt.astimezone(UTC).isoformat()
+    return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def iso(value: Any) -> str | None:
+    """RFC 3339 (UTC) from epoch seconds, a datetime or an RFC 3339 string."""
+    return None if value is None else to_datetime(value).isoformat()
 
 
 def now_iso() -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 import struct
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -30,9 +29,10 @@ from streams.store.base import (
     decision_row,
     dedupe,
     drift_row,
-    interaction_row,
+    embedding_of,
     job_row,
     retrying,
+    to_datetime,
 )
 from streams.store.migrate import apply_on
 
@@ -251,10 +251,10 @@ class PostgresStore(Store):
         return moved
 
     async def write_interactions(self, interactions: list[dict[str, Any]]) -> int:
-        rows = dedupe([interaction_row(i) for i in interactions], "event_id")
+        rows = dedupe(list(interactions), "event_id")
         total = 0
         for batch in chunks(rows, max(self.batch_size, 5000)):
-            records = [_interaction_record(r) for r in batch]
+            records = [interaction_record(r) for r in batch]
             total += await self._run(partial(self._copy_interactions, records),
                                      "write interactions", "interactions")
         self._written("interactions", total)
@@ -263,6 +263,16 @@ class PostgresStore(Store):
     async def _copy_interactions(self, records: list[tuple[Any, ...]]) -> int:
         cols = ", ".join(INTERACTION_COLUMNS)
         async with self.pool.acquire() as conn, conn.transaction():
+            # Optimistic: COPY straight into the table (no duplicates, the usual case);
+            # a duplicate rolls back to the savepoint and takes the de-duplicating path.
+            try:
+                async with conn.transaction():
+                    await conn.copy_records_to_table(
+                        "interactions", schema_name="public", records=records,
+                        columns=list(INTERACTION_COLUMNS))
+                return len(records)
+            except asyncpg.UniqueViolationError:
+                pass
             await conn.execute(
                 "create temp table if not exists interactions_in"
                 " (like public.interactions including defaults) on commit delete rows")
@@ -330,11 +340,16 @@ class PostgresStore(Store):
         return await self._run(op, "query", "query")
 
 
-def _interaction_record(row: dict[str, Any]) -> tuple[Any, ...]:
-    out = dict(row)
-    out["ts"] = datetime.fromisoformat(row["ts"])
-    out["metadata"] = None if row["metadata"] is None else orjson.dumps(row["metadata"]).decode()
-    return tuple(out[c] for c in INTERACTION_COLUMNS)
+def interaction_record(it: dict[str, Any]) -> tuple[Any, ...]:
+    """A contract-v1 interaction as a COPY record in ``INTERACTION_COLUMNS`` order."""
+    fb = it.get("feedback")
+    lat = it.get("latency_ms")
+    meta = it.get("metadata")
+    return (str(it["event_id"]), str(it["model_id"]), it.get("model_version"),
+            to_datetime(it["ts"]), None if lat is None else float(lat),
+            it.get("input_tokens"), it.get("output_tokens"), it.get("refusal"),
+            None if fb is None else int(fb), it.get("correct"), embedding_of(it),
+            None if meta is None else orjson.dumps(meta).decode())
 
 
 __all__ = ["PostgresStore", "transient"]

@@ -103,9 +103,8 @@ async def test_start_waits_for_the_store(own_pg: EmbeddedPostgres) -> None:
     await store.close()
 
 
-async def test_logger_samples_deterministically(own_pg: EmbeddedPostgres) -> None:
-    store = PostgresStore(own_pg.dsn, retry=RETRY)
-    await store.start()
+async def test_logger_samples_deterministically(pg_store: PostgresStore) -> None:
+    store = pg_store
     log = InteractionLogger(store, sample_rate=0.25, batch_size=100, rng=random.Random(42))
     await log.add(interactions(1000, dim=8))
     await log.flush()
@@ -114,4 +113,3 @@ async def test_logger_samples_deterministically(own_pg: EmbeddedPostgres) -> Non
     assert log.sampled == expected == (await store.counts())["interactions"]
     with pytest.raises(ValueError):
         InteractionLogger(store, sample_rate=1.5)
-    await store.close()
