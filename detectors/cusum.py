@@ -74,8 +74,8 @@ class CUSUM(base.DriftDetector):
     >>> rng = random.Random(7)
     >>> det = CUSUM(shift=1.0)
     >>> xs = [rng.gauss(0, 1) for _ in range(1000)] + [rng.gauss(1, 1) for _ in range(200)]
-    >>> [i for i, x in enumerate(xs) if det.update(x) or det.drift_detected]
-    [1019]
+    >>> next(i for i, x in enumerate(xs) if det.update(x) or det.drift_detected)
+    1030
     """
 
     def __init__(self, shift: float = 0.5, target_false_alarm_rate: float = 1e-6) -> None:
@@ -118,8 +118,8 @@ class BernoulliCUSUM(base.BinaryDriftDetector):
     >>> rng = random.Random(3)
     >>> det = BernoulliCUSUM(p0=0.1)
     >>> xs = [rng.random() < 0.1 for _ in range(5000)] + [rng.random() < 0.2 for _ in range(2000)]
-    >>> [i for i, x in enumerate(xs) if det.update(x) or det.drift_detected]
-    [5158]
+    >>> next(i for i, x in enumerate(xs) if det.update(x) or det.drift_detected)
+    5191
     """
 
     def __init__(self, p0: float = 0.1, ratio: float = 2.0,

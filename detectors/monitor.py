@@ -69,11 +69,11 @@ class ModelMonitor:
 
     >>> import random
     >>> rng = random.Random(1)
-    >>> m = ModelMonitor("m1", MonitorConfig(warmup=500))
-    >>> obs = [Observation(f"e{i}", float(i), latency_ms=rng.lognormvariate(5 + (i >= 3000), 0.4))
-    ...        for i in range(4000)]
+    >>> m = ModelMonitor("m1", MonitorConfig(warmup=2000))
+    >>> obs = [Observation(f"e{i}", float(i), latency_ms=rng.lognormvariate(5 + 0.4 * (i >= 5000),
+    ...                                                                 0.4)) for i in range(6000)]
     >>> [(f.signal, f.detector, f.event_id) for f in m.observe_many(obs)]
-    [('latency', 'cusum_mean_up', 'e3013')]
+    [('latency', 'cusum_mean_up', 'e5025')]
     >>> m.phase
     'monitoring'
     """

@@ -17,7 +17,17 @@ class RateSignal(Signal):
     The reference rate comes from a warm-up of at least ``warmup`` outcomes and
     ``min_events`` events (capped at ``10 * warmup`` outcomes); thresholds come
     from the exact Markov-chain ARL averaged over the rate's estimation error.
+
+    A rate estimated from a few hundred events forces a conservative threshold,
+    so the reference keeps learning: each time the monitored window reaches
+    ``GROWTH`` times the reference (up to ``MAX_REFERENCE`` outcomes) and every
+    detector is quiet (statistic below a quarter of its threshold), the window
+    joins the reference and the thresholds are recalibrated. Windows with
+    evidence of a change are not absorbed.
     """
+
+    GROWTH = 3
+    MAX_REFERENCE = 500_000
 
     def __init__(self, name: str, fa_rate: float, warmup: int, min_events: int = 200,
                  ratio: float = 2.0, down: bool = True, floor: float = 1e-3,
@@ -36,7 +46,23 @@ class RateSignal(Signal):
     def _warm_reset(self) -> None:
         self._n = 0
         self._events = 0
+        self._wn = 0
+        self._wev = 0
         self.p0 = math.nan
+
+    def _until_refresh(self) -> int | None:
+        if self._n >= self.MAX_REFERENCE:
+            return None
+        return max(self.GROWTH * self._n - self._wn, 1)
+
+    def _refresh(self) -> None:
+        quiet = all(4 * d.s < d.h for d in self.dets)
+        if quiet:
+            self._n += self._wn
+            self._events += self._wev
+            self._fit()
+        self._wn = 0
+        self._wev = 0
 
     def _warm_take(self, seg: np.ndarray) -> tuple[int, bool]:
         n = seg.shape[0]
@@ -74,6 +100,8 @@ class RateSignal(Signal):
 
     def _track(self, seg: np.ndarray) -> None:
         self._ewma_add(seg)
+        self._wn += seg.shape[0]
+        self._wev += int(seg.sum())
 
     def _det_scale(self, det: Cusum) -> float:
         return 1.0 / self._designs[self.dets.index(det)][1]
@@ -90,8 +118,10 @@ class RateSignal(Signal):
         return self.p0
 
     def _dump(self) -> dict[str, state.Value]:
-        return {"n": self._n, "events": self._events}
+        return {"n": self._n, "events": self._events, "wn": self._wn, "wev": self._wev}
 
     def _load(self, r: state.Reader) -> None:
         self._n = r.integer("n")
         self._events = r.integer("events")
+        self._wn = r.integer("wn")
+        self._wev = r.integer("wev")

@@ -59,7 +59,8 @@ class Signal(abc.ABC):
                 if done:
                     self._fit()
                 continue
-            seg = values[i:]
+            due = self._until_refresh()
+            seg = values[i:] if due is None else values[i: i + due]
             incs = self._increments(seg)
             scans = [d.scan(inc) for d, inc in zip(self.dets, incs, strict=True)]
             hits = [(sc[0], j) for j, sc in enumerate(scans) if sc[0] >= 0]
@@ -67,7 +68,10 @@ class Signal(abc.ABC):
             if not hits:
                 for d, (_, s, run) in zip(self.dets, scans, strict=True):
                     d.commit(s, run)
-                break
+                i += seg.shape[0]
+                if due is not None and seg.shape[0] == due:
+                    self._refresh()
+                continue
             idx, j = min(hits)
             _, s, run = scans[j]
             out.append(self._alarm(j, s, run, i + idx))
@@ -130,6 +134,13 @@ class Signal(abc.ABC):
                 d.h = r.integer(f"det.{k}.h")
 
     # -- per signal ---------------------------------------------------------------
+    def _until_refresh(self) -> int | None:
+        """Values until the reference may absorb quiet monitored data (None: never)."""
+        return None
+
+    def _refresh(self) -> None:
+        """Grow the reference with the quiet window just monitored (see RateSignal)."""
+
     @abc.abstractmethod
     def _warm_take(self, seg: np.ndarray) -> tuple[int, bool]:
         """How many of ``seg`` the warm-up consumes, and whether it then completes."""
