@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from detectors.types import KINDS
 from streams.config import Settings
 from streams.metrics import Metrics
 from streams.retrain.policy import Decision, PolicyConfig, RetrainPolicy
@@ -52,6 +54,26 @@ def request_of(job: dict[str, Any], reason: str = "") -> dict[str, Any]:
     }
 
 
+def invalid_reason(event: Any) -> str | None:
+    """Why a drift event cannot be handled (None if it can). The topic is public: a bad
+    event is skipped, never allowed to stop the retrain agent."""
+    if not isinstance(event, dict):
+        return "not an object"
+    for key in ("drift_id", "model_id", "signal", "detector"):
+        if not isinstance(event.get(key), str) or not event[key]:
+            return f"missing {key}"
+    if event.get("kind") not in KINDS:
+        return "unknown kind"
+    sev = event.get("severity", 0.0)
+    if isinstance(sev, bool) or not isinstance(sev, int | float) or not math.isfinite(sev):
+        return "bad severity"
+    try:
+        iso(event["detected_at"])
+    except (KeyError, TypeError, ValueError):
+        return "bad detected_at"
+    return None
+
+
 def _epoch(value: Any) -> float:
     if isinstance(value, datetime):
         return value.timestamp()
@@ -76,6 +98,7 @@ class RetrainService:
         self._sem = asyncio.Semaphore(max_concurrent_triggers)
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight: set[str] = set()
+        self.rejected = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, store: Store, *,
@@ -95,15 +118,19 @@ class RetrainService:
                      now: float | None = None) -> list[dict[str, Any]]:
         """Store, decide, record, trigger; return the retrain requests to publish."""
         now = self.clock() if now is None else now
-        if not events:
-            return await self.tick(now)
-        new = set(await self.store.write_drift_events(events))
         seen: set[str] = set()
         batch = []
         for ev in events:
-            if ev["drift_id"] not in seen:
+            reason = invalid_reason(ev)
+            if reason is not None:
+                self.rejected += 1
+                log.error("skipping invalid drift event (%s)", reason)
+            elif ev["drift_id"] not in seen:
                 seen.add(ev["drift_id"])
                 batch.append(ev)
+        if not batch:
+            return await self.tick(now)
+        new = set(await self.store.write_drift_events(batch))
         old = [ev["drift_id"] for ev in batch if ev["drift_id"] not in new]
         retry = set(await self.store.undecided(old)) if old else set()
         decisions: list[Decision] = []

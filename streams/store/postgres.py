@@ -8,6 +8,7 @@ COPY into a temporary table followed by ``insert … select … on conflict do n
 
 from __future__ import annotations
 
+import logging
 import random
 import struct
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,7 @@ from streams.store.base import (
 from streams.store.migrate import apply_on
 
 T = TypeVar("T")
+log = logging.getLogger("driftline.store")
 
 _DRIFT_COLS = ("drift_id text, schema_version int, model_id text, model_version text, "
                "kind text, signal text, detector text, trigger_event_id text, "
@@ -105,6 +107,7 @@ class PostgresStore(Store):
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self.applied: list[str] = []  # migration versions applied by start()
+        self._direct_copy = True
 
     def __repr__(self) -> str:
         return "PostgresStore(dsn='***')"
@@ -117,6 +120,11 @@ class PostgresStore(Store):
                 conn = await asyncpg.connect(self._dsn)
                 try:
                     self.applied = await apply_on(conn)
+                except asyncpg.InsufficientPrivilegeError:
+                    # a least-privilege login (member of driftline_writer) cannot run
+                    # DDL: the schema is an admin's job (`driftline migrate`).
+                    log.warning("no privilege to apply migrations; assuming the schema is"
+                                " applied (run `driftline migrate` as an owner)")
                 finally:
                     await conn.close()
             return await asyncpg.create_pool(
@@ -265,14 +273,18 @@ class PostgresStore(Store):
         async with self.pool.acquire() as conn, conn.transaction():
             # Optimistic: COPY straight into the table (no duplicates, the usual case);
             # a duplicate rolls back to the savepoint and takes the de-duplicating path.
-            try:
-                async with conn.transaction():
-                    await conn.copy_records_to_table(
-                        "interactions", schema_name="public", records=records,
-                        columns=list(INTERACTION_COLUMNS))
-                return len(records)
-            except asyncpg.UniqueViolationError:
-                pass
+            # Roles under RLS (driftline_writer) may not COPY into the table at all.
+            if self._direct_copy:
+                try:
+                    async with conn.transaction():
+                        await conn.copy_records_to_table(
+                            "interactions", schema_name="public", records=records,
+                            columns=list(INTERACTION_COLUMNS))
+                    return len(records)
+                except asyncpg.UniqueViolationError:
+                    pass
+                except asyncpg.FeatureNotSupportedError:
+                    self._direct_copy = False
             await conn.execute(
                 "create temp table if not exists interactions_in"
                 " (like public.interactions including defaults) on commit delete rows")

@@ -14,7 +14,17 @@
 --   * Supabase's roles are not created here: on Supabase they exist, on plain Postgres the
 --     grants that mention them are skipped (guarded DO blocks).
 
-create extension if not exists vector;
+-- pgvector: in Supabase's `extensions` schema when there is one (Supabase's convention,
+-- on every role's search_path there), else in the default schema.
+do $$
+begin
+    if exists (select 1 from pg_namespace where nspname = 'extensions') then
+        create extension if not exists vector with schema extensions;
+    else
+        create extension if not exists vector;
+    end if;
+end
+$$;
 
 -- Drift events (driftline.drift-events), one row per drift_id: a replayed or re-emitted
 -- event never makes a second row. `decision_id` is set once the retrain policy decided.

@@ -156,3 +156,44 @@ async def test_recover_after_a_crash(pg_store: PostgresStore,
     assert await again.handle([drift_event(9)], now=301.0) == []
     rows = await pg_store.fetch("select outcome from retrain_decisions order by decided_at")
     assert [r["outcome"] for r in rows] == ["act", "suppressed_cooldown"]
+
+
+async def test_invalid_drift_events_are_skipped_not_fatal(pg_store: PostgresStore) -> None:
+    svc = service(pg_store)
+    bad = [{"drift_id": "x"}, dict(drift_event(1), kind="vibes"),
+           dict(drift_event(2), severity=float("nan")), dict(drift_event(3), detected_at=[]),
+           "not even a dict"]
+    [req] = await svc.handle([*bad, drift_event(4)], now=1.0)  # type: ignore[list-item]
+    assert svc.rejected == 5 and req["drift_ids"] == [drift_event(4)["drift_id"]]
+    assert (await pg_store.counts())["drift_events"] == 1
+
+
+async def test_from_settings_and_secrets_stay_out_of_store_and_logs(
+        pg_store: PostgresStore, hook_server: RecordingServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from streams.config import Settings
+
+    secret = "whsec-do-not-leak-42"
+    settings = Settings.from_env({
+        "DRIFTLINE_WEBHOOK_URL": hook_server.url + "/retrain",
+        "DRIFTLINE_WEBHOOK_SECRET": secret,
+        "DRIFTLINE_RETRAIN_COMMAND": f"{sys.executable} -c 'import sys; sys.stdin.read()'",
+        "DRIFTLINE_COOLDOWN_S": "120"})
+    svc = RetrainService.from_settings(settings, pg_store)
+    assert svc.policy.default.cooldown_s == 120.0
+    assert svc.command is not None and svc.command.argv[0] == sys.executable
+    assert secret not in repr(svc.webhook) and secret not in repr(settings)
+    caplog.set_level("DEBUG")
+    assert await svc.handle([drift_event(1)], now=1.0) == []  # 5 s grouping window
+    [req] = await svc.tick(now=6.0)
+    await svc.drain()
+    [job] = await pg_store.jobs()
+    assert job["state"] == "running" and job["job_id"] == req["job_id"]
+    assert [t["trigger"] for t in job["detail"]["triggers"]] == ["webhook", "command"]
+    rec = hook_server.requests[-1]
+    assert verify(rec.body, secret, rec.headers["X-Driftline-Signature"])
+    tables = " union all ".join(f"select to_jsonb(t)::text x from {t} t" for t in (
+        "drift_events", "retrain_decisions", "retrain_jobs", "retrain_job_transitions"))
+    [dump] = await pg_store.fetch(f"select string_agg(x, '') s from ({tables}) d")
+    assert req["job_id"] in dump["s"] and secret not in dump["s"]
+    assert secret not in caplog.text

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from streams.store import StoreError
 from streams.store.base import TABLES
 from streams.store.migrate import apply_migrations, migration_files
 
@@ -103,3 +104,32 @@ async def test_backend_roles_read_and_write(clean_dsn: str, role: str) -> None:
                     await conn.execute("delete from drift_events")
     finally:
         await conn.close()
+
+
+async def test_least_privilege_login_writes_through_the_store(clean_dsn: str) -> None:
+    from streams.store.postgres import PostgresStore
+    from tests.store.events import drift_event, interactions
+
+    conn = await asyncpg.connect(clean_dsn)
+    try:
+        await conn.execute("""
+            do $$ begin
+              if not exists (select 1 from pg_roles where rolname = 'driftline_app') then
+                create role driftline_app login in role driftline_writer;
+              end if;
+            end $$""")
+    finally:
+        await conn.close()
+    u = urlsplit(clean_dsn)
+    app_dsn = urlunsplit((u.scheme, u.netloc.replace("postgres:", "driftline_app:", 1),
+                          u.path, u.query, u.fragment))
+    store = PostgresStore(app_dsn)
+    await store.start()  # cannot migrate; works on the applied schema
+    try:
+        assert await store.write_drift_events([drift_event(1)]) == [drift_event(1)["drift_id"]]
+        assert await store.write_interactions(interactions(3, dim=16)) == 3
+        assert (await store.counts())["drift_events"] == 1
+        with pytest.raises(StoreError, match="permission denied"):
+            await store.fetch("delete from drift_events returning drift_id")
+    finally:
+        await store.close()
