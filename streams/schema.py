@@ -23,6 +23,8 @@ SCHEMA_VERSION = 1
 MAX_PAYLOAD_BYTES = 64 * 1024
 MIN_EMBEDDING_DIM = 8
 MAX_EMBEDDING_DIM = 4096
+# 9999-12-31T23:59:59Z: the last instant a drift event's RFC 3339 ``detected_at`` can show.
+MAX_TS = 253_402_300_799.0
 _MODEL_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 # Reasons are a closed set: they become metric label values and DLQ headers.
@@ -136,16 +138,19 @@ def _ts(doc: dict[str, Any]) -> float:
     if isinstance(v, bool):
         raise InvalidEvent("bad_type", "ts must be epoch seconds or an RFC 3339 string")
     if isinstance(v, int | float):
-        if not math.isfinite(v) or v < 0:
-            raise InvalidEvent("bad_value", "ts must be finite and >= 0")
+        if not math.isfinite(v) or not 0 <= v <= MAX_TS:
+            raise InvalidEvent("bad_value", "ts must be epoch seconds, 0 to 253402300799")
         return float(v)
     if isinstance(v, str):
         try:
-            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+            # RFC 3339 allows a lower-case "t" and "z".
+            dt = datetime.fromisoformat(v.upper().replace("Z", "+00:00"))
         except ValueError:
             raise InvalidEvent("bad_value", "ts is not an RFC 3339 timestamp") from None
         if dt.tzinfo is None:
             raise InvalidEvent("bad_value", "ts needs a time zone offset")
+        if not 0 <= dt.timestamp() <= MAX_TS:
+            raise InvalidEvent("bad_value", "ts must be between 1970 and 9999 (UTC)")
         return dt.timestamp()
     raise InvalidEvent("bad_type", "ts must be epoch seconds or an RFC 3339 string")
 
@@ -196,14 +201,11 @@ def _embedding(doc: dict[str, Any]) -> np.ndarray | None:
     if vec is not None and b64 is not None:
         raise InvalidEvent("bad_embedding", "give embedding or embedding_b64, not both")
     if vec is not None:
-        if not isinstance(vec, list):
-            raise InvalidEvent("bad_embedding", "embedding must be an array of numbers")
-        try:
-            arr = np.array(vec, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise InvalidEvent("bad_embedding", "embedding must be an array of numbers") from None
-        if arr.ndim != 1 or any(isinstance(x, bool) for x in vec[:1]):
+        # numpy would take bools, numeric strings and null (as NaN): check every item.
+        if not isinstance(vec, list) or not {type(x) for x in vec} <= {int, float}:
             raise InvalidEvent("bad_embedding", "embedding must be a flat array of numbers")
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf: "non_finite" below
+            arr = np.array(vec, dtype=np.float32)
     elif b64 is not None:
         if not isinstance(b64, str):
             raise InvalidEvent("bad_embedding", "embedding_b64 must be a base64 string")
