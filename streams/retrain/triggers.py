@@ -81,8 +81,8 @@ class WebhookTrigger:
     def __init__(self, url: str, secret: Secret | str, *, timeout_s: float = 10.0,
                  retry: RetryPolicy | None = None, rng: random.Random | None = None,
                  client: httpx.AsyncClient | None = None) -> None:
-        if not url:
-            raise ValueError("webhook url is empty")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("webhook url must be http:// or https://")
         self.url = url
         self._secret = secret if isinstance(secret, Secret) else Secret(secret)
         if not self._secret:
@@ -122,6 +122,9 @@ class WebhookTrigger:
                         break
                 except httpx.TransportError as exc:  # connect errors, timeouts
                     status, error = None, type(exc).__name__
+                except Exception as exc:  # e.g. an invalid URL: retrying will not help
+                    status, error = None, type(exc).__name__
+                    break
                 if attempts < limit:
                     await asyncio.sleep(self.retry.delay(attempts - 1, self._rng))
         finally:

@@ -147,3 +147,8 @@ async def test_command_timeout_and_missing_binary() -> None:
     assert not r.ok and "timed out" in (r.error or "")
     missing = await CommandTrigger(["/nonexistent/retrain"]).fire(REQUEST)
     assert not missing.ok and "cannot start" in (missing.error or "")
+
+
+def test_webhook_url_must_be_http() -> None:
+    with pytest.raises(ValueError):
+        WebhookTrigger("ftp://127.0.0.1/x", SECRET)
