@@ -216,3 +216,27 @@ async def test_decisions_jobs_and_deploy_requests(
     assert counts["retrain_job_transitions"] == 3 and counts["drift_events"] == 2
     assert all(r.method == "HEAD" for r in server.requests[-6:])
     await store.close()
+
+
+async def test_timeouts_are_retried() -> None:
+    import asyncio
+
+    fake = FakePostgrest()
+    release = asyncio.Event()
+
+    async def answer(rec: Recorded) -> web.Response:
+        if len(server.requests) == 1:
+            await release.wait()  # the first request hangs past the client timeout
+        return fake(rec)
+
+    server = await RecordingServer(answer).start()
+    store = RestStore(server.url, KEY, rng=random.Random(1),
+                      retry=RetryPolicy(initial_s=0.01, attempts=3, timeout_s=0.3))
+    await store.start()
+    try:
+        assert await store.write_drift_events([drift_event(1)]) == [drift_event(1)["drift_id"]]
+        assert len(server.requests) == 2
+    finally:
+        release.set()
+        await store.close()
+        await server.stop()
