@@ -178,7 +178,11 @@ def bernoulli_threshold(a: int, unit: float, p0: float, events: float, fa_rate: 
     for _ in range(8):
         rate = np.zeros(h_max)
         for p, w in nodes:
-            rate += w / bernoulli_arls(a, p, h_max, up)
+            with np.errstate(all="ignore"):
+                arl = bernoulli_arls(a, p, h_max, up)
+            # The recursions overflow only where run lengths are astronomically long.
+            arl[~(arl > 0)] = np.inf
+            rate += w / arl
         ok = np.flatnonzero(rate <= fa_rate)
         if ok.size:
             return int(ok[0]) + 1

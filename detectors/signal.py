@@ -140,6 +140,7 @@ class Signal(abc.ABC):
 
     def _refresh(self) -> None:
         """Grow the reference with the quiet window just monitored (see RateSignal)."""
+        return None
 
     @abc.abstractmethod
     def _warm_take(self, seg: np.ndarray) -> tuple[int, bool]:
