@@ -15,10 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from detectors import Finding, ModelMonitor, MonitorConfig
 from streams.events import drift_event
+from streams.fastpath import ModelIds, accepts
 from streams.metrics import Metrics
 from streams.schema import (
     InvalidEvent,
@@ -106,6 +108,7 @@ class MonitorProcessor:
         self.max_payload_bytes = max_payload_bytes
         self.clock = clock
         self.models: dict[str, _ModelState] = {}
+        self._ids = ModelIds()
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop cached monitors of partitions this worker no longer owns."""
@@ -142,64 +145,72 @@ class MonitorProcessor:
                                f"uses {st.dim[1]}")
 
     def process(self, records: list[Record]) -> BatchResult:
+        """Validate, apply and detect over one batch; nothing here touches Kafka."""
         out = BatchResult()
         interactions_t, feedback_t, updates_t = self.topics
-        pending: dict[str, list[Any]] = {}
-        findings: list[tuple[str, Finding]] = []
-
-        def flush(model_id: str) -> None:
-            batch = pending.pop(model_id, None)
-            if batch:
-                st = self.models[model_id]
-                for f in st.monitor.observe_many(batch):
-                    findings.append((model_id, f))
-                self.metrics.interactions.labels(self.metrics.model(model_id)).inc(len(batch))
-
+        # Per model, in stream order: ("i", rec, doc, emb) interactions, ("f", rec, Feedback)
+        # labels, ("u", rec, ModelUpdate) deploys.
+        work: dict[str, list[tuple[Any, ...]]] = {}
+        loads = orjson.loads
+        limit = self.max_payload_bytes
+        ids = self._ids
         for rec in records:
             try:
                 if rec.key is None:
                     raise InvalidEvent("missing_field", "message has no key (model_id)")
                 if rec.topic == interactions_t:
-                    it = parse_interaction(rec.value, rec.key, self.max_payload_bytes)
-                    st = self._model(it.model_id, rec.partition)
+                    value = rec.value
+                    doc: Any = None
+                    if value is not None and len(value) <= limit:
+                        try:
+                            doc = loads(value)
+                        except orjson.JSONDecodeError:
+                            doc = None
+                    if doc is not None and accepts(doc, value, rec.key, ids):  # type: ignore[arg-type]
+                        model_id, emb = doc["model_id"], doc.get("embedding")
+                    else:
+                        it = parse_interaction(value, rec.key, limit)
+                        model_id, doc, emb = it.model_id, it.raw, it.obs.embedding
+                    st = self._model(model_id, rec.partition)
                     if not self._fresh(st, rec):
                         continue
-                    if it.obs.embedding is not None:
-                        self._check_dim(st, it.obs.model_version, it.obs.embedding.shape[0])
-                    pending.setdefault(it.model_id, []).append(it.obs)
-                    out.interactions.append((it.model_id, it.raw))
-                    out.dirty[it.model_id] = rec.partition
+                    if emb is not None:
+                        self._check_dim(st, doc.get("model_version"), len(emb))
+                    work.setdefault(model_id, []).append(("i", rec, doc, emb))
                 elif rec.topic == feedback_t:
-                    fb = parse_feedback(rec.value, rec.key, self.max_payload_bytes)
+                    fb = parse_feedback(rec.value, rec.key, limit)
                     st = self._model(fb.model_id, rec.partition)
-                    if not self._fresh(st, rec):
-                        continue
-                    flush(fb.model_id)  # keep stream order within the model
-                    for f in st.monitor.observe_label(fb.event_id, fb.ts, correct=fb.correct,
-                                                      feedback=fb.feedback):
-                        findings.append((fb.model_id, f))
-                    out.dirty[fb.model_id] = rec.partition
+                    if self._fresh(st, rec):
+                        work.setdefault(fb.model_id, []).append(("f", rec, fb))
                 elif rec.topic == updates_t:
-                    up = parse_model_update(rec.value, rec.key, self.max_payload_bytes)
+                    up = parse_model_update(rec.value, rec.key, limit)
                     st = self._model(up.model_id, rec.partition)
-                    if not self._fresh(st, rec):
-                        continue
-                    flush(up.model_id)
-                    st.monitor.deploy(up.model_version)
-                    st.dim = None
-                    out.deployed.append((up.model_id, up.model_version))
-                    out.dirty[up.model_id] = rec.partition
-                else:  # pragma: no cover - subscription is fixed
+                    if self._fresh(st, rec):
+                        work.setdefault(up.model_id, []).append(("u", rec, up))
+                else:  # pragma: no cover - the subscription is fixed
                     raise InvalidEvent("unknown_schema", f"unexpected topic {rec.topic}")
             except InvalidEvent as exc:
-                out.rejects.append(Reject(rec, exc.reason, exc.message))
-                self.metrics.invalid.labels(exc.reason, rec.topic).inc()
-            except ValueError as exc:
-                # A value the detectors refuse (e.g. an embedding dimension change).
-                out.rejects.append(Reject(rec, "bad_value", str(exc)))
-                self.metrics.invalid.labels("bad_value", rec.topic).inc()
-        for model_id in list(pending):
-            flush(model_id)
+                self._reject(out, rec, exc.reason, exc.message)
+        findings: list[tuple[str, Finding]] = []
+        for model_id, items in work.items():
+            st = self.models[model_id]
+            out.dirty[model_id] = st.partition
+            run: list[tuple[Any, ...]] = []
+            for item in items:
+                if item[0] == "i":
+                    run.append(item)
+                    continue
+                findings += self._observe(model_id, st, run, out)
+                run = []
+                if item[0] == "f":
+                    fb = item[2]
+                    findings += [(model_id, f) for f in st.monitor.observe_label(
+                        fb.event_id, fb.ts, correct=fb.correct, feedback=fb.feedback)]
+                else:
+                    st.monitor.deploy(item[2].model_version)
+                    st.dim = None
+                    out.deployed.append((model_id, item[2].model_version))
+            findings += self._observe(model_id, st, run, out)
         now = self.clock()
         for model_id, f in findings:
             ev = drift_event(model_id, f)
@@ -208,3 +219,73 @@ class MonitorProcessor:
                 self.metrics.model(model_id), f.kind, f.signal, f.detector).inc()
             self.metrics.detection_lag.observe(max(0.0, now - f.ts))
         return out
+
+    def _reject(self, out: BatchResult, rec: Record, reason: str, message: str) -> None:
+        out.rejects.append(Reject(rec, reason, message))
+        self.metrics.invalid.labels(reason, rec.topic).inc()
+
+    def _observe(self, model_id: str, st: _ModelState, run: list[tuple[Any, ...]],
+                 out: BatchResult) -> list[tuple[str, Finding]]:
+        """Feed a run of interactions to the model's monitor as columns."""
+        if not run:
+            return []
+        emb_rows = [k for k, item in enumerate(run) if item[3] is not None]
+        embeddings = None
+        if emb_rows:
+            embeddings = _matrix([run[k][3] for k in emb_rows])
+            if embeddings is None:  # something odd in a vector: validate one by one
+                return self._observe_slowly(model_id, st, run, out)
+        docs = [item[2] for item in run]
+        try:
+            found = st.monitor.observe_columns(
+                [d["event_id"] for d in docs],
+                np.array([d["ts"] for d in docs], dtype=np.float64),
+                latency_ms=_column(docs, "latency_ms"),
+                output_tokens=_column(docs, "output_tokens"),
+                refusal=_column(docs, "refusal"), feedback=_column(docs, "feedback"),
+                correct=_column(docs, "correct"), embeddings=embeddings,
+                embedding_rows=np.array(emb_rows, dtype=np.int64),
+                model_version=next((d.get("model_version") for d in docs
+                                    if d.get("model_version") is not None), None))
+        except ValueError:
+            # The monitor validates a batch before it changes state: find the culprit(s).
+            return self._observe_slowly(model_id, st, run, out)
+        self.metrics.interactions.labels(self.metrics.model(model_id)).inc(len(run))
+        return [(model_id, f) for f in found]
+
+    def _observe_slowly(self, model_id: str, st: _ModelState, run: list[tuple[Any, ...]],
+                        out: BatchResult) -> list[tuple[str, Finding]]:
+        found: list[tuple[str, Finding]] = []
+        ok = 0
+        for item in run:
+            rec = item[1]
+            try:
+                it = parse_interaction(rec.value, rec.key, self.max_payload_bytes)
+                found += [(model_id, f) for f in st.monitor.observe(it.obs)]
+                ok += 1
+            except InvalidEvent as exc:
+                self._reject(out, rec, exc.reason, exc.message)
+            except ValueError as exc:
+                self._reject(out, rec, "bad_value", str(exc))
+        self.metrics.interactions.labels(self.metrics.model(model_id)).inc(ok)
+        return found
+
+
+def _column(docs: list[dict[str, Any]], name: str) -> np.ndarray:
+    """One signal as float64, NaN where absent (bools become 1.0/0.0)."""
+    return np.array([d.get(name) for d in docs], dtype=np.float64)
+
+
+def _matrix(vectors: list[Any]) -> np.ndarray | None:
+    """Stack embedding vectors as float32 rows, or None if any is not plain numbers."""
+    try:
+        arr = np.array(vectors)
+    except ValueError:  # ragged
+        return None
+    if arr.ndim != 2 or arr.dtype.kind not in "fi":
+        return None
+    with np.errstate(over="ignore"):
+        arr32 = arr.astype(np.float32)
+    if not np.isfinite(arr32).all():
+        return None
+    return arr32
