@@ -95,4 +95,5 @@ class Settings:
 
 
 TOPICS = ("interactions", "feedback", "model-updates", "drift-events", "dead-letters",
+          "monitor-state",
           "retrain-requests")

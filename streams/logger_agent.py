@@ -1,0 +1,82 @@
+"""The logger agent: a sample of valid interactions into the store, in batches.
+
+It is its own consumer group on ``driftline.interactions``, so a slow or unavailable
+store holds back only the logger: the store's writes retry with backoff and block,
+offsets are committed after the rows are stored, and Kafka keeps the backlog
+(backpressure instead of an unbounded buffer). Sampling is by a hash of ``event_id``,
+so a replay samples the same interactions.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from mode import Service
+
+from streams.config import Settings
+from streams.consumer import BatchConsumer
+from streams.fastpath import ModelIds, accepts
+from streams.metrics import Metrics
+from streams.processor import Record
+from streams.schema import InvalidEvent, parse_interaction
+
+log = logging.getLogger("driftline.logger")
+
+Sink = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+def sampled(event_id: str, rate: float) -> bool:
+    """Deterministic sampling: the same event is in or out on every run."""
+    if rate >= 1.0:
+        return True
+    return (zlib.crc32(event_id.encode()) & 0xFFFFFFFF) < rate * 2**32
+
+
+class LoggerAgent(Service):
+    """Consumes interactions and hands the sampled valid ones to ``sink`` per batch."""
+
+    def __init__(self, settings: Settings, sink: Sink, metrics: Metrics,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.sink = sink
+        self.metrics = metrics
+        self.ids = ModelIds()
+        self.consumer = BatchConsumer(
+            bootstrap=settings.kafka_bootstrap, group_id=f"{settings.app_id}-logger",
+            topics=[settings.topic("interactions")], handle=self.handle,
+            max_records=2000, within_s=0.5, metrics=None, name="logger",
+            loop=kwargs.get("loop"), beacon=self.beacon)
+
+    async def on_start(self) -> None:
+        await self.consumer.start()
+
+    async def on_stop(self) -> None:
+        await self.consumer.stop()
+
+    async def handle(self, records: list[Record]) -> None:
+        rate = self.settings.log_sample_rate
+        limit = self.settings.max_payload_bytes
+        rows: list[dict[str, Any]] = []
+        for rec in records:
+            value = rec.value
+            if value is None or len(value) > limit:
+                continue
+            try:
+                doc = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                continue  # the monitor dead-letters it
+            if not accepts(doc, value, rec.key, self.ids):
+                try:
+                    doc = parse_interaction(value, rec.key, limit).raw
+                except InvalidEvent:
+                    continue
+            if sampled(doc["event_id"], rate):
+                rows.append(doc)
+        if rows:
+            await self.sink(rows)  # retries until stored; only then are offsets committed
+        self.metrics.buffer_fill.labels("logger").set(len(records) / 2000)

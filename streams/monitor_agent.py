@@ -1,0 +1,175 @@
+"""The monitor agent: interactions, feedback and deploys in; drift events and rejects out.
+
+Per-model state lives in a compacted Kafka topic (``driftline.monitor-state``), keyed by
+``model_id`` and written to the same partition number as the model's input records, so
+whoever owns input partition *p* restores exactly state partition *p*. Order of work
+per batch: process → publish drift events and dead letters → publish state → (the
+consumer) commit input offsets. A crash before the commit replays the batch onto state
+that may already contain it; the per-model offsets in the state skip those records, so
+every record changes a model once and a re-emitted detection keeps its ``drift_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from mode import Service
+
+from streams.config import Settings
+from streams.consumer import BatchConsumer
+from streams.metrics import Metrics
+from streams.processor import MonitorProcessor, Record, Reject
+
+log = logging.getLogger("driftline.monitor")
+
+# Dead-letter headers, modelled on Kafka Connect's ``__connect.errors.*``.
+H_REASON = "driftline.error.reason"
+H_MESSAGE = "driftline.error.message"
+H_TOPIC = "driftline.source.topic"
+H_PARTITION = "driftline.source.partition"
+H_OFFSET = "driftline.source.offset"
+
+
+def dead_letter_headers(rej: Reject) -> list[tuple[str, bytes]]:
+    return [
+        (H_REASON, rej.reason.encode()),
+        (H_MESSAGE, rej.message.encode()[:1000]),
+        (H_TOPIC, rej.record.topic.encode()),
+        (H_PARTITION, str(rej.record.partition).encode()),
+        (H_OFFSET, str(rej.record.offset).encode()),
+    ]
+
+
+async def read_state(bootstrap: str, topic: str, partitions: set[int]
+                     ) -> dict[str, tuple[int, bytes]]:
+    """The latest state record (and its partition) per model in the given partitions."""
+    if not partitions:
+        return {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                group_id=None, max_partition_fetch_bytes=8 << 20)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        end = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: dict[str, tuple[int, bytes]] = {}
+        todo = {tp for tp in tps if end[tp] > 0}
+        while todo:
+            fetched = await consumer.getmany(*todo, timeout_ms=500)
+            for tp, msgs in fetched.items():
+                for m in msgs:
+                    if m.key is None:
+                        continue
+                    if m.value is None:  # a tombstone: the model's state was deleted
+                        out.pop(m.key.decode(), None)
+                    else:
+                        out[m.key.decode()] = (tp.partition, m.value)
+            for tp in list(todo):
+                if await consumer.position(tp) >= end[tp]:
+                    todo.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
+class MonitorAgent(Service):
+    """Wires a :class:`MonitorProcessor` to Kafka through a :class:`BatchConsumer`."""
+
+    def __init__(self, settings: Settings, processor: MonitorProcessor, metrics: Metrics,
+                 on_deployed: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.processor = processor
+        self.metrics = metrics
+        self.on_deployed = on_deployed
+        self.producer: AIOKafkaProducer | None = None
+        # Latest state record per model of the assigned partitions, and its partition.
+        self._state: dict[str, bytes] = {}
+        self._partition: dict[str, int] = {}
+        processor.load_state = self._state.get
+        s = settings
+        self.inputs = [s.topic("interactions"), s.topic("feedback"), s.topic("model-updates")]
+        self.consumer = BatchConsumer(
+            bootstrap=s.kafka_bootstrap, group_id=f"{s.app_id}-monitor", topics=self.inputs,
+            handle=self.handle, on_assigned=self.assigned, on_revoked=self.revoked,
+            max_records=s.batch_size, within_s=s.batch_within_s, metrics=metrics,
+            name="monitor", loop=kwargs.get("loop"), beacon=self.beacon)
+
+    async def on_start(self) -> None:
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
+            enable_idempotence=True, linger_ms=5, max_batch_size=1 << 20)
+        await self.producer.start()
+        await self.consumer.start()
+
+    async def on_stop(self) -> None:
+        await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+
+    async def assigned(self, tps: set[TopicPartition]) -> None:
+        parts = {tp.partition for tp in tps if tp.topic == self.inputs[0]}
+        t0 = time.perf_counter()
+        state = await read_state(self.settings.kafka_bootstrap,
+                                 self.settings.topic("monitor-state"), parts)
+        for model_id, (partition, blob) in state.items():
+            self._state[model_id] = blob
+            self._partition[model_id] = partition
+        log.info("assigned partitions %s: restored %d model states in %.2fs",
+                 sorted(parts), len(state), time.perf_counter() - t0)
+
+    async def revoked(self, tps: set[TopicPartition]) -> None:
+        parts = {tp.partition for tp in tps if tp.topic == self.inputs[0]}
+        self.processor.forget_partitions(parts)
+        for model_id in [m for m, p in self._partition.items() if p in parts]:
+            del self._state[model_id], self._partition[model_id]
+        log.info("revoked partitions %s", sorted(parts))
+
+    async def handle(self, records: list[Record]) -> None:
+        assert self.producer is not None
+        t0 = time.perf_counter()
+        result = self.processor.process(records)
+        send = self.producer.send
+        s = self.settings
+        futures = []
+        for rej in result.rejects:
+            futures.append(await send(s.topic("dead-letters"), rej.record.value,
+                                      key=rej.record.key, headers=dead_letter_headers(rej)))
+            self.metrics.dead_letters.labels(rej.reason, rej.record.topic).inc()
+            log.warning("rejected %s[%d]@%d: %s: %s", rej.record.topic, rej.record.partition,
+                        rej.record.offset, rej.reason, rej.message)
+        for model_id, ev in result.drift_events:
+            futures.append(await send(s.topic("drift-events"), orjson.dumps(ev),
+                                      key=model_id.encode()))
+            log.info("drift %s %s/%s on %s (severity %.2f)", ev["drift_id"], ev["kind"],
+                     ev["signal"], model_id, ev["severity"])
+        state_topic = s.topic("monitor-state")
+        for model_id, partition in result.dirty.items():
+            blob = self.processor.state_of(model_id)
+            self._state[model_id] = blob
+            self._partition[model_id] = partition
+            futures.append(await send(state_topic, blob, key=model_id.encode(),
+                                      partition=partition))
+        if futures:
+            await asyncio.gather(*futures)  # acknowledged before the offsets are committed
+        if self.on_deployed is not None:
+            for model_id, version in result.deployed:
+                await self.on_deployed(model_id, version)
+        _export_stats(self.metrics, self.processor, result.dirty)
+        self.metrics.processing_seconds.observe(time.perf_counter() - t0)
+
+
+def _export_stats(metrics: Metrics, processor: MonitorProcessor, models: Any) -> None:
+    for model_id in models:
+        st = processor.models.get(model_id)
+        if st is None:
+            continue
+        for signal, s in st.monitor.stats().items():
+            metrics.observe_signal(model_id, signal, statistic=s.statistic,
+                                   threshold=s.threshold, baseline=s.baseline, current=s.current)
