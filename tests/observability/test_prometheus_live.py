@@ -111,7 +111,6 @@ class InProcessWorker:
 
     metrics: Metrics = field(default_factory=lambda: Metrics(max_models=100))
     kinds: set[str] = field(default_factory=set)
-    valid: int = 0
     address: str = ""
     drifting: str = DRIFTING
     models: set[str] = field(default_factory=lambda: set(MODELS))
@@ -175,14 +174,16 @@ class InProcessWorker:
                 else:
                     m.detector_threshold.labels(m.model(model_id), "latency").set(1.0)
             done = time.time()
-            for _model, raw in result.interactions:
-                m.event_age.observe(max(0.0, done - float(raw["ts"])))
-            self.valid += len(result.interactions)
+            rejected = {id(rej.record) for rej in result.rejects}
+            for rec in records:
+                if id(rec) not in rejected and rec.timestamp is not None:
+                    m.event_age.observe(max(0.0, done - rec.timestamp))
             phases = [st.monitor.phase for st in self.processor.models.values()]
             for phase in ("warmup", "monitoring"):
                 m.monitored_models.labels(phase).set(phases.count(phase))
             m.processing_seconds.observe(time.perf_counter() - t0)
-        return self.valid
+        return int(sum(x.value for f in m.registry.collect() for x in f.samples
+                       if x.name == "driftline_interactions_processed_total"))
 
     def close(self) -> None:
         self.server.shutdown()
