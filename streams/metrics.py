@@ -44,6 +44,7 @@ SIGNAL_KINDS: dict[str, str] = {
     "refusal": "behavior",
     "refusal_rate": "behavior",
     "feedback": "behavior",
+    "negative_feedback_rate": "behavior",
     "correct": "accuracy",
     "accuracy": "accuracy",
     "error": "accuracy",
@@ -150,7 +151,7 @@ class Metrics:
     ``retrain_job_seconds`` driftline_retrain_job_duration_seconds (action; histogram);
     ``store_writes`` / ``store_retries`` / ``store_errors`` driftline_store_writes_total /
     driftline_store_retries_total / driftline_store_errors_total (table);
-    ``store_up`` driftline_store_up;
+    ``store_up`` driftline_store_up (backend: postgres, rest, embedded);
     ``buffer_fill`` driftline_buffer_fill_ratio (buffer);
     ``model_labels`` driftline_model_labels / driftline_model_labels_limit.
     """
@@ -238,9 +239,11 @@ class Metrics:
             registry=r)
         self.store_errors = Counter(
             "driftline_store_errors_total", "Failed store write attempts", ["table"], registry=r)
+        # Labelled so that a worker without a store (or before its first operation)
+        # exposes no sample, rather than a 0 that would read as "store down".
         self.store_up = Gauge(
             "driftline_store_up", "1 when the last store operation succeeded, else 0",
-            registry=r)
+            ["backend"], registry=r)
         self.buffer_fill = Gauge(
             "driftline_buffer_fill_ratio", "Fill of an in-memory buffer, 0 to 1",
             ["buffer"], registry=r)

@@ -56,7 +56,7 @@ def touch_all(m: Metrics) -> None:
     m.store_writes.labels("interactions").inc(10)
     m.store_retries.labels("interactions").inc()
     m.store_errors.labels("interactions").inc()
-    m.store_up.set(1)
+    m.store_up.labels("postgres").set(1)
     m.buffer_fill.labels("interactions").set(0.25)
 
 

@@ -478,3 +478,8 @@ def test_alert_rules_evaluate_without_errors(prometheus: Prometheus, target: Tar
     # The drift alert is pending or firing (for: 1m) for the drifting model right away.
     assert target.drifting in {a["labels"].get("model") for a in alerts
                                if a["labels"]["alertname"] == "DriftlineDriftDetected"}
+    # A healthy worker raises none of the outage alerts, not even as pending.
+    active = {a["labels"]["alertname"] for a in alerts}
+    assert not active & {"DriftlineStoreUnavailable", "DriftlineWorkerDown",
+                         "DriftlineRetrainFailing", "DriftlineNoInteractionsProcessed",
+                         "DriftlineConsumerLagHigh"}, active
