@@ -176,8 +176,6 @@ class ModelMonitor:
         The whole batch is validated before any state changes.
         """
         n = len(event_ids)
-        if model_version is not None and self.model_version is None:
-            self.model_version = model_version
         inputs: list[tuple[int, str, np.ndarray, np.ndarray]] = []
         for order, (name, col, check) in enumerate((
                 ("latency", latency_ms, "nonneg"), ("output_length", output_tokens, "nonneg"),
@@ -205,6 +203,8 @@ class ModelMonitor:
             if rows.shape[0] != embeddings.shape[0]:
                 raise ValueError("embedding: embedding_rows and embeddings differ in length")
             inputs.append((5, "embedding", rows, embeddings))
+        if model_version is not None and self.model_version is None:
+            self.model_version = model_version
         self._events += n if interactions is None else interactions
         found: list[tuple[int, int, Finding]] = []
         for order, name, rows, vals in inputs:

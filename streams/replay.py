@@ -2,23 +2,24 @@
 
 Interactions are read in stream order (several models interleaved); feedback
 lines are merged into that stream by ``ts`` (a label goes before the first
-interaction with a later ``ts``). Lines are validated with exactly the rules of
-:mod:`streams.schema`: a fast path accepts the common, plainly valid shape and
-everything else goes through ``parse_interaction`` / ``parse_feedback``, which
-also name the reason of an invalid line. Per model, a chunk of lines becomes one
-columnar batch for :meth:`ModelMonitor.observe_columns`.
+interaction whose ``ts`` is later than its own). Lines are validated with
+exactly the rules of :mod:`streams.schema`: a vectorised fast path accepts rows
+whose every field plainly passes, and every other row goes through
+``parse_interaction`` / ``parse_feedback``, which accept it or name the reason.
+Per model, a chunk of lines becomes one columnar batch for
+:meth:`ModelMonitor.observe_columns`.
 
 A model's first interaction with a ``model_version`` it has not seen before
 starts a fresh reference (as a deploy would), so a file spanning a rollout
-backtests both versions.
+backtests both versions; a model's embedding dimension is fixed by its first
+vector (other dimensions are invalid: ``embedding_dim_changed``).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -30,7 +31,8 @@ from detectors import Finding, ModelMonitor, MonitorConfig
 from streams import schema
 from streams.events import drift_event
 
-CHUNK = 16384
+CHUNK_BYTES = 8 << 20
+_NONE = type(None)
 
 
 @dataclass
@@ -58,75 +60,181 @@ class ReplayStats:
                 f"{self.seconds:.2f} s ({self.interactions_per_second:,.0f} interactions/s)")
 
 
-_INT_FIELDS = ("output_tokens", "input_tokens")
+# -- fast validation ----------------------------------------------------------------------
+def _types(col: list[Any]) -> set[type]:
+    return set(map(type, col))
 
 
-def _fast_ok(d: Any, valid_ids: dict[str, bool]) -> bool:
-    """True only for documents ``parse_interaction`` certainly accepts (no b64, numeric ts)."""
-    if type(d) is not dict:
-        return False
-    sv = d.get("schema_version")
-    if sv is not None and not (type(sv) is int and sv == 1):
-        return False
-    mid = d.get("model_id")
-    if type(mid) is not str:
-        return False
-    ok = valid_ids.get(mid)
-    if ok is None:
-        ok = valid_ids[mid] = bool(schema._MODEL_ID.match(mid))
-    if not ok:
-        return False
-    eid = d.get("event_id")
-    if type(eid) is not str or not 0 < len(eid) <= 256:
-        return False
-    ts: Any = d.get("ts")
-    t = type(ts)
-    if not ((t is float and math.isfinite(ts) and ts >= 0) or (t is int and ts >= 0)):
-        return False
-    mv = d.get("model_version")
-    if mv is not None and (type(mv) is not str or not 0 < len(mv) <= 256):
-        return False
-    meta = d.get("metadata")
-    if meta is not None and type(meta) is not dict:
-        return False
-    lat: Any = d.get("latency_ms")
-    if lat is not None:
-        t = type(lat)
-        if not ((t is float and math.isfinite(lat) and lat >= 0) or (t is int and lat >= 0)):
-            return False
-    for name in _INT_FIELDS:
-        v = d.get(name)
-        if v is not None and not (type(v) is int and v >= 0):
-            return False
-    for name in ("refusal", "correct"):
-        v = d.get(name)
-        if v is not None and type(v) is not bool:
-            return False
-    fb = d.get("feedback")
-    if fb is not None and not (type(fb) is int and -1 <= fb <= 1):
-        return False
-    if "embedding_b64" in d and d["embedding_b64"] is not None:
-        return False
-    emb = d.get("embedding")
-    if emb is not None:
-        if type(emb) is not list or not 8 <= len(emb) <= 4096 or type(emb[0]) is bool:
-            return False
-    return True
+def _number_ok(col: list[Any], integer: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(ok mask, values with NaN for None) of an optional non-negative number column."""
+    kinds = _types(col) - {_NONE}
+    allowed = {int} if integer else {int, float}
+    n = len(col)
+    if kinds <= allowed:
+        arr = np.array(col, dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            ok = np.isnan(arr) | ((arr >= 0) & (arr < np.inf))
+        return ok, arr
+    ok = np.array([v is None or (type(v) in allowed and v >= 0) for v in col], dtype=bool)
+    arr = np.array([v if o else None for v, o in zip(col, ok, strict=True)], dtype=np.float64)
+    return ok & (np.isnan(arr) | (arr < np.inf)), arr if n else np.zeros(0)
+
+
+def _bool_ok(col: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+    if _types(col) <= {_NONE, bool}:
+        return np.ones(len(col), dtype=bool), np.array(col, dtype=np.float64)
+    ok = np.array([v is None or type(v) is bool for v in col], dtype=bool)
+    return ok, np.array([v if o else None for v, o in zip(col, ok, strict=True)],
+                        dtype=np.float64)
+
+
+def _str_ok(col: list[Any], optional: bool) -> np.ndarray:
+    kinds = _types(col)
+    if kinds <= ({str, _NONE} if optional else {str}):
+        lens = np.fromiter(map(len, (v or "x" for v in col)), dtype=np.int64, count=len(col))
+        return (lens > 0) & (lens <= 256)
+    return np.array([(v is None and optional) or (type(v) is str and 0 < len(v) <= 256)
+                     for v in col], dtype=bool)
 
 
 @dataclass
-class _Row:
-    """One event of the merged stream, decoded."""
+class _Chunk:
+    """Validated interactions of one chunk, as columns (rows failing validation dropped)."""
 
-    pos: int
-    model_id: str
-    doc: dict[str, Any] | None = None  # an interaction (fast path or parsed raw)
-    emb: np.ndarray | None = None  # set when the slow path decoded it
-    label: schema.Feedback | None = None
+    docs: list[Any]
+    ok: np.ndarray
+    model: list[Any]
+    event_id: list[Any]
+    version: list[Any]
+    ts: np.ndarray
+    latency: np.ndarray
+    tokens: np.ndarray
+    refusal: np.ndarray
+    feedback: np.ndarray
+    correct: np.ndarray
+    emb: list[Any]
+    versions: set[Any] = field(default_factory=set)
+
+
+_FIELDS = ("schema_version", "model_id", "event_id", "model_version", "metadata", "ts",
+           "latency_ms", "output_tokens", "input_tokens", "refusal", "correct", "feedback",
+           "embedding_b64", "embedding")
+
+
+def _fast_chunk(docs: list[Any], valid_ids: dict[str, bool]) -> _Chunk:
+    """Columns and a mask of rows ``parse_interaction`` certainly accepts as they are."""
+    n = len(docs)
+    ok = np.fromiter((type(d) is dict for d in docs), dtype=bool, count=n)
+    ds = docs if ok.all() else [d if type(d) is dict else {} for d in docs]
+    cols = dict(zip(_FIELDS, (list(c) for c in zip(*[tuple(map(d.get, _FIELDS)) for d in ds],
+                                                     strict=True)), strict=True)) if n else {
+        f: [] for f in _FIELDS}
+
+    def get(name: str) -> list[Any]:
+        return cols[name]
+
+    sv = get("schema_version")
+    if _types(sv) != {_NONE}:
+        ok &= np.array([v is None or (type(v) is int and v == 1) for v in sv], dtype=bool)
+    model = get("model_id")
+    if _types(model) <= {str}:
+        for m in set(model) - valid_ids.keys():
+            valid_ids[m] = bool(schema._MODEL_ID.match(m))
+        ok &= np.fromiter(map(valid_ids.__getitem__, model), dtype=bool, count=n)
+    else:
+        ok &= np.array([type(m) is str and bool(schema._MODEL_ID.match(m)) for m in model],
+                       dtype=bool)
+    event_id = get("event_id")
+    ok &= _str_ok(event_id, optional=False)
+    version = get("model_version")
+    ok &= _str_ok(version, optional=True)
+    meta = get("metadata")
+    if not _types(meta) <= {_NONE, dict}:
+        ok &= np.array([v is None or type(v) is dict for v in meta], dtype=bool)
+    ts_col = get("ts")
+    ts_ok, ts = _number_ok(ts_col, integer=False)
+    ok &= ts_ok & ~np.isnan(ts)
+    lat_ok, lat = _number_ok(get("latency_ms"), integer=False)
+    tok_ok, tokens = _number_ok(get("output_tokens"), integer=True)
+    itok_ok, _ = _number_ok(get("input_tokens"), integer=True)
+    ref_ok, refusal = _bool_ok(get("refusal"))
+    cor_ok, correct = _bool_ok(get("correct"))
+    ok &= lat_ok & tok_ok & itok_ok & ref_ok & cor_ok
+    fb_col = get("feedback")
+    if _types(fb_col) <= {_NONE, int}:
+        fb = np.array(fb_col, dtype=np.float64)
+        ok &= np.isnan(fb) | ((fb >= -1) & (fb <= 1))
+    else:
+        fb_ok = np.array([v is None or (type(v) is int and -1 <= v <= 1) for v in fb_col],
+                         dtype=bool)
+        ok &= fb_ok
+        fb = np.array([v if o else None for v, o in zip(fb_col, fb_ok, strict=True)],
+                      dtype=np.float64)
+    if _types(get("embedding_b64")) != {_NONE}:
+        ok &= np.array([v is None for v in get("embedding_b64")], dtype=bool)
+    emb = get("embedding")
+    kinds = _types(emb)
+    if kinds != {_NONE}:
+        ok &= np.array([e is None or (type(e) is list and 8 <= len(e) <= 4096
+                                      and type(e[0]) is not bool) for e in emb], dtype=bool)
+    return _Chunk(docs, ok, model, event_id, version, ts, lat, tokens, refusal, fb, correct, emb)
+
+
+def _slow_row(c: _Chunk, i: int, line: bytes, reasons: Counter[str]) -> None:
+    """Validate one row with the contract's own parser; patch the columns if it is valid."""
+    try:
+        it = schema.parse_interaction(line.rstrip(b"\r\n"))
+    except schema.InvalidEvent as exc:
+        reasons[exc.reason] += 1
+        return
+    o = it.obs
+    c.ok[i] = True
+    c.model[i], c.event_id[i], c.version[i] = it.model_id, o.event_id, o.model_version
+    c.ts[i] = o.ts
+    nan = np.nan
+    c.latency[i] = nan if o.latency_ms is None else o.latency_ms
+    c.tokens[i] = nan if o.output_tokens is None else o.output_tokens
+    c.refusal[i] = nan if o.refusal is None else float(o.refusal)
+    c.feedback[i] = nan if o.feedback is None else float(o.feedback)
+    c.correct[i] = nan if o.correct is None else float(o.correct)
+    c.emb[i] = o.embedding
+
+
+# -- the run ------------------------------------------------------------------------------
+@dataclass
+class _Labels:
+    """All valid feedback lines, sorted by ts (stable), as columns."""
+
+    ts: np.ndarray
+    model: list[str]
+    event_id: list[str]
+    correct: np.ndarray
+    feedback: np.ndarray
+    next: int = 0
+
+
+def _read_labels(path: Path | None, stats: ReplayStats, reasons: Counter[str]) -> _Labels:
+    rows: list[schema.Feedback] = []
+    if path is not None:
+        with open(path, "rb") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                stats.lines += 1
+                try:
+                    rows.append(schema.parse_feedback(line.rstrip(b"\r\n")))
+                except schema.InvalidEvent as exc:
+                    reasons[exc.reason] += 1
+    rows.sort(key=lambda f: f.ts)
+    return _Labels(
+        ts=np.array([f.ts for f in rows], dtype=np.float64),
+        model=[f.model_id for f in rows], event_id=[f.event_id for f in rows],
+        correct=np.array([f.correct for f in rows], dtype=np.float64),
+        feedback=np.array([f.feedback for f in rows], dtype=np.float64))
 
 
 class _Models:
-    """The monitors, created on first sight, and their deploy history."""
+    """The monitors, created on first sight, with their versions and embedding dimension."""
 
     def __init__(self, config: MonitorConfig) -> None:
         self.config = config
@@ -142,32 +250,6 @@ class _Models:
         return m
 
 
-def _read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    with open(path, "rb") as fh:
-        yield from enumerate(fh)
-
-
-def _feedback_rows(path: Path | None, stats: ReplayStats) -> list[tuple[float, int, Any]]:
-    """All valid feedback lines, sorted by ts (stable)."""
-    if path is None:
-        return []
-    out: list[tuple[float, int, Any]] = []
-    for i, line in _read_lines(path):
-        line = line.strip()
-        if not line:
-            continue
-        stats.lines += 1
-        try:
-            fb = schema.parse_feedback(line)
-        except schema.InvalidEvent as exc:
-            stats.invalid += 1
-            stats.invalid_reasons[exc.reason] = stats.invalid_reasons.get(exc.reason, 0) + 1
-            continue
-        out.append((fb.ts, i, fb))
-    out.sort(key=lambda r: (r[0], r[1]))
-    return out
-
-
 def run(input_path: str | Path, output_path: str | Path, feedback_path: str | Path | None = None,
         config: MonitorConfig | None = None, progress: Callable[[int], None] | None = None
         ) -> ReplayStats:
@@ -176,54 +258,34 @@ def run(input_path: str | Path, output_path: str | Path, feedback_path: str | Pa
     stats = ReplayStats()
     reasons: Counter[str] = Counter()
     models = _Models(config or MonitorConfig())
-    labels = _feedback_rows(Path(feedback_path) if feedback_path else None, stats)
-    reasons.update(stats.invalid_reasons)
-    li = 0
+    labels = _read_labels(Path(feedback_path) if feedback_path else None, stats, reasons)
     valid_ids: dict[str, bool] = {}
-    pos = 0
+    state = {"pos": 0, "tsmax": -np.inf}
+    loads = orjson.loads
+    limit = schema.MAX_PAYLOAD_BYTES
     with open(output_path, "wb") as out, open(input_path, "rb") as fh:
         while True:
-            raw = fh.readlines(CHUNK * 256)
+            raw = fh.readlines(CHUNK_BYTES)
             if not raw:
                 break
-            rows: list[_Row] = []
-            for line in raw:
-                if not line.strip():
-                    continue
-                stats.lines += 1
-                doc: Any = None
-                if len(line) <= schema.MAX_PAYLOAD_BYTES:
-                    try:
-                        doc = orjson.loads(line)
-                    except orjson.JSONDecodeError:
-                        doc = None
-                row: _Row | None = None
-                if doc is not None and _fast_ok(doc, valid_ids):
-                    row = _Row(0, doc["model_id"], doc)
-                else:
-                    try:
-                        it = schema.parse_interaction(line.rstrip(b"\r\n"))
-                    except schema.InvalidEvent as exc:
-                        reasons[exc.reason] += 1
-                        continue
-                    row = _Row(0, it.model_id, {"ts": it.obs.ts, **_obs_doc(it)}, it.obs.embedding)
-                ts = row.doc["ts"] if row.doc else 0.0
-                while li < len(labels) and labels[li][0] < ts:
-                    fb = labels[li][2]
-                    rows.append(_Row(pos, fb.model_id, label=fb))
-                    pos += 1
-                    li += 1
-                row.pos = pos
-                pos += 1
-                rows.append(row)
-            _process(rows, models, stats, reasons, out)
+            lines = [x for x in raw if x.strip()]
+            stats.lines += len(lines)
+            docs: list[Any] = []
+            for line in lines:
+                try:
+                    docs.append(loads(line) if len(line) <= limit else None)
+                except orjson.JSONDecodeError:
+                    docs.append(None)
+            c = _fast_chunk(docs, valid_ids)
+            for i in np.flatnonzero(~c.ok).tolist():
+                _slow_row(c, i, lines[i], reasons)
+            if c.version.count(None) != len(c.version):
+                c.versions = (set(c.version) if c.ok.all() else
+                              {c.version[i] for i in np.flatnonzero(c.ok).tolist()})
+            _process(c, labels, models, stats, reasons, out, state)
             if progress is not None:
                 progress(stats.lines)
-        tail = [_Row(0, fb.model_id, label=fb) for _, _, fb in labels[li:]]
-        for r in tail:
-            r.pos = pos
-            pos += 1
-        _process(tail, models, stats, reasons, out)
+        _process(None, labels, models, stats, reasons, out, state)
     stats.invalid = sum(reasons.values())
     stats.invalid_reasons = dict(reasons)
     stats.models = len(models.monitors)
@@ -231,114 +293,166 @@ def run(input_path: str | Path, output_path: str | Path, feedback_path: str | Pa
     return stats
 
 
-def _obs_doc(it: schema.Interaction) -> dict[str, Any]:
-    o = it.obs
-    return {"event_id": o.event_id, "model_id": it.model_id, "model_version": o.model_version,
-            "latency_ms": o.latency_ms, "output_tokens": o.output_tokens,
-            "refusal": o.refusal, "feedback": o.feedback, "correct": o.correct}
-
-
-def _process(rows: list[_Row], models: _Models, stats: ReplayStats, reasons: Counter[str],
-             out: BinaryIO) -> None:
-    """Run one chunk of the merged stream through the monitors, write its events."""
-    by_model: dict[str, list[_Row]] = {}
-    for r in rows:
-        by_model.setdefault(r.model_id, []).append(r)
+def _process(c: _Chunk | None, labels: _Labels, models: _Models, stats: ReplayStats,
+             reasons: Counter[str], out: BinaryIO, state: dict[str, Any]) -> None:
+    """Merge a chunk with its labels, run it per model, write its events in stream order."""
+    if c is not None:
+        rows = np.flatnonzero(c.ok)
+        ts = c.ts[rows]
+        cummax = np.maximum.accumulate(np.maximum(ts, state["tsmax"])) if rows.size else ts
+        # Label k goes before the first row whose running-max ts exceeds its ts.
+        lo = labels.next
+        hi = lo + int(np.searchsorted(labels.ts[lo:], cummax[-1], "left")) if rows.size else lo
+        ins = np.searchsorted(cummax, labels.ts[lo:hi], "right")
+        if rows.size:
+            state["tsmax"] = float(cummax[-1])
+    else:
+        rows = np.zeros(0, dtype=np.int64)
+        lo, hi = labels.next, labels.ts.shape[0]
+        ins = np.zeros(hi - lo, dtype=np.int64)
+    labels.next = hi
+    nl = hi - lo
+    # Merged positions: row r after the labels inserted before it; labels before row ins[k].
+    base = state["pos"]
+    row_pos = base + np.arange(rows.size) + np.searchsorted(ins, np.arange(rows.size), "right")
+    lab_pos = base + ins + np.arange(nl)
+    state["pos"] = base + rows.size + nl
+    code: dict[str, int] = {}
+    names = (c.model if rows.size == len(c.model) else [c.model[r] for r in rows.tolist()]
+             ) if c is not None else []
+    lnames = labels.model[lo:hi]
+    for m in (*dict.fromkeys(names), *dict.fromkeys(lnames)):
+        code.setdefault(m, len(code))
+    groups_r = _groups(np.fromiter(map(code.__getitem__, names), np.int64, len(names)), len(code))
+    groups_l = _groups(np.fromiter(map(code.__getitem__, lnames), np.int64, nl), len(code))
     found: list[tuple[int, str, Finding]] = []
-    for model_id, mrows in by_model.items():
-        models.get(model_id)
-        start = 0
-        seen = models.versions[model_id]
-        for k, r in enumerate(mrows):
-            mv = r.doc.get("model_version") if r.doc is not None else None
-            if mv is not None and mv not in seen:
-                seen.add(mv)
-                if k > start:
-                    found += _run_model(models, model_id, mrows[start:k], stats, reasons)
-                start = k
-                mon = models.get(model_id)
-                if mon.model_version is not None:
-                    mon.deploy(mv)
-                else:
-                    mon.model_version = mv
-        found += _run_model(models, model_id, mrows[start:], stats, reasons)
+    for model_id, k in code.items():
+        found += _run_model(c, rows, groups_r[k], labels, lo, groups_l[k], row_pos, lab_pos,
+                            model_id, models, stats, reasons)
     found.sort(key=lambda f: f[0])
     if found:
         out.write(b"".join(orjson.dumps(drift_event(mid, f)) + b"\n" for _, mid, f in found))
         stats.drift_events += len(found)
 
 
-def _run_model(models: _Models, model_id: str, rows: list[_Row], stats: ReplayStats,
-               reasons: Counter[str]) -> list[tuple[int, str, Finding]]:
-    if not rows:
-        return []
+def _groups(codes: np.ndarray, k: int) -> list[np.ndarray]:
+    """Indices of each code, in order."""
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(k + 1))
+    return [order[bounds[j]: bounds[j + 1]] for j in range(k)]
+
+
+def _run_model(c: _Chunk | None, rows: np.ndarray, ri: np.ndarray, labels: _Labels, lo: int,
+               li: np.ndarray, row_pos: np.ndarray, lab_pos: np.ndarray, model_id: str,
+               models: _Models, stats: ReplayStats, reasons: Counter[str]
+               ) -> list[tuple[int, str, Finding]]:
     mon = models.get(model_id)
-    dim = models.dims.get(model_id, 0)
-    keep: list[_Row] = []
-    emb_rows: list[int] = []
-    embs: list[Any] = []
-    for r in rows:
-        d = r.doc
-        if d is not None:
-            e = r.emb if r.emb is not None else d.get("embedding")
-            if e is not None:
-                n = len(e)
-                if dim == 0:
-                    dim = models.dims[model_id] = n
-                if n != dim:
-                    reasons["embedding_dim_changed"] += 1
-                    continue
-                emb_rows.append(len(keep))
-                embs.append(e)
-        keep.append(r)
+    # Embedding dimension: fixed by the model's first vector.
+    if c is not None and ri.size and c.emb.count(None) != len(c.emb):
+        src = rows[ri]
+        vecs = [c.emb[r] for r in src.tolist()]
+        has = [v is not None for v in vecs]
+        if any(has):
+            dim = models.dims.get(model_id) or len(next(v for v in vecs if v is not None))
+            models.dims[model_id] = dim
+            bad = [k for k, v in enumerate(vecs) if v is not None and len(v) != dim]
+            if bad:
+                reasons["embedding_dim_changed"] += len(bad)
+                keep = np.ones(ri.size, dtype=bool)
+                keep[bad] = False
+                ri = ri[keep]
+                vecs = [v for v, k in zip(vecs, keep.tolist(), strict=True) if k]
+    else:
+        vecs = []
+    n_r, n_l = ri.size, li.size
+    pos = np.concatenate([row_pos[ri], lab_pos[li]])
+    order = np.argsort(pos, kind="stable")
+    src = rows[ri] if c is not None else np.zeros(0, dtype=np.int64)
+
+    def merged(col: np.ndarray | None, lab: np.ndarray | None) -> np.ndarray:
+        a = col[src] if col is not None else np.full(n_r, np.nan)
+        b = lab[lo + li] if lab is not None else np.full(n_l, np.nan)
+        return np.concatenate([a, b])[order]
+
+    ids_all = ([c.event_id[r] for r in src.tolist()] if c is not None else []) + \
+        [labels.event_id[lo + k] for k in li.tolist()]
+    ids = [ids_all[k] for k in order.tolist()]
+    ts = merged(c.ts if c else None, labels.ts)
+    lat = merged(c.latency if c else None, None)
+    tok = merged(c.tokens if c else None, None)
+    ref = merged(c.refusal if c else None, None)
+    fb = merged(c.feedback if c else None, labels.feedback)
+    cor = merged(c.correct if c else None, labels.correct)
     emb = None
-    if embs:
+    emb_rows = np.zeros(0, dtype=np.int64)
+    if any(v is not None for v in vecs):
+        inv = np.empty_like(order)
+        inv[order] = np.arange(order.size)
+        with_vec = [k for k, v in enumerate(vecs) if v is not None]
+        emb_rows = inv[np.array(with_vec, dtype=np.int64)]
+        srt = np.argsort(emb_rows)
+        emb_rows = emb_rows[srt]
         try:
-            emb = np.array(embs, dtype=np.float32)
+            emb = np.array([vecs[with_vec[k]] for k in srt.tolist()], dtype=np.float32)
         except (TypeError, ValueError):
             emb = None
         if emb is None or emb.ndim != 2 or not np.isfinite(emb).all():
-            # Rare: re-check each vector with the contract's own rules.
-            return _run_model_slow(models, model_id, keep, stats, reasons)
-    n = len(keep)
-    interactions = sum(1 for r in keep if r.doc is not None)
-    stats.interactions += interactions
-    stats.feedback += n - interactions
+            # Rare: a vector the fast path let through needs the contract's verdict.
+            return _recheck(c, rows, ri, labels, lo, li, row_pos, lab_pos, model_id, models,
+                            stats, reasons)
+    found: list[tuple[int, str, Finding]] = []
+    seen = models.versions[model_id]
+    cut = [0]
+    new_versions: list[str | None] = [None]
+    if c is not None and c.versions - seen - {None}:
+        versions = [c.version[r] for r in src.tolist()]
+        vs = [versions[k] if k < n_r else None for k in order.tolist()]
+        for j, v in enumerate(vs):
+            if v is not None and v not in seen:
+                seen.add(v)
+                cut.append(j)
+                new_versions.append(v)
+    cut.append(order.size)
+    ipos = np.concatenate([np.ones(n_r, dtype=bool), np.zeros(n_l, dtype=bool)])[order]
+    allpos = pos[order]
+    for a, b, v in zip(cut[:-1], cut[1:], new_versions, strict=False):
+        if v is not None:
+            if mon.model_version is None:
+                mon.model_version = v
+            else:
+                mon.deploy(v)
+        if b <= a:
+            continue
+        er = emb_rows[(emb_rows >= a) & (emb_rows < b)]
+        e = emb[np.searchsorted(emb_rows, er)] if emb is not None and er.size else None
+        n_int = int(ipos[a:b].sum())
+        stats.interactions += n_int
+        stats.feedback += (b - a) - n_int
+        fs = mon.observe_columns(
+            ids[a:b], ts[a:b], latency_ms=lat[a:b], output_tokens=tok[a:b], refusal=ref[a:b],
+            feedback=fb[a:b], correct=cor[a:b], embeddings=e, embedding_rows=er - a,
+            interactions=n_int)
+        if fs:
+            where = {ids[k]: int(allpos[k]) for k in range(a, b)}
+            found += [(where[f.event_id], model_id, f) for f in fs]
+    return found
 
-    def col(name: str) -> np.ndarray:
-        vals = [(r.doc.get(name) if r.doc is not None else
-                 getattr(r.label, name, None) if name in ("correct", "feedback") else None)
-                for r in keep]
-        return np.array(vals, dtype=np.float64)
 
-    ids = [(r.doc["event_id"] if r.doc is not None else r.label.event_id)  # type: ignore[union-attr]
-           for r in keep]
-    ts = np.array([(r.doc["ts"] if r.doc is not None else r.label.ts)  # type: ignore[union-attr]
-                   for r in keep], dtype=np.float64)
-    findings = mon.observe_columns(
-        ids, ts, latency_ms=col("latency_ms"), output_tokens=col("output_tokens"),
-        refusal=col("refusal"), feedback=col("feedback"), correct=col("correct"),
-        embeddings=emb, embedding_rows=np.array(emb_rows, dtype=np.int64),
-        interactions=interactions)
-    if not findings:
-        return []
-    where = {i: r.pos for i, r in zip(ids, keep, strict=True)}
-    return [(where[f.event_id], model_id, f) for f in findings]
-
-
-def _run_model_slow(models: _Models, model_id: str, rows: list[_Row], stats: ReplayStats,
-                    reasons: Counter[str]) -> list[tuple[int, str, Finding]]:
-    """Re-validate embeddings one by one (only when a chunk's fast conversion failed)."""
-    keep: list[_Row] = []
-    for r in rows:
-        if r.doc is not None and r.emb is None and r.doc.get("embedding") is not None:
+def _recheck(c: _Chunk | None, rows: np.ndarray, ri: np.ndarray, labels: _Labels, lo: int,
+             li: np.ndarray, row_pos: np.ndarray, lab_pos: np.ndarray, model_id: str,
+             models: _Models, stats: ReplayStats, reasons: Counter[str]
+             ) -> list[tuple[int, str, Finding]]:
+    assert c is not None
+    keep = []
+    for k in ri.tolist():
+        r = int(rows[k])
+        v = c.emb[r]
+        if v is not None and not isinstance(v, np.ndarray):
             try:
-                r.emb = schema._embedding({"embedding": r.doc["embedding"]})
+                c.emb[r] = schema._embedding({"embedding": v})
             except schema.InvalidEvent as exc:
                 reasons[exc.reason] += 1
                 continue
-        keep.append(r)
-    for r in keep:
-        if r.emb is not None and r.doc is not None:
-            r.doc = {k: v for k, v in r.doc.items() if k != "embedding"}
-    return _run_model(models, model_id, keep, stats, reasons) if keep else []
+        keep.append(k)
+    return _run_model(c, rows, np.array(keep, dtype=np.int64), labels, lo, li, row_pos,
+                      lab_pos, model_id, models, stats, reasons)
