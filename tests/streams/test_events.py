@@ -6,6 +6,7 @@ import dataclasses
 import re
 import uuid
 from datetime import datetime
+from typing import Any
 
 import pytest
 
@@ -40,13 +41,13 @@ def test_drift_id_is_deterministic_uuid5() -> None:
     ("m1", {"event_id": "e-3014"}),
 ])
 def test_drift_id_changes_with_each_identity_field(model_id: str,
-                                                   change: dict[str, object]) -> None:
+                                                   change: dict[str, Any]) -> None:
     assert drift_id(model_id, dataclasses.replace(FINDING, **change)) != drift_id("m1", FINDING)
 
 
 @pytest.mark.parametrize("change", [
     {"baseline": 1.0}, {"current": 2.0}, {"severity": 9.0}, {"ts": 1_767_300_000.0}])
-def test_drift_id_ignores_measurements_and_time(change: dict[str, object]) -> None:
+def test_drift_id_ignores_measurements_and_time(change: dict[str, Any]) -> None:
     # A replay measures the same detection at another wall time: same identity.
     assert drift_id("m1", dataclasses.replace(FINDING, **change)) == drift_id("m1", FINDING)
 
