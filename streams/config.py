@@ -5,6 +5,7 @@ Secrets are held as ``Secret`` so that ``repr`` / logs never show them.
 
 from __future__ import annotations
 
+import hmac
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,6 +25,14 @@ class Secret:
     def __bool__(self) -> bool:
         return bool(self._value)
 
+    def __eq__(self, other: object) -> bool:
+        # By value (so equal settings compare equal), in constant time.
+        return isinstance(other, Secret) and hmac.compare_digest(self._value.encode(),
+                                                                 other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
     def __repr__(self) -> str:
         return "Secret('**********')" if self._value else "Secret('')"
 
@@ -31,7 +40,8 @@ class Secret:
 
 
 def _home() -> Path:
-    return Path(os.environ.get("DRIFTLINE_HOME", Path.home() / ".driftline"))
+    # An empty value means the default, as for every other variable.
+    return Path(os.environ.get("DRIFTLINE_HOME") or Path.home() / ".driftline")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,144 @@
+"""Settings from the environment: types, defaults, secrets that never print."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import pytest
+
+from streams.config import TOPICS, Secret, Settings
+
+SECRETS = {"DATABASE_URL": "postgresql://u:hunter2-db@h/db",
+           "SUPABASE_SERVICE_ROLE_KEY": "sb-hunter2-key",
+           "DRIFTLINE_WEBHOOK_SECRET": "wh-hunter2-secret"}
+
+
+@pytest.fixture(autouse=True)
+def _home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("DRIFTLINE_HOME", raising=False)
+    return home
+
+
+def test_defaults_from_an_empty_env(_home: Path) -> None:
+    s = Settings.from_env({})
+    assert s == dataclasses.replace(s)  # frozen dataclass, comparable
+    assert (s.kafka_bootstrap, s.topic_prefix, s.partitions, s.replication) == (
+        "127.0.0.1:9092", "driftline", 4, 1)
+    assert (s.app_id, s.web_port, s.web_host) == ("driftline", 6066, "127.0.0.1")
+    assert s.data_dir == _home / ".driftline" / "data"
+    assert (s.warmup, s.max_payload_bytes, s.batch_size) == (500, 65536, 500)
+    assert (s.batch_within_s, s.max_model_labels, s.log_sample_rate, s.cooldown_s) == (
+        0.2, 100, 1.0, 3600.0)
+    assert not s.database_url and not s.supabase_key and not s.webhook_secret
+    assert (s.supabase_url, s.webhook_url, s.retrain_command) == ("", "", "")
+
+
+def test_every_field_type_is_parsed() -> None:
+    env = {
+        "DRIFTLINE_KAFKA_BOOTSTRAP": "k1:9092,k2:9092", "DRIFTLINE_TOPIC_PREFIX": "dl",
+        "DRIFTLINE_PARTITIONS": "12", "DRIFTLINE_REPLICATION": "3",
+        "DRIFTLINE_APP_ID": "dl-prod", "DRIFTLINE_WEB_PORT": "7000",
+        "DRIFTLINE_WEB_HOST": "0.0.0.0", "DRIFTLINE_DATA_DIR": "/var/lib/dl",
+        "DRIFTLINE_WARMUP": "2000", "DRIFTLINE_MAX_PAYLOAD_BYTES": "1048576",
+        "DRIFTLINE_BATCH_SIZE": "64", "DRIFTLINE_BATCH_WITHIN_S": "0.05",
+        "DRIFTLINE_MAX_MODEL_LABELS": "7", "DRIFTLINE_LOG_SAMPLE_RATE": "0.25",
+        "SUPABASE_URL": "https://x.supabase.co", "DRIFTLINE_WEBHOOK_URL": "http://h/hook",
+        "DRIFTLINE_RETRAIN_COMMAND": "make retrain", "DRIFTLINE_COOLDOWN_S": "90",
+        **SECRETS,
+    }
+    s = Settings.from_env(env)
+    assert s.kafka_bootstrap == "k1:9092,k2:9092" and s.topic_prefix == "dl"
+    assert (s.partitions, s.replication, s.web_port, s.warmup) == (12, 3, 7000, 2000)
+    assert all(type(v) is int for v in (s.partitions, s.replication, s.web_port, s.warmup,
+                                         s.max_payload_bytes, s.batch_size,
+                                         s.max_model_labels))
+    assert (s.max_payload_bytes, s.batch_size, s.max_model_labels) == (1048576, 64, 7)
+    assert (s.batch_within_s, s.log_sample_rate, s.cooldown_s) == (0.05, 0.25, 90.0)
+    assert type(s.cooldown_s) is float
+    assert s.data_dir == Path("/var/lib/dl") and isinstance(s.data_dir, Path)
+    assert (s.app_id, s.web_host, s.supabase_url) == ("dl-prod", "0.0.0.0",
+                                                      "https://x.supabase.co")
+    assert (s.webhook_url, s.retrain_command) == ("http://h/hook", "make retrain")
+    assert isinstance(s.database_url, Secret)
+    assert s.database_url.get() == SECRETS["DATABASE_URL"]
+    assert s.supabase_key.get() == SECRETS["SUPABASE_SERVICE_ROLE_KEY"]
+    assert s.webhook_secret.get() == SECRETS["DRIFTLINE_WEBHOOK_SECRET"]
+    assert s.topic("interactions") == "dl.interactions"
+
+
+def test_every_field_names_its_own_variable() -> None:
+    names = [f.metadata["env"] for f in dataclasses.fields(Settings)]
+    assert len(names) == len(set(names)) == len(dataclasses.fields(Settings))
+
+
+def test_empty_values_mean_default() -> None:
+    empty = {f.metadata["env"]: "" for f in dataclasses.fields(Settings)}
+    assert Settings.from_env(empty) == Settings.from_env({})
+
+
+def test_empty_driftline_home_means_default(monkeypatch: pytest.MonkeyPatch,
+                                            _home: Path) -> None:
+    monkeypatch.setenv("DRIFTLINE_HOME", "")
+    assert Settings.from_env({}).data_dir == _home / ".driftline" / "data"
+    monkeypatch.setenv("DRIFTLINE_HOME", "/srv/dl")
+    assert Settings.from_env({}).data_dir == Path("/srv/dl/data")
+
+
+def test_env_defaults_to_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLINE_PARTITIONS", "9")
+    monkeypatch.setenv("DRIFTLINE_WEBHOOK_SECRET", "s3")
+    s = Settings.from_env()
+    assert s.partitions == 9 and s.webhook_secret.get() == "s3"
+    assert Settings.from_env({}).partitions == 4  # an explicit env ignores os.environ
+
+
+def test_overrides_win_over_env() -> None:
+    s = Settings.from_env({"DRIFTLINE_WARMUP": "900"}, warmup=300, topic_prefix="t")
+    assert (s.warmup, s.topic_prefix) == (300, "t")
+
+
+@pytest.mark.parametrize(("var", "value"), [
+    ("DRIFTLINE_PARTITIONS", "four"), ("DRIFTLINE_PARTITIONS", "4.5"),
+    ("DRIFTLINE_BATCH_WITHIN_S", "fast")])
+def test_malformed_numbers_are_refused(var: str, value: str) -> None:
+    with pytest.raises(ValueError):
+        Settings.from_env({var: value})
+
+
+def test_unknown_variables_are_ignored() -> None:
+    assert Settings.from_env({"DRIFTLINE_NO_SUCH": "1"}) == Settings.from_env({})
+
+
+def test_secrets_never_print(caplog: pytest.LogCaptureFixture) -> None:
+    s = Settings.from_env(SECRETS)
+    texts = [repr(s), str(s), f"{s}", format(s), repr(dataclasses.asdict(s)),
+             str(s.database_url), repr(s.supabase_key), f"{s.webhook_secret}"]
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("test").info("settings: %s %r", s, s)
+    texts.append(caplog.text)
+    for text in texts:
+        for value in SECRETS.values():
+            assert value not in text
+        assert "hunter2" not in text
+    assert "Secret('**********')" in repr(s)
+    assert repr(Secret("")) == "Secret('')"
+    assert bool(Secret("x")) and not bool(Secret(""))
+
+
+def test_secrets_compare_by_value() -> None:
+    assert Secret("a") == Secret("a") and hash(Secret("a")) == hash(Secret("a"))
+    assert Secret("a") != Secret("b") and Secret("a") != "a"
+    assert Secret("é") == Secret("é")
+    assert Settings.from_env(SECRETS) == Settings.from_env(dict(SECRETS))
+    assert Settings.from_env(SECRETS) != Settings.from_env({})
+
+
+def test_topics() -> None:
+    s = Settings.from_env({})
+    assert [s.topic(t) for t in TOPICS][:3] == [
+        "driftline.interactions", "driftline.feedback", "driftline.model-updates"]
+    assert {"drift-events", "dead-letters", "retrain-requests"} <= set(TOPICS)
