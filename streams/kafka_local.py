@@ -25,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 
 KAFKA_VERSION = "4.1.1"
-MAVEN_CENTRAL = os.environ.get("DRIFTLINE_MAVEN_URL", "https://repo.maven.apache.org/maven2")
+MAVEN_CENTRAL = "https://repo.maven.apache.org/maven2"  # unless DRIFTLINE_MAVEN_URL is set
 MIN_JAVA = 17
 
 
@@ -76,12 +76,14 @@ def fetch_jars(progress: Callable[[str], None] | None = None) -> Path:
     """Download (once) and verify the broker's jars; return the directory holding them."""
     libs = _cache_dir() / "libs"
     libs.mkdir(parents=True, exist_ok=True)
+    # Read when called (like DRIFTLINE_CACHE), not when the module was imported.
+    repo = os.environ.get("DRIFTLINE_MAVEN_URL") or MAVEN_CENTRAL
     for group, artifact, version, sha in _lock_entries():
         name = f"{artifact}-{version}.jar"
         target = libs / name
         if target.exists() and _sha256(target) == sha:
             continue
-        url = f"{MAVEN_CENTRAL}/{group.replace('.', '/')}/{artifact}/{version}/{name}"
+        url = f"{repo}/{group.replace('.', '/')}/{artifact}/{version}/{name}"
         if progress:
             progress(f"downloading {group}:{artifact}:{version}")
         tmp = target.with_suffix(".part")
