@@ -8,7 +8,7 @@ per million events per signal. River's detectors run with default parameters on
 standardised inputs (log-value z-scores from the same warm-up; binary outcomes
 for rates; cosine distance to the warm-up centroid for embeddings).
 
-    .venv/bin/python bench/quality.py            # full suite, 30 runs, ~10-15 min on 2 cores
+    .venv/bin/python bench/quality.py            # full suite, 30 runs, ~15-20 min on 2 cores
     .venv/bin/python bench/quality.py --quick    # 8 runs, short stationary streams
 
 KSWIN costs ~0.8 ms per update, so it runs only on mean-shift scenarios, from
@@ -237,7 +237,7 @@ def _warm_end(signal: str, values: np.ndarray) -> int:
     if signal == "embedding":
         return cfg.warmup // 2 + cfg.warmup
     if signal in ("refusal_rate", "error_rate"):
-        ev = np.cumsum(values if signal == "refusal_rate" else values)
+        ev = np.cumsum(values)
         idx = np.arange(1, values.shape[0] + 1)
         ok = (idx >= cfg.warmup) & ((ev >= cfg.rate_min_events) | (idx >= 10 * cfg.warmup))
         return int(ok.argmax()) + 1
@@ -315,8 +315,8 @@ def _fmt(x: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--quick", action="store_true", help="8 runs, 0.6M stationary events")
-    ap.add_argument("--stationary", type=int, default=3_000_000,
+    ap.add_argument("--quick", action="store_true", help="8 runs, 1.2M stationary events")
+    ap.add_argument("--stationary", type=int, default=6_000_000,
                     help="stationary events per signal for driftline")
     ap.add_argument("--river-stationary", type=int, default=1_000_000,
                     help="stationary events per signal for river's detectors")
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="substring filter on scenario names")
     args = ap.parse_args(argv)
     runs = 8 if args.quick else args.runs
-    stat_n = 600_000 if args.quick else args.stationary
+    stat_n = 1_200_000 if args.quick else args.stationary
     river_n = 200_000 if args.quick else args.river_stationary
     chunk = 300_000
     t0 = time.time()
@@ -334,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     signals = [s for s in STATIONARY if not args.only or any(
         SCENARIOS[i].signal == s for i in sel)]
     for sig in signals:
-        for k in range(math.ceil(stat_n / chunk)):
+        # 384-d vectors cost far more to generate: half the events, still >= 3M.
+        m = stat_n // 2 if sig == "embedding" else stat_n
+        for k in range(math.ceil(m / chunk)):
             tasks_s.append((sig, k, chunk, k * chunk < river_n))
     total = len(tasks_c) + len(tasks_s)
     done = 0

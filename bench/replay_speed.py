@@ -5,7 +5,9 @@
 
 Files are generated once (seeded) under --dir. The bare loop is
 ``for line in f: orjson.loads(line)`` over the same file: the floor any
-JSON-lines replay pays before validating or detecting anything.
+JSON-lines replay pays before validating or detecting anything. Rates are per
+second of this process's CPU time (the machine is shared: wall-clock rates are
+printed too), best of --repeat runs in one process (calibration caches warm).
 """
 
 from __future__ import annotations
@@ -56,13 +58,13 @@ def generate(path: Path, n: int, dim: int, models: int = 8, seed: int = 0) -> No
 
 
 def bare(path: Path) -> float:
-    t = time.perf_counter()
+    t = time.process_time()
     n = 0
     with open(path, "rb") as fh:
         for line in fh:
             orjson.loads(line)
             n += 1
-    return n / (time.perf_counter() - t)
+    return n / (time.process_time() - t)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,25 +77,26 @@ def main(argv: list[str] | None = None) -> int:
     d.mkdir(parents=True, exist_ok=True)
     cases = [("scalar", int(400_000 * args.scale), 0),
              ("embedding-384", int(40_000 * args.scale), 384)]
-    print(f"{'file':<15}{'lines':>9}{'MB':>7}{'replay/s':>11}{'bare orjson/s':>15}"
-          f"{'replay/bare':>13}{'target/s':>10}  met")
+    print(f"{'file':<15}{'lines':>9}{'MB':>7}{'replay/s cpu':>14}{'(wall)':>10}"
+          f"{'bare orjson/s':>15}{'replay/bare':>13}{'target/s':>10}  met")
     for name, n, dim in cases:
         path = d / f"{name}-{n}.jsonl"
         if not path.exists():
             print(f"generating {path} ...", file=sys.stderr)
             generate(path, n, dim)
-        best = None
+        best_cpu = best_wall = 0.0
         for _ in range(args.repeat):
+            c0 = time.process_time()
             st = replay.run(path, d / f"{name}.drift.jsonl")
-            if best is None or st.seconds < best.seconds:
-                best = st
-        assert best is not None
+            cpu = time.process_time() - c0
+            best_cpu = max(best_cpu, st.interactions / cpu)
+            best_wall = max(best_wall, st.interactions_per_second)
+            print(f"  {st}", file=sys.stderr)
         b = max(bare(path) for _ in range(args.repeat))
-        rate = best.interactions_per_second
         mb = path.stat().st_size / 1e6
-        print(f"{name:<15}{n:>9,}{mb:>7.0f}{rate:>11,.0f}{b:>15,.0f}{rate / b:>13.2f}"
-              f"{TARGETS[name]:>10,}  {'yes' if rate >= TARGETS[name] else 'NO'}")
-        print(f"  {best}", file=sys.stderr)
+        print(f"{name:<15}{n:>9,}{mb:>7.0f}{best_cpu:>14,.0f}{best_wall:>10,.0f}{b:>15,.0f}"
+              f"{best_cpu / b:>13.2f}{TARGETS[name]:>10,}  "
+              f"{'yes' if best_cpu >= TARGETS[name] else 'NO'}")
     return 0
 
 

@@ -174,7 +174,7 @@ def bernoulli_threshold(a: int, unit: float, p0: float, events: float, fa_rate: 
     of the search range only); ``events`` sizes the estimation error of ``p0``.
     """
     nodes = _rate_nodes(p0, events)
-    h_max = int(2.0 * math.log(1.0 / fa_rate) / unit) + a + 16
+    h_max = int(1.2 * math.log(1.0 / fa_rate) / unit) + a + 16
     for _ in range(8):
         rate = np.zeros(h_max)
         for p, w in nodes:

@@ -17,10 +17,12 @@ vector (other dimensions are invalid: ``embedding_dim_changed``).
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -90,9 +92,11 @@ def _bool_ok(col: list[Any]) -> tuple[np.ndarray, np.ndarray]:
 
 def _str_ok(col: list[Any], optional: bool) -> np.ndarray:
     kinds = _types(col)
-    if kinds <= ({str, _NONE} if optional else {str}):
-        lens = np.fromiter(map(len, (v or "x" for v in col)), dtype=np.int64, count=len(col))
+    if kinds == {str}:
+        lens = np.fromiter(map(len, col), dtype=np.int64, count=len(col))
         return (lens > 0) & (lens <= 256)
+    if optional and kinds == {_NONE}:
+        return np.ones(len(col), dtype=bool)
     return np.array([(v is None and optional) or (type(v) is str and 0 < len(v) <= 256)
                      for v in col], dtype=bool)
 
@@ -116,22 +120,21 @@ class _Chunk:
     versions: set[Any] = field(default_factory=set)
 
 
-_FIELDS = ("schema_version", "model_id", "event_id", "model_version", "metadata", "ts",
-           "latency_ms", "output_tokens", "input_tokens", "refusal", "correct", "feedback",
-           "embedding_b64", "embedding")
-
-
 def _fast_chunk(docs: list[Any], valid_ids: dict[str, bool]) -> _Chunk:
     """Columns and a mask of rows ``parse_interaction`` certainly accepts as they are."""
     n = len(docs)
-    ok = np.fromiter((type(d) is dict for d in docs), dtype=bool, count=n)
-    ds = docs if ok.all() else [d if type(d) is dict else {} for d in docs]
-    cols = dict(zip(_FIELDS, (list(c) for c in zip(*[tuple(map(d.get, _FIELDS)) for d in ds],
-                                                     strict=True)), strict=True)) if n else {
-        f: [] for f in _FIELDS}
+    if _types(docs) <= {dict}:
+        ok = np.ones(n, dtype=bool)
+        ds = docs
+    else:
+        ok = np.fromiter((type(d) is dict for d in docs), dtype=bool, count=n)
+        ds = [d if type(d) is dict else {} for d in docs]
+    present = set().union(*ds) if n else set()
+    nones = [None] * n
 
     def get(name: str) -> list[Any]:
-        return cols[name]
+        # map over dict.get runs in C: no bytecode per row.
+        return list(map(dict.get, ds, repeat(name, n))) if name in present else nones
 
     sv = get("schema_version")
     if _types(sv) != {_NONE}:
@@ -254,11 +257,24 @@ def run(input_path: str | Path, output_path: str | Path, feedback_path: str | Pa
         config: MonitorConfig | None = None, progress: Callable[[int], None] | None = None
         ) -> ReplayStats:
     """Replay interactions (and feedback) through per-model monitors; write drift events."""
+    # Chunks hold ~10^5 fresh dicts: the cyclic GC would rescan them for nothing.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _run(Path(input_path), Path(output_path),
+                    Path(feedback_path) if feedback_path else None, config, progress)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run(input_path: Path, output_path: Path, feedback_path: Path | None,
+         config: MonitorConfig | None, progress: Callable[[int], None] | None) -> ReplayStats:
     t0 = time.perf_counter()
     stats = ReplayStats()
     reasons: Counter[str] = Counter()
     models = _Models(config or MonitorConfig())
-    labels = _read_labels(Path(feedback_path) if feedback_path else None, stats, reasons)
+    labels = _read_labels(feedback_path, stats, reasons)
     valid_ids: dict[str, bool] = {}
     state = {"pos": 0, "tsmax": -np.inf}
     loads = orjson.loads
@@ -268,14 +284,20 @@ def run(input_path: str | Path, output_path: str | Path, feedback_path: str | Pa
             raw = fh.readlines(CHUNK_BYTES)
             if not raw:
                 break
-            lines = [x for x in raw if x.strip()]
+            lines = [x for x in raw if x.strip()] if any(map(bytes.isspace, raw)) else raw
             stats.lines += len(lines)
             docs: list[Any] = []
-            for line in lines:
-                try:
-                    docs.append(loads(line) if len(line) <= limit else None)
-                except orjson.JSONDecodeError:
-                    docs.append(None)
+            try:
+                if max(map(len, lines)) > limit:
+                    raise ValueError
+                docs = list(map(loads, lines))
+            except ValueError:  # orjson.JSONDecodeError is a ValueError
+                docs = []
+                for line in lines:
+                    try:
+                        docs.append(loads(line) if len(line) <= limit else None)
+                    except orjson.JSONDecodeError:
+                        docs.append(None)
             c = _fast_chunk(docs, valid_ids)
             for i in np.flatnonzero(~c.ok).tolist():
                 _slow_row(c, i, lines[i], reasons)
@@ -374,9 +396,9 @@ def _run_model(c: _Chunk | None, rows: np.ndarray, ri: np.ndarray, labels: _Labe
         b = lab[lo + li] if lab is not None else np.full(n_l, np.nan)
         return np.concatenate([a, b])[order]
 
-    ids_all = ([c.event_id[r] for r in src.tolist()] if c is not None else []) + \
-        [labels.event_id[lo + k] for k in li.tolist()]
-    ids = [ids_all[k] for k in order.tolist()]
+    ids_all = (list(map(c.event_id.__getitem__, src.tolist())) if c is not None else []) + \
+        list(map(labels.event_id.__getitem__, (lo + li).tolist()))
+    ids = list(map(ids_all.__getitem__, order.tolist())) if n_l else ids_all
     ts = merged(c.ts if c else None, labels.ts)
     lat = merged(c.latency if c else None, None)
     tok = merged(c.tokens if c else None, None)
@@ -393,7 +415,9 @@ def _run_model(c: _Chunk | None, rows: np.ndarray, ri: np.ndarray, labels: _Labe
         srt = np.argsort(emb_rows)
         emb_rows = emb_rows[srt]
         try:
-            emb = np.array([vecs[with_vec[k]] for k in srt.tolist()], dtype=np.float32)
+            f32 = np.float32
+            # Row by row is faster than one nested conversion (no shape discovery).
+            emb = np.stack([np.array(vecs[with_vec[k]], dtype=f32) for k in srt.tolist()])
         except (TypeError, ValueError):
             emb = None
         if emb is None or emb.ndim != 2 or not np.isfinite(emb).all():

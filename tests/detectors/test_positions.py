@@ -25,10 +25,10 @@ def _findings(column: str, v: np.ndarray) -> list[tuple[str, int]]:
     ("latency_ms", streams.latency(11, 12000, 10000, 1.0), [("cusum_mean_up", 10044)]),
     ("latency_ms", streams.latency(12, 12000, 10000, 0.5), [("cusum_mean_up", 10123)]),
     ("latency_ms", streams.latency(13, 12000, 10000, 0.0, 1.5), [("cusum_spread_up", 10044)]),
-    # Errors 10% -> 20% at the 15,000th label: 197 labels.
+    # Errors 10% -> 20% at the 15,000th label: 199 labels.
     ("correct", 1.0 - streams.outcomes(14, 20000, 0.1, 0.2, 15000),
-     [("bernoulli_cusum_up", 15197)]),
-    ("refusal", streams.outcomes(15, 40000, 0.02, 0.04, 30000), [("bernoulli_cusum_up", 31200)]),
+     [("bernoulli_cusum_up", 15199)]),
+    ("refusal", streams.outcomes(15, 40000, 0.02, 0.04, 30000), [("bernoulli_cusum_up", 31204)]),
     # An unseen topic takes 10% of traffic at 6,000.
     ("embeddings", streams.topics(16, 8000, 64, 0.1, 6000), [("distance_cusum_up", 6098)]),
 ], ids=["latency+1sd", "latency+0.5sd", "spread*1.5", "accuracy90-80", "refusal2-4",
