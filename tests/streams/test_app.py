@@ -1,0 +1,209 @@
+"""The assembled app without a broker: the monitor agent's batch handler with a recording
+producer, the dead-letter headers, and the retrain agent through Faust's test context."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+
+from detectors import MonitorConfig
+from streams.app import Driftline, create_app
+from streams.config import Settings
+from streams.metrics import Metrics
+from streams.monitor_agent import (
+    H_MESSAGE,
+    H_OFFSET,
+    H_PARTITION,
+    H_REASON,
+    H_TOPIC,
+    dead_letter_headers,
+)
+from streams.processor import Record, Reject
+
+T0 = 1_767_225_600.0
+
+
+class RecordingProducer:
+    """Stands in for AIOKafkaProducer: ``send`` returns a future, as aiokafka's does."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   partition: int | None = None,
+                   headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[None]:
+        self.sent.append({"topic": topic, "value": value, "key": key, "partition": partition,
+                          "headers": headers})
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    def on(self, topic: str) -> list[dict[str, Any]]:
+        return [m for m in self.sent if m["topic"] == topic]
+
+
+def _settings(**env: str) -> Settings:
+    base = {"DRIFTLINE_TOPIC_PREFIX": "t", "DRIFTLINE_APP_ID": "driftline-unit",
+            "DRIFTLINE_KAFKA_BOOTSTRAP": "127.0.0.1:1", "DRIFTLINE_WARMUP": "100",
+            "DRIFTLINE_DATA_DIR": "/nonexistent/driftline-unit"}
+    return Settings.from_env({**base, **env})
+
+
+def _app(deployed: list[tuple[str, str]] | None = None,
+         retrain: list[list[dict[str, Any]]] | None = None) -> Driftline:
+    async def on_deployed(model_id: str, version: str) -> None:
+        assert deployed is not None
+        deployed.append((model_id, version))
+
+    async def handler(batch: list[dict[str, Any]]) -> list[tuple[bytes, bytes]]:
+        assert retrain is not None
+        retrain.append(batch)
+        return [(b"k", orjson.dumps({"n": len(batch)}))]
+
+    return create_app(_settings(), metrics=Metrics(CollectorRegistry()),
+                      monitor_config=MonitorConfig(warmup=100),
+                      deploy_handler=on_deployed if deployed is not None else None,
+                      retrain_handler=handler if retrain is not None else None)
+
+
+def _latency(model: str, n: int, shift_at: int, seed: int = 3) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    return [orjson.dumps({"event_id": f"{model}-{i}", "model_id": model, "model_version": "v1",
+                          "ts": T0 + i,
+                          "latency_ms": float(rng.lognormal(math.log(500.0 * (
+                              1.6 if i >= shift_at else 1.0)), 0.3))})
+            for i in range(n)]
+
+
+# -- dead-letter headers -----------------------------------------------------------------
+
+def _reject(message: str, reason: str = "bad_json") -> Reject:
+    return Reject(Record("t.interactions", 3, 12345, b"m1", b"{"), reason, message)
+
+
+def test_dead_letter_headers_say_why_and_where() -> None:
+    headers = dead_letter_headers(_reject("invalid JSON: unexpected end"))
+    assert headers == [
+        (H_REASON, b"bad_json"), (H_MESSAGE, b"invalid JSON: unexpected end"),
+        (H_TOPIC, b"t.interactions"), (H_PARTITION, b"3"), (H_OFFSET, b"12345")]
+    assert [h for h, _ in headers] == [
+        "driftline.error.reason", "driftline.error.message", "driftline.source.topic",
+        "driftline.source.partition", "driftline.source.offset"]
+
+
+def test_dead_letter_message_is_truncated_to_1000_bytes() -> None:
+    headers = dict(dead_letter_headers(_reject("x" * 5000)))
+    assert headers[H_MESSAGE] == b"x" * 1000
+    assert dict(dead_letter_headers(_reject("y" * 1000)))[H_MESSAGE] == b"y" * 1000
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (streams/monitor_agent.py dead_letter_headers): the message is cut at byte 1000 "
+    "of its UTF-8 encoding, which can split a multi-byte character; messages quote "
+    "payload values (e.g. schema_version / kind repr), so a dead-letter consumer decoding "
+    "the header as UTF-8 fails. Cut on a character boundary."))
+def test_dead_letter_message_truncation_stays_valid_utf8() -> None:
+    msg = dict(dead_letter_headers(_reject("a" * 999 + "é" * 10)))[H_MESSAGE]
+    assert len(msg) <= 1000
+    assert msg.decode("utf-8") == "a" * 999
+
+
+# -- the monitor agent's batch handler ------------------------------------------------
+
+async def test_create_app_assembles_topics_and_agents() -> None:
+    dl = create_app(_settings(), metrics=Metrics(CollectorRegistry()))
+    assert dl.monitor.inputs == ["t.interactions", "t.feedback", "t.model-updates"]
+    assert dl.processor.topics == ("t.interactions", "t.feedback", "t.model-updates")
+    assert dl.processor.config == MonitorConfig(warmup=100)
+    assert dl.monitor.consumer.group_id == "driftline-unit-monitor"
+    assert dl.logger is None  # no interaction sink given
+    assert "retrain" in {a.name.rsplit(".", 1)[-1] for a in dl.app.agents.values()}
+
+
+async def test_monitor_handle_publishes_dead_letters_drift_events_and_state() -> None:
+    deployed: list[tuple[str, str]] = []
+    dl = _app(deployed=deployed)
+    producer = RecordingProducer()
+    dl.monitor.producer = producer  # type: ignore[assignment]
+    values = _latency("m1", 450, shift_at=250)
+    records = [Record("t.interactions", 2, i, b"m1", v) for i, v in enumerate(values)]
+    records.insert(10, Record("t.interactions", 2, 450, b"m1", b"{oops"))
+    records.append(Record("t.model-updates", 2, 0, b"m1", orjson.dumps(
+        {"model_id": "m1", "model_version": "v2", "ts": T0 + 500})))
+    await dl.monitor.handle(records)
+
+    dead = producer.on("t.dead-letters")
+    assert len(dead) == 1
+    assert dead[0]["value"] == b"{oops" and dead[0]["key"] == b"m1"
+    assert dict(dead[0]["headers"])[H_REASON] == b"bad_json"
+    assert dict(dead[0]["headers"])[H_OFFSET] == b"450"
+    drift = producer.on("t.drift-events")
+    assert drift, "the latency shift was not published"
+    first = orjson.loads(drift[0]["value"])
+    assert drift[0]["key"] == b"m1"
+    assert (first["kind"], first["signal"]) == ("behavior", "latency")
+    assert int(first["trigger_event_id"].rsplit("-", 1)[1]) >= 250
+    state = producer.on("t.monitor-state")
+    assert [(m["key"], m["partition"]) for m in state] == [(b"m1", 2)]
+    assert state[0]["value"] == dl.processor.state_of("m1")
+    assert deployed == [("m1", "v2")]
+    reg = dl.metrics.registry
+    assert reg.get_sample_value("driftline_dead_letters_published_total",
+                                {"reason": "bad_json", "topic": "t.interactions"}) == 1.0
+    assert reg.get_sample_value("driftline_interactions_processed_total",
+                                {"model": "m1"}) == 450.0
+    assert reg.get_sample_value("driftline_batch_processing_seconds_count") == 1.0
+    assert reg.get_sample_value("driftline_detector_threshold", {
+        "model": "m1", "kind": "behavior", "signal": "latency"}) is not None
+
+    # The same batch again (a replay before the commit): nothing but nothing new.
+    producer.sent.clear()
+    await dl.monitor.handle(records)
+    assert producer.on("t.drift-events") == [] and producer.on("t.monitor-state") == []
+    assert len(producer.on("t.dead-letters")) == 1  # invalid input is not remembered
+
+
+async def test_monitor_state_cache_follows_partitions() -> None:
+    from aiokafka import TopicPartition
+
+    dl = _app()
+    dl.monitor.producer = RecordingProducer()  # type: ignore[assignment]
+    await dl.monitor.handle([
+        Record("t.interactions", 0, 0, b"a", _latency("a", 1, 10**9)[0]),
+        Record("t.interactions", 1, 0, b"b", _latency("b", 1, 10**9)[0])])
+    assert set(dl.processor.models) == {"a", "b"}
+    await dl.monitor.revoked({TopicPartition("t.interactions", 1),
+                              TopicPartition("t.feedback", 0)})
+    assert set(dl.processor.models) == {"a"}
+    # The model of a kept partition restores from the cached state record.
+    kept = dl.processor.state_of("a")
+    dl.processor.models.clear()
+    assert dl.processor.load_state("a") == kept and dl.processor.load_state("b") is None
+
+
+# -- the retrain agent through Faust's test context ---------------------------------------
+
+async def test_retrain_agent_with_test_context() -> None:
+    retrain: list[list[dict[str, Any]]] = []
+    dl = _app(retrain=retrain)
+    agent = next(a for a in dl.app.agents.values() if a.name.endswith("retrain"))
+    events = [{"drift_id": f"d{i}", "model_id": "m1", "kind": "behavior"} for i in range(99)]
+    async with agent.test_context() as ctx:
+        for ev in events[:50]:
+            await ctx.put(key=b"m1", value=orjson.dumps(ev))
+        await ctx.put(key=b"m1", value=b"not json")  # logged and skipped
+        for ev in events[50:]:
+            await ctx.put(key=b"m1", value=orjson.dumps(ev))
+        # 100 events fill take_events(100, 0.5): the batch is handed over without waiting
+        # for the time window; yield to the agent until it has run (bounded, no sleep).
+        for _ in range(1000):
+            if retrain:
+                break
+            await asyncio.sleep(0)
+    assert retrain == [events]
