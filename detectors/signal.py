@@ -204,9 +204,16 @@ class NormalScores:
         self.m = float(loo.mean())
         self.sd = float(loo.std()) or 1.0
         self.z = (score - self.m) / self.sd
+        self._ties = bool((hi - lo > 1).any())
+        self._ext = np.append(self.ref, np.inf)
 
     def positions(self, x: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.ref, x, "left") + np.searchsorted(self.ref, x, "right")
+        """``#(ref < x) + #(ref <= x)``: twice the mid-rank of each value."""
+        lo = np.searchsorted(self.ref, x, "left")
+        if self._ties:
+            return lo + np.searchsorted(self.ref, x, "right")
+        # Distinct reference values: at most one equals x.
+        return 2 * lo + (self._ext[lo] == x)
 
     def table(self, shape: tuple[float, float, float]) -> np.ndarray:
         c2, c1, c0 = shape
