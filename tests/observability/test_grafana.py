@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from detectors import KINDS
+from detectors import KINDS, ModelMonitor, MonitorConfig
 from tests.observability.conftest import exposed_labels
 
 # Pinned grafana/dashboard-linter (go install through the Go module proxy).
@@ -114,6 +114,18 @@ def test_one_row_per_drift_kind_with_signals_against_baselines(dashboard: dict[s
                        "driftline_detector_statistic", "driftline_detector_threshold",
                        "driftline_drift_events_total"):
             assert metric in exprs, (kind, metric)
+
+
+def test_signals_are_the_monitors_signals(dashboard: dict[str, Any]) -> None:
+    """A ``signal="..."`` filter names a signal the monitor reports, in its own kind."""
+    kinds = {name: st.kind for name, st in
+             ModelMonitor("m", MonitorConfig(warmup=50)).stats().items()}
+    exprs = [t["expr"] for p in query_panels(dashboard) for t in p["targets"]]
+    named = [(k, sig) for e in exprs for k, sig in
+             re.findall(r'kind="(\w+)",signal="(\w+)"', e)]
+    assert named
+    for kind, signal in named:
+        assert kinds.get(signal) == kind, (kind, signal)
 
 
 def test_required_panels_and_drift_annotation(dashboard: dict[str, Any]) -> None:

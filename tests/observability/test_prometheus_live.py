@@ -326,8 +326,8 @@ def prometheus(prometheus_bin: str, target: Target,
 class Fed:
     start: float
     end: float
-    # metric -> (kind, model) of its non-NaN samples ("" where the label is absent)
-    available: dict[str, set[tuple[str, str]]]
+    # metric -> (kind, signal, model) of its non-NaN samples ("" where a label is absent)
+    available: dict[str, set[tuple[str, str, str]]]
 
 
 @pytest.fixture(scope="module")
@@ -346,15 +346,16 @@ def fed(prometheus: Prometheus, target: Target) -> Fed:
     scraped = prometheus.scalar(last) or 0.0
     wait_for("two more scrapes", lambda: (prometheus.scalar(last) or 0.0) >= scraped + 2)
     body = httpx.get(f"http://{target.address}/metrics", timeout=10).text
-    available: dict[str, set[tuple[str, str]]] = {}
+    available: dict[str, set[tuple[str, str, str]]] = {}
     for family in text_string_to_metric_families(body):
         counts = [x.value for x in family.samples if x.name.endswith("_count")]
         if family.type == "histogram" and not any(counts):
             continue  # registered, never observed: its quantiles are rightly empty
         for sample in family.samples:
             if not math.isnan(sample.value):
+                labels = sample.labels
                 available.setdefault(sample.name, set()).add(
-                    (sample.labels.get("kind", ""), sample.labels.get("model", "")))
+                    (labels.get("kind", ""), labels.get("signal", ""), labels.get("model", "")))
     return Fed(start, time.time(), available)
 
 
@@ -389,20 +390,22 @@ def has_data(result: list[dict[str, Any]]) -> bool:
 
 CORE_PANELS = {
     "Interactions / s", "Interactions processed by model", "Drift events in range",
-    "Behavior signals vs baseline", "Behavior detector statistic vs threshold",
+    "Latency vs baseline", "Behavior detector statistic vs threshold",
     "Behavior drift events", "Invalid messages and dead letters by reason",
     "Batch processing latency", "Detection lag",
 }
 
 
-def required(expr: str, kind: str | None, available: dict[str, set[tuple[str, str]]],
+def required(expr: str, kind: str | None, available: dict[str, set[tuple[str, str, str]]],
              model: str = ".+") -> bool:
-    """Data must exist when the target exposes every metric of ``expr`` (for its kind and,
-    when one model is selected, for that model)."""
+    """Data must exist when the target exposes every metric of ``expr`` (for its kind and
+    signal and, when one model is selected, for that model)."""
     metrics = metrics_of(expr)
+    signal = re.search(r'signal="(\w+)"', expr)
     return bool(metrics) and all(
-        any((kind is None or k == kind) and (model == ".+" or mm in ("", model))
-            for k, mm in available.get(m, set()))
+        any((kind is None or k == kind) and (signal is None or sg == signal.group(1))
+            and (model == ".+" or mm in ("", model))
+            for k, sg, mm in available.get(m, set()))
         for m in metrics)
 
 
