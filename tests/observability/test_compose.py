@@ -134,6 +134,9 @@ def test_grafana_provisioning_matches_the_mounts(compose: dict[str, Any],
     provider = yaml.safe_load((repo_root / "grafana/provisioning/dashboards/driftline.yml")
                               .read_text())["providers"][0]
     assert mounts[provider["options"]["path"]] == "./grafana/dashboards"
+    home = env(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(provider["options"]["path"] + "/")
+    assert (repo_root / "grafana/dashboards" / Path(home).name).exists()
 
 
 def test_mounts_exist_and_volumes_are_declared(compose: dict[str, Any],
