@@ -122,6 +122,7 @@ def _promtool_check(promtool: str, body: bytes) -> None:
     assert proc.stdout.decode().strip() == "", proc.stdout.decode()
 
 
+@pytest.mark.prometheus
 def test_exposition_passes_promtool_check_metrics(
         promtool: str, flooded: tuple[Metrics, bytes]) -> None:
     _promtool_check(promtool, flooded[1])

@@ -35,11 +35,13 @@ def _alerts(repo_root: Path) -> list[dict[str, Any]]:
     return out
 
 
+@pytest.mark.prometheus
 def test_promtool_check_config(promtool: str, repo_root: Path) -> None:
     out = _promtool(promtool, "check", "config", repo_root / "prometheus" / "prometheus.yml")
     assert "SUCCESS" in out and "rule files found" in out
 
 
+@pytest.mark.prometheus
 def test_promtool_check_rules(promtool: str, repo_root: Path) -> None:
     files = sorted((repo_root / "prometheus" / "rules").glob("*.yml"))
     assert files
@@ -47,6 +49,7 @@ def test_promtool_check_rules(promtool: str, repo_root: Path) -> None:
     assert "SUCCESS" in out
 
 
+@pytest.mark.prometheus
 def test_promtool_test_rules(promtool: str, repo_root: Path) -> None:
     files = sorted((repo_root / "prometheus" / "tests").glob("*.yml"))
     assert files
