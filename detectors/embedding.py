@@ -22,6 +22,8 @@ from detectors import calibration, state
 from detectors.cusum import SCALE, Cusum, bernoulli_design
 from detectors.signal import Alarm, NormalScores, Signal, mean_alarm, mean_shape
 
+FIT_BUFFER_BYTES = 800_000  # 1000 vectors of 384-d; fewer for wider embeddings
+
 
 def spherical_kmeans(x: np.ndarray, k: int, seed: int, iters: int = 25) -> np.ndarray:
     """Unit-norm centroids of unit-norm rows ``x`` (k-means++ init, cosine)."""
@@ -66,6 +68,7 @@ class EmbeddingSignal(Signal):
     def __init__(self, name: str, fa_rate: float, fit: int, hold: int, clusters: int = 32,
                  quantile: float = 0.97, rate_increase: float = 0.05, seed: int = 0) -> None:
         super().__init__(name, fa_rate)
+        self._fit_cfg = fit
         self.fit_n = fit
         self.hold_n = hold
         self.clusters = clusters
@@ -99,7 +102,13 @@ class EmbeddingSignal(Signal):
     def update(self, values: np.ndarray) -> list[Alarm]:
         if values.shape[0] and not self.dim:
             self.dim = int(values.shape[1])
+            self._cap_fit()
         return super().update(values)
+
+    def _cap_fit(self) -> None:
+        """Bound the k-means buffer (float16) so a warming snapshot stays under ~0.8 MB."""
+        cap = max(2 * self.clusters, FIT_BUFFER_BYTES // (2 * self.dim))
+        self.fit_n = min(self._fit_cfg, cap)
 
     def _warm_reset(self) -> None:
         self._vecs: list[np.ndarray] = []
@@ -129,7 +138,9 @@ class EmbeddingSignal(Signal):
 
     def _fit_centroids(self) -> None:
         x = unit_rows(np.concatenate(self._vecs).astype(np.float32))
-        self.centroids = spherical_kmeans(x, self.clusters, self.seed)
+        # Held in float16 precision (exactly what a snapshot stores): half the state.
+        c = spherical_kmeans(x, self.clusters, self.seed)
+        self.centroids = c.astype(np.float16).astype(np.float32)
         self._vecs = []  # the centroids are the state from here on
 
     def _fit(self) -> None:
@@ -183,18 +194,20 @@ class EmbeddingSignal(Signal):
         out["nvecs"] = self._nvecs
         out["vecs"] = (np.concatenate(self._vecs) if self._vecs
                        else np.zeros((0, max(self.dim, 1)), dtype=np.float16))
-        out["centroids"] = (self.centroids if self.centroids is not None
-                            else np.zeros((0, max(self.dim, 1)), dtype=np.float32))
+        out["centroids"] = (self.centroids.astype(np.float16) if self.centroids is not None
+                            else np.zeros((0, max(self.dim, 1)), dtype=np.float16))
         out["held"] = np.concatenate(self._held) if self._held else np.zeros(0)
         return out
 
     def _load(self, r: state.Reader) -> None:
         self.dim = r.integer("dim")
+        if self.dim:
+            self._cap_fit()
         vecs = r.array("vecs")
         held = r.array("held")
         centroids = r.array("centroids")
         self._vecs = [vecs] if vecs.shape[0] else []
         self._nvecs = r.integer("nvecs")
-        self.centroids = centroids if centroids.shape[0] else None
+        self.centroids = centroids.astype(np.float32) if centroids.shape[0] else None
         self._held = [held] if held.shape[0] else []
         self._nheld = held.shape[0]
