@@ -93,7 +93,6 @@ def _run(proc: MonitorProcessor, records: list[Record], batch: int = 100) -> Bat
         r = proc.process(records[k:k + batch])
         total.drift_events += r.drift_events
         total.rejects += r.rejects
-        total.interactions += r.interactions
         total.deployed += r.deployed
         total.dirty.update(r.dirty)
     return total
