@@ -116,6 +116,15 @@ def test_dead_letter_message_truncation_stays_valid_utf8() -> None:
 
 # -- the monitor agent's batch handler ------------------------------------------------
 
+async def _handle(dl: Driftline, records: list[Record]) -> None:
+    """One batch as the consumer drives it: handle, then (where the agent separates it)
+    the checkpoint that publishes state before offsets are committed."""
+    await dl.monitor.handle(records)
+    checkpoint = getattr(dl.monitor, "checkpoint", None)
+    if checkpoint is not None:
+        await checkpoint()
+
+
 async def test_create_app_assembles_topics_and_agents() -> None:
     dl = create_app(_settings(), metrics=Metrics(CollectorRegistry()))
     assert dl.monitor.inputs == ["t.interactions", "t.feedback", "t.model-updates"]
@@ -136,7 +145,7 @@ async def test_monitor_handle_publishes_dead_letters_drift_events_and_state() ->
     records.insert(10, Record("t.interactions", 2, 450, b"m1", b"{oops"))
     records.append(Record("t.model-updates", 2, 0, b"m1", orjson.dumps(
         {"model_id": "m1", "model_version": "v2", "ts": T0 + 500})))
-    await dl.monitor.handle(records)
+    await _handle(dl, records)
 
     dead = producer.on("t.dead-letters")
     assert len(dead) == 1
@@ -164,7 +173,7 @@ async def test_monitor_handle_publishes_dead_letters_drift_events_and_state() ->
 
     # The same batch again (a replay before the commit): nothing but nothing new.
     producer.sent.clear()
-    await dl.monitor.handle(records)
+    await _handle(dl, records)
     assert producer.on("t.drift-events") == [] and producer.on("t.monitor-state") == []
     assert len(producer.on("t.dead-letters")) == 1  # invalid input is not remembered
 
@@ -174,7 +183,7 @@ async def test_monitor_state_cache_follows_partitions() -> None:
 
     dl = _app()
     dl.monitor.producer = RecordingProducer()  # type: ignore[assignment]
-    await dl.monitor.handle([
+    await _handle(dl, [
         Record("t.interactions", 0, 0, b"a", _latency("a", 1, 10**9)[0]),
         Record("t.interactions", 1, 0, b"b", _latency("b", 1, 10**9)[0])])
     assert set(dl.processor.models) == {"a", "b"}
