@@ -58,10 +58,13 @@ class Settings:
     web_host: str = field(default="127.0.0.1", metadata={"env": "DRIFTLINE_WEB_HOST"})
     data_dir: Path = field(default_factory=lambda: _home() / "data",
                            metadata={"env": "DRIFTLINE_DATA_DIR"})
-    warmup: int = field(default=500, metadata={"env": "DRIFTLINE_WARMUP"})
+    warmup: int = field(default=2000, metadata={"env": "DRIFTLINE_WARMUP"})
     max_payload_bytes: int = field(default=64 * 1024,
                                    metadata={"env": "DRIFTLINE_MAX_PAYLOAD_BYTES"})
-    batch_size: int = field(default=500, metadata={"env": "DRIFTLINE_BATCH_SIZE"})
+    batch_size: int = field(default=5000, metadata={"env": "DRIFTLINE_BATCH_SIZE"})
+    commit_interval_s: float = field(default=1.0,
+                                     metadata={"env": "DRIFTLINE_COMMIT_INTERVAL_S"})
+    store_batch_size: int = field(default=500, metadata={"env": "DRIFTLINE_STORE_BATCH_SIZE"})
     batch_within_s: float = field(default=0.2, metadata={"env": "DRIFTLINE_BATCH_WITHIN_S"})
     max_model_labels: int = field(default=100, metadata={"env": "DRIFTLINE_MAX_MODEL_LABELS"})
     log_sample_rate: float = field(default=1.0, metadata={"env": "DRIFTLINE_LOG_SAMPLE_RATE"})

@@ -5,20 +5,24 @@ Faust delivers every record through its conductor, an ``Event`` and a stream ite
 the cost of fetching and decoding the record. driftline's high-volume paths (the
 monitor and the interaction logger) therefore run as services of the Faust app that own
 a consumer-group member each: a batch is fetched with ``getmany``, handed over whole,
-and its offsets are committed only after the handler returned, i.e. after everything
-it produced was acknowledged by the broker (at-least-once, ids make repeats harmless).
-A rebalance waits for the batch in flight: the revoke callback takes the same lock.
+and its offsets are committed only after everything it produced was acknowledged by the
+broker (at-least-once; deterministic ids make repeats harmless).
+A rebalance waits for the batch in flight: the revoke callback takes the same lock and
+checkpoints. Offsets are committed at checkpoints (every ``commit_interval_s``), after
+the handler's ``checkpoint`` made its output durable, as Kafka Streams commits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import CommitFailedError
 from mode import Service
 
 from streams.metrics import Metrics
@@ -28,6 +32,7 @@ log = logging.getLogger("driftline.consumer")
 
 BatchHandler = Callable[[list[Record]], Awaitable[None]]
 PartitionsHook = Callable[[set[TopicPartition]], Awaitable[None]]
+Checkpoint = Callable[[], Awaitable[None]]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -35,7 +40,8 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.owner = owner
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        async with self.owner.lock:  # the batch in flight finishes and commits first
+        async with self.owner.lock:  # the batch in flight finishes first
+            await self.owner.checkpoint_now()  # state flushed, offsets committed
             if self.owner.on_revoked is not None:
                 await self.owner.on_revoked(set(revoked))
 
@@ -46,11 +52,17 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class BatchConsumer(Service):
-    """One consumer-group member that hands whole batches to ``handle``."""
+    """One consumer-group member that hands whole batches to ``handle``.
+
+    Offsets are committed at a checkpoint: every ``commit_interval_s``, on revoke and on
+    stop. ``checkpoint`` (if given) runs first and must make everything the handled
+    batches produced durable (e.g. flush state): the commit then never runs ahead of it.
+    """
 
     def __init__(self, *, bootstrap: str, group_id: str, topics: list[str],
                  handle: BatchHandler, on_assigned: PartitionsHook | None = None,
-                 on_revoked: PartitionsHook | None = None, max_records: int = 5000,
+                 on_revoked: PartitionsHook | None = None, checkpoint: Checkpoint | None = None,
+                 commit_interval_s: float = 1.0, max_records: int = 5000,
                  within_s: float = 0.05, metrics: Metrics | None = None,
                  name: str = "batch", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -60,6 +72,10 @@ class BatchConsumer(Service):
         self.handle = handle
         self.on_assigned = on_assigned
         self.on_revoked = on_revoked
+        self.checkpoint = checkpoint
+        self.commit_interval_s = commit_interval_s
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._last_checkpoint = time.monotonic()
         self.max_records = max_records
         self.within_ms = max(1, int(within_s * 1000))
         self.metrics = metrics
@@ -75,6 +91,8 @@ class BatchConsumer(Service):
             # Range keeps equal partition numbers of co-partitioned topics together.
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20,
+            # A batch is processed on the event loop: give heartbeats slack on busy hosts.
+            session_timeout_ms=30_000, heartbeat_interval_ms=3_000,
             client_id=f"{self.group_id}-{self.kind}")
         self.consumer.subscribe(self.topics, listener=_Listener(self))
         await self.consumer.start()
@@ -82,7 +100,30 @@ class BatchConsumer(Service):
     async def on_stop(self) -> None:
         if self.consumer is not None:
             async with self.lock:
+                await self.checkpoint_now()
                 await self.consumer.stop()
+
+    async def checkpoint_now(self) -> None:
+        """Make the handled batches durable, then commit their offsets (lock held)."""
+        consumer = self.consumer
+        if self.checkpoint is not None:
+            await self.checkpoint()
+        self._last_checkpoint = time.monotonic()
+        if not self._uncommitted or consumer is None:
+            return
+        offsets, self._uncommitted = self._uncommitted, {}
+        assigned = consumer.assignment()
+        offsets = {tp: o for tp, o in offsets.items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group moved on while we worked; the new owner re-reads these records
+            # and the per-model offsets in the state make that harmless.
+            log.warning("%s: commit failed after a rebalance: %s", self.kind, exc)
+            return
+        self._export_lag(consumer, offsets)
 
     @Service.task
     async def _run(self) -> None:
@@ -92,6 +133,9 @@ class BatchConsumer(Service):
             fetched = await consumer.getmany(timeout_ms=self.within_ms,
                                              max_records=self.max_records)
             if not fetched:
+                if self._uncommitted:
+                    async with self.lock:
+                        await self.checkpoint_now()
                 continue
             async with self.lock:
                 records: list[Record] = []
@@ -106,9 +150,10 @@ class BatchConsumer(Service):
                 if not records:
                     continue
                 await self.handle(records)
-                await consumer.commit(commit)
                 self.batches += 1
-                self._export_lag(consumer, commit)
+                self._uncommitted.update(commit)
+                if time.monotonic() - self._last_checkpoint >= self.commit_interval_s:
+                    await self.checkpoint_now()
 
     def _export_lag(self, consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int]
                     ) -> None:

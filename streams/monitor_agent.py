@@ -92,12 +92,16 @@ class MonitorAgent(Service):
         # Latest state record per model of the assigned partitions, and its partition.
         self._state: dict[str, bytes] = {}
         self._partition: dict[str, int] = {}
+        # Models changed since the last checkpoint, and sends not yet acknowledged.
+        self._dirty: dict[str, int] = {}
+        self._pending: list[asyncio.Future[Any]] = []
         processor.load_state = self._state.get
         s = settings
         self.inputs = [s.topic("interactions"), s.topic("feedback"), s.topic("model-updates")]
         self.consumer = BatchConsumer(
             bootstrap=s.kafka_bootstrap, group_id=f"{s.app_id}-monitor", topics=self.inputs,
             handle=self.handle, on_assigned=self.assigned, on_revoked=self.revoked,
+            checkpoint=self.checkpoint, commit_interval_s=s.commit_interval_s,
             max_records=s.batch_size, within_s=s.batch_within_s, metrics=metrics,
             name="monitor", loop=kwargs.get("loop"), beacon=self.beacon)
 
@@ -137,7 +141,7 @@ class MonitorAgent(Service):
         result = self.processor.process(records)
         send = self.producer.send
         s = self.settings
-        futures = []
+        futures = self._pending
         for rej in result.rejects:
             futures.append(await send(s.topic("dead-letters"), rej.record.value,
                                       key=rej.record.key, headers=dead_letter_headers(rej)))
@@ -149,20 +153,31 @@ class MonitorAgent(Service):
                                       key=model_id.encode()))
             log.info("drift %s %s/%s on %s (severity %.2f)", ev["drift_id"], ev["kind"],
                      ev["signal"], model_id, ev["severity"])
-        state_topic = s.topic("monitor-state")
-        for model_id, partition in result.dirty.items():
-            blob = self.processor.state_of(model_id)
-            self._state[model_id] = blob
-            self._partition[model_id] = partition
-            futures.append(await send(state_topic, blob, key=model_id.encode(),
-                                      partition=partition))
-        if futures:
-            await asyncio.gather(*futures)  # acknowledged before the offsets are committed
+        self._dirty.update(result.dirty)
         if self.on_deployed is not None:
             for model_id, version in result.deployed:
                 await self.on_deployed(model_id, version)
         _export_stats(self.metrics, self.processor, result.dirty)
         self.metrics.processing_seconds.observe(time.perf_counter() - t0)
+
+    async def checkpoint(self) -> None:
+        """Publish the state of every model changed since the last checkpoint and wait
+        until the broker acknowledged it and every drift event and dead letter before
+        it; only then does the consumer commit the input offsets."""
+        assert self.producer is not None
+        state_topic = self.settings.topic("monitor-state")
+        futures, self._pending = self._pending, []
+        dirty, self._dirty = self._dirty, {}
+        for model_id, partition in dirty.items():
+            if model_id not in self.processor.models:
+                continue  # its partition was revoked and flushed already
+            blob = self.processor.state_of(model_id)
+            self._state[model_id] = blob
+            self._partition[model_id] = partition
+            futures.append(await self.producer.send(state_topic, blob, key=model_id.encode(),
+                                                    partition=partition))
+        if futures:
+            await asyncio.gather(*futures)
 
 
 def _export_stats(metrics: Metrics, processor: MonitorProcessor, models: Any) -> None:

@@ -24,15 +24,15 @@ def open_store(settings: Settings, *, metrics: Metrics | None = None,
         from streams.store.postgres import PostgresStore
 
         return PostgresStore(settings.database_url.get(), retry=retry, rng=rng,
-                             metrics=metrics, batch_size=settings.batch_size)
+                             metrics=metrics, batch_size=settings.store_batch_size)
     if settings.supabase_url and settings.supabase_key:
         from streams.store.rest import RestStore
 
         return RestStore(settings.supabase_url, settings.supabase_key.get(), retry=retry,
-                         rng=rng, metrics=metrics, batch_size=settings.batch_size)
+                         rng=rng, metrics=metrics, batch_size=settings.store_batch_size)
     if settings.supabase_url:
         raise StoreError("SUPABASE_URL is set but SUPABASE_SERVICE_ROLE_KEY is not")
     from streams.store.embedded import EmbeddedStore
 
     return EmbeddedStore(settings.data_dir / "pg", retry=retry, rng=rng, metrics=metrics,
-                         batch_size=settings.batch_size)
+                         batch_size=settings.store_batch_size)

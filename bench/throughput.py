@@ -1,0 +1,381 @@
+"""Streaming throughput on the real local broker, side by side in one run.
+
+For each dataset (scalar signals only; with 384-d embeddings as JSON arrays) a topic is
+pre-filled with interactions for 100 models, then consumed from the beginning by:
+
+  raw       a bare aiokafka consumer loop that only fetches and decodes with orjson
+            (the practical limit of a Python consumer)
+  faust     a straightforward Faust agent: one event at a time, the same contract
+            validation and detectors (``ModelMonitor.observe``), one table write per event
+  driftline the real ``driftline worker`` process (monitor agent; logger disabled, the
+            store is not what is measured here)
+
+Then: produce -> drift event latency at half of driftline's measured rate, and the
+worker's resident memory with 1,000 active models with 384-d embeddings.
+
+    .venv/bin/python bench/throughput.py            # defaults below
+    .venv/bin/python bench/throughput.py --events 500000 --faust-events 30000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streams.kafka_local import LocalKafka, free_port  # noqa: E402
+
+MODELS = 100
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def make_docs(n: int, dim: int, models: int, seed: int, start: int = 0,
+              shift: dict[int, int] | None = None) -> list[tuple[bytes, bytes]]:
+    """Seeded interactions as (key, value); ``shift`` maps model -> index of a x3 latency."""
+    rng = np.random.default_rng(seed)
+    lat = rng.lognormal(math.log(600), 0.35, n)
+    tok = rng.lognormal(math.log(180), 0.6, n).astype(int) + 1
+    refusal = rng.random(n) < 0.02
+    correct = rng.random(n) < 0.9
+    out = []
+    emb = None
+    for k in range(n):
+        if dim and k % 4096 == 0:
+            emb = rng.standard_normal((min(4096, n - k), dim)).astype(np.float32)
+            emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        i = start + k
+        m = i % models
+        mi = i // models
+        latency = float(lat[k]) * (3.0 if shift and m in shift and mi >= shift[m] else 1.0)
+        d: dict[str, Any] = {"event_id": f"e{i}", "model_id": f"model-{m:04d}",
+                             "model_version": "v1", "ts": time.time(),
+                             "latency_ms": round(latency, 2), "output_tokens": int(tok[k]),
+                             "refusal": bool(refusal[k]), "correct": bool(correct[k])}
+        if dim:
+            assert emb is not None
+            d["embedding"] = emb[k % 4096]
+        out.append((d["model_id"].encode(), orjson.dumps(d, option=orjson.OPT_SERIALIZE_NUMPY)))
+    return out
+
+
+async def fill(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]],
+               partitions: int = 4) -> None:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20,
+                                max_batch_size=1 << 20, max_request_size=8 << 20)
+    await producer.start()
+    try:
+        pending = []
+        for k, (key, value) in enumerate(records):
+            pending.append(await producer.send(topic, value, key=key))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+                log(f"  filled {k + 1:,}/{len(records):,}")
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def raw_rate(bootstrap: str, topic: str, n: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"raw-{time.time()}",
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20)
+    await consumer.start()
+    loads = orjson.loads
+    got = 0
+    t0 = 0.0
+    try:
+        while got < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            if batch and not t0:
+                t0 = time.perf_counter()
+            for msgs in batch.values():
+                for m in msgs:
+                    loads(m.value)
+                got += len(msgs)
+    finally:
+        await consumer.stop()
+    return n / (time.perf_counter() - t0)
+
+
+FAUST_APP = textwrap.dedent('''
+    import os, sys, time
+    import faust
+    from detectors import ModelMonitor, MonitorConfig
+    from streams.schema import parse_interaction
+
+    N = int(os.environ["N"])
+    app = faust.App(os.environ["APP"], broker="kafka://" + os.environ["BOOT"], store="memory://",
+                    key_serializer="raw", value_serializer="raw", web_enabled=False,
+                    consumer_auto_offset_reset="earliest", datadir=os.environ["DATA"])
+    src = app.topic(os.environ["TOPIC"], key_type=bytes, value_type=bytes,
+                    key_serializer="raw", value_serializer="raw")
+    state = app.Table("state", key_type=bytes, value_type=bytes, partitions=4)
+    monitors = {}
+    seen = {"n": 0, "t0": 0.0}
+
+    @app.agent(src)
+    async def monitor(stream):
+        async for event in stream.events():
+            if not seen["t0"]:
+                seen["t0"] = time.perf_counter()
+            it = parse_interaction(event.value, event.key)
+            mon = monitors.get(it.model_id)
+            if mon is None:
+                mon = monitors[it.model_id] = ModelMonitor(it.model_id, MonitorConfig(
+                    warmup=int(os.environ["WARMUP"])))
+            mon.observe(it.obs)
+            state[event.key] = mon.snapshot()  # one changelog record per event
+            seen["n"] += 1
+            if seen["n"] >= N:
+                print("RATE", N / (time.perf_counter() - seen["t0"]), flush=True)
+                os._exit(0)
+''')
+
+
+def faust_rate(bootstrap: str, topic: str, n: int, warmup: int, tmp: Path) -> float:
+    script = tmp / "faust_baseline.py"
+    script.write_text(FAUST_APP)
+    env = {**os.environ, "N": str(n), "APP": f"fb{int(time.time())}", "BOOT": bootstrap,
+           "TOPIC": topic, "DATA": str(tmp / "faust-data"), "WARMUP": str(warmup),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    code = (f"import runpy; m = runpy.run_path({str(script)!r}); "
+            "from faust.worker import Worker; "
+            "Worker(m['app'], loglevel='error', quiet=True, redirect_stdouts=False)"
+            ".execute_from_commandline()")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=3600, check=False)
+    found = re.search(r"RATE ([0-9.]+)", out.stdout)
+    if found:
+        return float(found.group(1))
+    raise RuntimeError(f"faust baseline failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+
+
+class Worker:
+    """The real ``driftline worker`` in a subprocess, read through its /metrics."""
+
+    def __init__(self, bootstrap: str, prefix: str, tmp: Path, warmup: int) -> None:
+        self.port = free_port()
+        env = {**os.environ, "DRIFTLINE_KAFKA_BOOTSTRAP": bootstrap,
+               "DRIFTLINE_TOPIC_PREFIX": prefix, "DRIFTLINE_APP_ID": f"{prefix}-app",
+               "DRIFTLINE_DATA_DIR": str(tmp / f"data-{prefix}"),
+               "DRIFTLINE_WEB_PORT": str(self.port), "DRIFTLINE_WARMUP": str(warmup),
+               "DRIFTLINE_LOG_SAMPLE_RATE": "0", "DRIFTLINE_BATCH_SIZE": "5000",
+               "DRIFTLINE_BATCH_WITHIN_S": "0.02",
+               "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", "")}
+        self.log = open(tmp / f"worker-{prefix}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker",
+                                      "--loglevel", "warning"], env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+
+    def metric(self, name: str) -> float | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name + "{") or line.startswith(name + " "))
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def wait_processed(self, n: int, timeout: float = 3600) -> tuple[float, float]:
+        """Seconds from the first processed interaction to the n-th, and its rate."""
+        deadline = time.monotonic() + timeout
+        t0 = None
+        first = 0.0
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("driftline worker exited")
+            done = self.metric("driftline_interactions_processed_total") or 0.0
+            if done > 0 and t0 is None:
+                t0, first = time.perf_counter(), done
+            if done >= n and t0 is not None:
+                dt = time.perf_counter() - t0
+                return dt, (n - first) / dt if dt > 0 else float("inf")
+            time.sleep(0.05)
+        raise TimeoutError(f"worker did not process {n} interactions")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+async def latency_run(bootstrap: str, prefix: str, rate: float, warmup: int, per_model: int
+                      ) -> list[float]:
+    """Publish at ``rate``/s with a latency drift per model; return produce->drift seconds."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    shift = {m: warmup + 100 + (m * 7) % 200 for m in range(MODELS)}
+    consumer = AIOKafkaConsumer(f"{prefix}.drift-events", bootstrap_servers=bootstrap,
+                                auto_offset_reset="latest", group_id=None)
+    await consumer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
+    await producer.start()
+    sent_at: dict[str, float] = {}
+    lat: list[float] = []
+
+    async def follow() -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for msgs in batch.values():
+                for m in msgs:
+                    ev = orjson.loads(m.value)
+                    t = sent_at.get(ev["trigger_event_id"])
+                    if t is not None:
+                        lat.append(now - t)
+
+    task = asyncio.create_task(follow())
+    total = per_model * MODELS
+    t0 = time.perf_counter()
+    docs = make_docs(total, 0, MODELS, seed=11, start=10_000_000, shift=None)
+    for k, (key, value) in enumerate(docs):
+        i = k
+        m, mi = i % MODELS, i // MODELS
+        d = orjson.loads(value)
+        if mi >= shift[m]:
+            d["latency_ms"] *= 3.0
+        d["ts"] = time.time()
+        sent_at[d["event_id"]] = d["ts"]
+        await producer.send(f"{prefix}.interactions", orjson.dumps(d), key=key)
+        ahead = (k + 1) / rate - (time.perf_counter() - t0)
+        if ahead > 0:
+            await asyncio.sleep(ahead)  # pacing the producer, not waiting for a result
+        if k % 20000 == 0:
+            log(f"  latency run: {k:,}/{total:,} sent, {len(lat)} drift events")
+    await producer.flush()
+    deadline = time.monotonic() + 30
+    while len(lat) < MODELS and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    task.cancel()
+    await producer.stop()
+    await consumer.stop()
+    return lat
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=500_000, help="interactions per dataset")
+    ap.add_argument("--faust-events", type=int, default=30_000,
+                    help="events the per-event Faust baseline is timed over (it is slow)")
+    ap.add_argument("--warmup", type=int, default=1000)
+    ap.add_argument("--memory-models", type=int, default=1000)
+    ap.add_argument("--memory-events", type=int, default=400, help="per model")
+    ap.add_argument("--skip", default="", help="comma list of: scalar,embedding,latency,memory")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    tmp = Path(tempfile.mkdtemp(prefix="driftline-bench-"))
+    kafka = LocalKafka(home=tmp / "kafka", port=free_port(), controller_port=free_port())
+    kafka.start(progress=log)
+    boot = kafka.bootstrap
+    rows = []
+    max_rate = 0.0
+    try:
+        for name, dim in (("scalar", 0), ("embedding", 384)):
+            if name in skip:
+                continue
+            prefix = f"b{name}"
+            log(f"[{name}] generating and publishing {args.events:,} interactions")
+            asyncio.run(fill(boot, f"{prefix}.interactions",
+                             make_docs(args.events, dim, MODELS, seed=3)))
+            log(f"[{name}] raw aiokafka + orjson loop")
+            raw = asyncio.run(raw_rate(boot, f"{prefix}.interactions", args.events))
+            log(f"[{name}] driftline worker")
+            w = Worker(boot, prefix, tmp, args.warmup)
+            try:
+                _, ours = w.wait_processed(args.events)
+            finally:
+                w.stop()
+            log(f"[{name}] per-event Faust agent ({args.faust_events:,} events)")
+            fst = faust_rate(boot, f"{prefix}.interactions", args.faust_events, args.warmup,
+                             tmp)
+            rows.append((name, raw, fst, ours))
+            if name == "scalar":
+                max_rate = ours
+        print()
+        print(f"throughput, {args.events:,} interactions / {MODELS} models, 4 partitions, "
+              f"one worker process, 2 cores")
+        print(f"{'dataset':<10} {'raw loop/s':>12} {'faust/s':>10} {'driftline/s':>12} "
+              f"{'drift/raw':>10} {'drift/faust':>12}")
+        for name, raw, fst, ours in rows:
+            print(f"{name:<10} {raw:>12,.0f} {fst:>10,.0f} {ours:>12,.0f} {ours / raw:>10.2f} "
+                  f"{ours / fst:>12.1f}")
+        print("targets: driftline/raw >= 0.5, driftline/faust >= 3")
+        if "latency" not in skip and max_rate:
+            rate = max_rate / 2
+            log(f"[latency] publishing at {rate:,.0f}/s (half of max) with one drift per model")
+            prefix = "blat"
+            w = Worker(boot, prefix, tmp, 200)
+            try:
+                asyncio.run(fill(boot, f"{prefix}.interactions", []))
+                lat = asyncio.run(latency_run(boot, prefix, rate, 200, 600))
+            finally:
+                w.stop()
+            if lat:
+                p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
+                print(f"produce -> drift event at {rate:,.0f}/s: {len(lat)} detections, "
+                      f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (target p99 <= 1 s)")
+        if "memory" not in skip:
+            n = args.memory_models * args.memory_events
+            log(f"[memory] {args.memory_models} models x {args.memory_events} interactions, "
+                "384-d")
+            prefix = "bmem"
+            asyncio.run(fill(boot, f"{prefix}.interactions",
+                             make_docs(n, 384, args.memory_models, seed=5)))
+            w = Worker(boot, prefix, tmp, min(args.warmup, args.memory_events // 2))
+            try:
+                w.wait_processed(n)
+                rss = w.rss_bytes()
+            finally:
+                w.stop()
+            print(f"worker memory with {args.memory_models:,} active models (384-d, "
+                  f"{args.memory_events} interactions each): RSS {rss / 2**20:,.0f} MiB "
+                  f"(target <= 1024 MiB)")
+    finally:
+        kafka.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
