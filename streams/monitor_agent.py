@@ -38,7 +38,8 @@ H_OFFSET = "driftline.source.offset"
 def dead_letter_headers(rej: Reject) -> list[tuple[str, bytes]]:
     return [
         (H_REASON, rej.reason.encode()),
-        (H_MESSAGE, rej.message.encode()[:1000]),
+        # Cut at 1000 bytes without splitting a UTF-8 sequence.
+        (H_MESSAGE, rej.message.encode()[:1000].decode(errors="ignore").encode()),
         (H_TOPIC, rej.record.topic.encode()),
         (H_PARTITION, str(rej.record.partition).encode()),
         (H_OFFSET, str(rej.record.offset).encode()),

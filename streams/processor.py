@@ -186,6 +186,9 @@ class MonitorProcessor:
                     up = parse_model_update(rec.value, rec.key, limit)
                     st = self._model(up.model_id, rec.partition)
                     if self._fresh(st, rec):
+                        # Reset now: the new version's vectors later in this batch are
+                        # checked against its own dimension, not the old version's.
+                        st.dim = None
                         work.setdefault(up.model_id, []).append(("u", rec, up))
                 else:  # pragma: no cover - the subscription is fixed
                     raise InvalidEvent("unknown_schema", f"unexpected topic {rec.topic}")
@@ -208,7 +211,6 @@ class MonitorProcessor:
                         fb.event_id, fb.ts, correct=fb.correct, feedback=fb.feedback)]
                 else:
                     st.monitor.deploy(item[2].model_version)
-                    st.dim = None
                     out.deployed.append((model_id, item[2].model_version))
             findings += self._observe(model_id, st, run, out)
         now = self.clock()

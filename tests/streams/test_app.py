@@ -103,11 +103,6 @@ def test_dead_letter_message_is_truncated_to_1000_bytes() -> None:
     assert dict(dead_letter_headers(_reject("y" * 1000)))[H_MESSAGE] == b"y" * 1000
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (streams/monitor_agent.py dead_letter_headers): the message is cut at byte 1000 "
-    "of its UTF-8 encoding, which can split a multi-byte character; messages quote "
-    "payload values (e.g. schema_version / kind repr), so a dead-letter consumer decoding "
-    "the header as UTF-8 fails. Cut on a character boundary."))
 def test_dead_letter_message_truncation_stays_valid_utf8() -> None:
     msg = dict(dead_letter_headers(_reject("a" * 999 + "é" * 10)))[H_MESSAGE]
     assert len(msg) <= 1000

@@ -352,12 +352,6 @@ def test_new_version_after_model_update_may_change_dimension() -> None:
     assert out.rejects == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (streams/processor.py): process() checks dimensions while admitting the batch "
-    "but applies deploys afterwards, and deploy sets st.dim = None; so a batch "
-    "[deploy v2, v2 dim 32] leaves dim unset and a later v2 dim-16 vector passes the "
-    "processor's check; the monitor then refuses it as bad_value (slow path), not "
-    "embedding_dim_changed."))
 def test_dimension_seen_after_deploy_in_same_batch_is_kept() -> None:
     proc = _processor()
     rng = np.random.default_rng(2)
