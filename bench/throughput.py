@@ -228,7 +228,8 @@ class Worker:
             if done >= n and t0 is not None:
                 dt = time.perf_counter() - t0
                 return dt, (n - first) / dt if dt > 0 else float("inf")
-            time.sleep(0.05)
+            # Each scrape renders the worker's registry on its event loop: poll gently.
+            time.sleep(0.25)
         raise TimeoutError(f"worker did not process {n} interactions")
 
     def stop(self) -> None:

@@ -16,14 +16,16 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from mode import Service
 
+from detectors import ModelMonitor, MonitorConfig
 from streams.config import Settings
 from streams.consumer import BatchConsumer
 from streams.metrics import Metrics
-from streams.processor import MonitorProcessor, Record, Reject
+from streams.processor import BatchResult, MonitorProcessor, Record, Reject
 
 log = logging.getLogger("driftline.monitor")
 
@@ -107,6 +109,11 @@ class MonitorAgent(Service):
             name="monitor", loop=kwargs.get("loop"), beacon=self.beacon)
 
     async def on_start(self) -> None:
+        # Thresholds are computed once per process (and configuration): do it before
+        # the first model completes its warm-up, not in the middle of a batch.
+        t0 = time.perf_counter()
+        await asyncio.to_thread(prime_calibration, self.processor.config)
+        log.info("detector thresholds calibrated in %.1fs", time.perf_counter() - t0)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
             enable_idempotence=True, linger_ms=5, max_batch_size=1 << 20)
@@ -137,9 +144,12 @@ class MonitorAgent(Service):
         log.info("revoked partitions %s", sorted(parts))
 
     async def handle(self, records: list[Record]) -> None:
-        assert self.producer is not None
         t0 = time.perf_counter()
-        result = self.processor.process(records)
+        await self._emit(self.processor.process(records))
+        self.metrics.processing_seconds.observe(time.perf_counter() - t0)
+
+    async def _emit(self, result: BatchResult) -> None:
+        assert self.producer is not None
         send = self.producer.send
         s = self.settings
         futures = self._pending
@@ -159,13 +169,13 @@ class MonitorAgent(Service):
             for model_id, version in result.deployed:
                 await self.on_deployed(model_id, version)
         _export_stats(self.metrics, self.processor, result.dirty)
-        self.metrics.processing_seconds.observe(time.perf_counter() - t0)
 
     async def checkpoint(self) -> None:
         """Publish the state of every model changed since the last checkpoint and wait
         until the broker acknowledged it and every drift event and dead letter before
         it; only then does the consumer commit the input offsets."""
         assert self.producer is not None
+        await self._emit(self.processor.flush())
         state_topic = self.settings.topic("monitor-state")
         futures, self._pending = self._pending, []
         dirty, self._dirty = self._dirty, {}
@@ -179,6 +189,18 @@ class MonitorAgent(Service):
                                                     partition=partition))
         if futures:
             await asyncio.gather(*futures)
+
+
+def prime_calibration(config: MonitorConfig) -> None:
+    """Run a throwaway monitor through one warm-up of every scalar signal."""
+    n = config.warmup + 1
+    rng = np.random.default_rng(0)
+    monitor = ModelMonitor("__calibration__", config)
+    monitor.observe_columns(
+        [str(i) for i in range(n)], np.arange(n, dtype=np.float64),
+        latency_ms=rng.lognormal(6.0, 0.3, n), output_tokens=np.round(rng.lognormal(5.0, 0.5, n)),
+        refusal=(rng.random(n) < 0.05).astype(np.float64),
+        feedback=rng.choice([-1.0, 0.0, 1.0], n), correct=(rng.random(n) < 0.9).astype(np.float64))
 
 
 def _export_stats(metrics: Metrics, processor: MonitorProcessor, models: Any) -> None:

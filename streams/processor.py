@@ -100,6 +100,8 @@ class MonitorProcessor:
         load_state: Callable[[str], bytes | None] = lambda _m: None,
         max_payload_bytes: int = 64 * 1024,
         clock: Callable[[], float] = time.time,
+        min_run: int = 0,
+        max_delay_s: float = 0.25,
     ) -> None:
         self.topics = (interactions_topic, feedback_topic, updates_topic)
         self.config = monitor_config
@@ -109,13 +111,25 @@ class MonitorProcessor:
         self.clock = clock
         self.models: dict[str, _ModelState] = {}
         self._ids = ModelIds()
+        # Interactions admitted but not yet fed to their monitor. The detectors have a
+        # fixed cost per call, so runs of at least ``min_run`` are fed at once; no run
+        # waits longer than ``max_delay_s``; ``flush()`` feeds everything (checkpoints).
+        self.min_run = min_run
+        self.max_delay_s = max_delay_s
+        self._pending: dict[str, list[tuple[Any, ...]]] = {}
+        self._since: dict[str, float] = {}
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop cached monitors of partitions this worker no longer owns."""
         for model_id in [m for m, s in self.models.items() if s.partition in partitions]:
             del self.models[model_id]
+            self._pending.pop(model_id, None)
+            self._since.pop(model_id, None)
 
     def state_of(self, model_id: str) -> bytes:
+        """The model's state record; it covers every record admitted so far."""
+        if self._pending.get(model_id):
+            raise RuntimeError("state_of() with interactions pending: flush() first")
         return encode_state(self.models[model_id])
 
     def _model(self, model_id: str, partition: int) -> _ModelState:
@@ -195,12 +209,15 @@ class MonitorProcessor:
             except InvalidEvent as exc:
                 self._reject(out, rec, exc.reason, exc.message)
         findings: list[tuple[str, Finding]] = []
+        tick = time.monotonic()
         for model_id, items in work.items():
             st = self.models[model_id]
             out.dirty[model_id] = st.partition
-            run: list[tuple[Any, ...]] = []
+            run = self._pending.pop(model_id, [])
             for item in items:
                 if item[0] == "i":
+                    if not run:
+                        self._since[model_id] = tick
                     run.append(item)
                     continue
                 findings += self._observe(model_id, st, run, out)
@@ -212,7 +229,25 @@ class MonitorProcessor:
                 else:
                     st.monitor.deploy(item[2].model_version)
                     out.deployed.append((model_id, item[2].model_version))
-            findings += self._observe(model_id, st, run, out)
+            if run:
+                self._pending[model_id] = run
+        for model_id in list(self._pending):
+            run = self._pending[model_id]
+            if len(run) >= self.min_run or tick - self._since[model_id] >= self.max_delay_s:
+                del self._pending[model_id]
+                findings += self._observe(model_id, self.models[model_id], run, out)
+        return self._publish(findings, out)
+
+    def flush(self) -> BatchResult:
+        """Feed every pending interaction to its monitor (before a checkpoint)."""
+        out = BatchResult()
+        findings: list[tuple[str, Finding]] = []
+        pending, self._pending = self._pending, {}
+        for model_id, run in pending.items():
+            findings += self._observe(model_id, self.models[model_id], run, out)
+        return self._publish(findings, out)
+
+    def _publish(self, findings: list[tuple[str, Finding]], out: BatchResult) -> BatchResult:
         now = self.clock()
         for model_id, f in findings:
             ev = drift_event(model_id, f)

@@ -352,3 +352,36 @@ def _score_table(model_id: str, signals: Mapping[str, Sequence[Point]],
                     f"{' (false alarms)' if known else ''}</td></tr>")
     rows.append("</table>")
     return "".join(rows)
+
+
+class SeriesRecorder:
+    """Collects what ``write_report`` draws while monitors run.
+
+    ``sample`` records each signal's current value against the model's interaction index
+    (call it after feeding a model a run of interactions); ``detection`` records a drift
+    event at the index of its triggering interaction.
+    """
+
+    def __init__(self) -> None:
+        self.series: dict[str, dict[str, list[Point]]] = {}
+        self.baselines: dict[str, dict[str, Baseline]] = {}
+        self.detections: list[dict[str, Any]] = []
+
+    def sample(self, model_id: str, index: int, stats: Mapping[str, Any]) -> None:
+        sigs = self.series.setdefault(model_id, {})
+        for signal, s in stats.items():
+            if getattr(s, "phase", "monitoring") != "monitoring":
+                continue
+            current, baseline = float(s.current), float(s.baseline)
+            if math.isfinite(current):
+                sigs.setdefault(signal, []).append((float(index), current))
+            if math.isfinite(baseline):
+                self.baselines.setdefault(model_id, {})[signal] = baseline
+
+    def detection(self, event: Mapping[str, Any], index: int) -> None:
+        self.detections.append({**event, "x": float(index)})
+
+    def write(self, path: str | Path, injected: Sequence[Mapping[str, Any]] | None = None,
+              *, title: str = "driftline drift report") -> Path:
+        return write_report(path, self.series, self.baselines, self.detections, injected,
+                            title=title)
