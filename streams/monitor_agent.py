@@ -189,6 +189,11 @@ class MonitorAgent(Service):
                                                     partition=partition))
         if futures:
             await asyncio.gather(*futures)
+        phases: dict[str, int] = {"warmup": 0, "monitoring": 0}
+        for st in self.processor.models.values():
+            phases[st.monitor.phase] = phases.get(st.monitor.phase, 0) + 1
+        for phase, n in phases.items():
+            self.metrics.monitored_models.labels(phase).set(n)
 
 
 def prime_calibration(config: MonitorConfig) -> None:

@@ -288,6 +288,7 @@ class MonitorProcessor:
             # The monitor validates a batch before it changes state: find the culprit(s).
             return self._observe_slowly(model_id, st, run, out)
         self.metrics.interactions.labels(self.metrics.model(model_id)).inc(len(run))
+        self.metrics.event_age.observe(max(0.0, self.clock() - float(docs[-1]["ts"])))
         return [(model_id, f) for f in found]
 
     def _observe_slowly(self, model_id: str, st: _ModelState, run: list[tuple[Any, ...]],

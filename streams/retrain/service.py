@@ -217,6 +217,8 @@ class RetrainService:
 
     async def _fire(self, request: dict[str, Any]) -> None:
         job_id = request["job_id"]
+        action = request["action"]
+        t0 = time.monotonic()
         try:
             async with self._sem:
                 results: list[TriggerResult] = []
@@ -227,14 +229,20 @@ class RetrainService:
             detail: dict[str, Any] = {"triggers": [r.to_dict() for r in results]}
             if not results:
                 detail["via"] = "topic"
+            if self.metrics is not None and results:
+                self.metrics.retrain_job_seconds.labels(action).observe(time.monotonic() - t0)
             if all(r.ok for r in results):
                 await self.store.job_transition(job_id, "running", detail)
-                if request["action"] == "alert":  # nothing to deploy: delivered is done
+                if action == "alert":  # nothing to deploy: delivered is done
                     await self.store.job_transition(job_id, "succeeded", detail)
+                    if self.metrics is not None:
+                        self.metrics.retrain_jobs.labels(action, "succeeded").inc()
             else:
                 failed = ", ".join(f"{r.trigger}: {r.error}" for r in results if not r.ok)
                 log.error("retrain job %s failed: %s", job_id, failed)
                 await self.store.job_transition(job_id, "failed", detail)
+                if self.metrics is not None:
+                    self.metrics.retrain_jobs.labels(action, "failed").inc()
         except Exception:  # a background task must never die silently
             log.exception("retrain job %s: recording the trigger outcome failed", job_id)
         finally:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from streams.metrics import Metrics
 from streams.store.errors import StoreError, StoreUnavailable, redact
 
 T = TypeVar("T")
@@ -71,6 +72,26 @@ async def retrying(op: Callable[[], Awaitable[T]], *, what: str, policy: RetryPo
                     from None
             await asyncio.sleep(policy.delay(attempt, rng))
             attempt += 1
+
+
+async def observed(op: Callable[[], Awaitable[T]], *, what: str, table: str, backend: str,
+                   policy: RetryPolicy, rng: random.Random,
+                   transient: Callable[[BaseException], bool], secrets: Sequence[str | None],
+                   metrics: Metrics | None) -> T:
+    """:func:`retrying`, counting errors and retries and keeping ``driftline_store_up``."""
+
+    def on_error(exc: BaseException) -> None:
+        if metrics is not None:
+            metrics.store_errors.labels(table).inc()
+            metrics.store_up.labels(backend).set(0)
+            if transient(exc):
+                metrics.store_retries.labels(table).inc()
+
+    result = await retrying(op, what=what, policy=policy, rng=rng, transient=transient,
+                            secrets=secrets, on_error=on_error)
+    if metrics is not None:
+        metrics.store_up.labels(backend).set(1)
+    return result
 
 
 def chunks(rows: Sequence[T], size: int) -> Iterable[Sequence[T]]:

@@ -32,7 +32,7 @@ from streams.store.base import (
     drift_row,
     embedding_of,
     job_row,
-    retrying,
+    observed,
     to_datetime,
 )
 from streams.store.migrate import apply_on
@@ -146,12 +146,9 @@ class PostgresStore(Store):
         return self._pool
 
     async def _run(self, op: Callable[[], Awaitable[T]], what: str, table: str) -> T:
-        def on_error(_: BaseException) -> None:
-            if self._metrics is not None:
-                self._metrics.store_errors.labels(table).inc()
-
-        return await retrying(op, what=f"postgres {what}", policy=self.retry, rng=self._rng,
-                              transient=transient, secrets=(self._dsn,), on_error=on_error)
+        return await observed(op, what=f"postgres {what}", table=table, backend=self.name,
+                              policy=self.retry, rng=self._rng, transient=transient,
+                              secrets=(self._dsn,), metrics=self._metrics)
 
     def _written(self, table: str, n: int) -> None:
         if self._metrics is not None and n:

@@ -36,7 +36,7 @@ from streams.store.base import (
     interaction_row,
     job_row,
     now_iso,
-    retrying,
+    observed,
 )
 from supabase import AsyncClient, AsyncClientOptions
 
@@ -111,12 +111,9 @@ class RestStore(Store):
         return self._client
 
     async def _run(self, op: Callable[[], Awaitable[T]], what: str, table: str) -> T:
-        def on_error(_: BaseException) -> None:
-            if self._metrics is not None:
-                self._metrics.store_errors.labels(table).inc()
-
-        return await retrying(op, what=f"supabase {what}", policy=self.retry, rng=self._rng,
-                              transient=transient, secrets=(self._key,), on_error=on_error)
+        return await observed(op, what=f"supabase {what}", table=table, backend=self.name,
+                              policy=self.retry, rng=self._rng, transient=transient,
+                              secrets=(self._key,), metrics=self._metrics)
 
     def _written(self, table: str, n: int) -> None:
         if self._metrics is not None and n:
