@@ -33,7 +33,8 @@ from detectors import Finding, ModelMonitor, MonitorConfig
 from streams import schema
 from streams.events import drift_event
 
-CHUNK_BYTES = 8 << 20
+CHUNK_LINES = 20_000  # per chunk: enough rows per model to vectorise, few enough to stay in cache
+CHUNK_BYTES_MAX = 32 << 20
 _NONE = type(None)
 
 
@@ -280,10 +281,13 @@ def _run(input_path: Path, output_path: Path, feedback_path: Path | None,
     loads = orjson.loads
     limit = schema.MAX_PAYLOAD_BYTES
     with open(output_path, "wb") as out, open(input_path, "rb") as fh:
+        hint = 4 << 20
         while True:
-            raw = fh.readlines(CHUNK_BYTES)
+            raw = fh.readlines(hint)
             if not raw:
                 break
+            size = sum(map(len, raw))
+            hint = min(max(size // len(raw) * CHUNK_LINES, 1 << 20), CHUNK_BYTES_MAX)
             lines = [x for x in raw if x.strip()] if any(map(bytes.isspace, raw)) else raw
             stats.lines += len(lines)
             docs: list[Any] = []
