@@ -168,7 +168,6 @@ class MonitorAgent(Service):
         if self.on_deployed is not None:
             for model_id, version in result.deployed:
                 await self.on_deployed(model_id, version)
-        _export_stats(self.metrics, self.processor, result.dirty)
 
     async def checkpoint(self) -> None:
         """Publish the state of every model changed since the last checkpoint and wait
@@ -189,6 +188,7 @@ class MonitorAgent(Service):
                                                     partition=partition))
         if futures:
             await asyncio.gather(*futures)
+        _export_stats(self.metrics, self.processor, dirty)  # gauges move once per checkpoint
         phases: dict[str, int] = {"warmup": 0, "monitoring": 0}
         for st in self.processor.models.values():
             phases[st.monitor.phase] = phases.get(st.monitor.phase, 0) + 1
