@@ -68,8 +68,11 @@ def normal_cusum_arl(shape: tuple[float, float, float], h: float, delta: float =
     p = upper - lower
     p[:, 0] = cdf[(1 - np.arange(states)) + states]
     a = np.eye(states) - p
-    arl = np.linalg.solve(a, np.ones(states))
-    return float(arl[0])
+    try:
+        arl = float(np.linalg.solve(a, np.ones(states))[0])
+    except np.linalg.LinAlgError:
+        return math.inf  # no way up to h from some states: never alarms
+    return arl if arl > 0 and math.isfinite(arl) else math.inf
 
 
 def _mean_fa_rate(shape: tuple[float, float, float], h: float, n_ref: int) -> float:
@@ -88,26 +91,38 @@ def _mean_fa_rate(shape: tuple[float, float, float], h: float, n_ref: int) -> fl
     return rate
 
 
+H_CAP = 200.0  # log-likelihood units; beyond it a detector is as good as off
+
+
+def _log_rate(shape: tuple[float, float, float], h: float, n_ref: int) -> float:
+    return math.log(max(_mean_fa_rate(shape, h, n_ref), 1e-300))
+
+
 @lru_cache(maxsize=256)
 def normal_cusum_threshold(shape: tuple[float, float, float], fa_rate: float,
                            n_ref: int) -> float:
-    """Smallest h whose in-control false-alarm rate (per event) is <= ``fa_rate``."""
+    """Smallest h whose in-control false-alarm rate (per event) is <= ``fa_rate``.
+
+    With a tiny reference the estimation error can keep the rate above the
+    target for any sensible h (the spread-down CUSUM at n_ref = 20): then
+    :data:`H_CAP` is returned and the detector effectively stays quiet.
+    """
     # log(rate) is close to linear in h: secant steps from the Siegmund-style guess.
     target = math.log(fa_rate)
     h0 = max(1.0, -target - 2.0)
     h1 = h0 + 2.0
-    f0 = math.log(_mean_fa_rate(shape, h0, n_ref)) - target
-    f1 = math.log(_mean_fa_rate(shape, h1, n_ref)) - target
+    f0 = _log_rate(shape, h0, n_ref) - target
+    f1 = _log_rate(shape, h1, n_ref) - target
     for _ in range(12):
         if abs(f1) < 1e-3 or f1 == f0:
             break
-        h2 = max(0.1, h1 - f1 * (h1 - h0) / (f1 - f0))
+        h2 = min(max(0.1, h1 - f1 * (h1 - h0) / (f1 - f0)), H_CAP)
         h0, f0 = h1, f1
-        h1, f1 = h2, math.log(_mean_fa_rate(shape, h2, n_ref)) - target
+        h1, f1 = h2, _log_rate(shape, h2, n_ref) - target
     # Land on the safe side of the root.
-    while f1 > 0:
-        h1 *= 1.005
-        f1 = math.log(_mean_fa_rate(shape, h1, n_ref)) - target
+    while f1 > 0 and h1 < H_CAP:
+        h1 = min(h1 * 1.005 + 1e-3, H_CAP)
+        f1 = _log_rate(shape, h1, n_ref) - target
     return h1
 
 

@@ -54,10 +54,15 @@ def spherical_kmeans(x: np.ndarray, k: int, seed: int, iters: int = 25) -> np.nd
     return c
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit norm; a zero vector stays zero (distance 1 to all)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+def unit_rows(x: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """Rows scaled to unit norm; a zero vector stays zero (distance 1 to all).
+
+    Norms are taken in float64 so that huge (valid float32) components do not
+    overflow, and tiny ones do not underflow, on the way to unit length.
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", x64, x64))[:, None]
+    return (x64 / np.maximum(norms, 1e-300)).astype(dtype, copy=False)
 
 
 class EmbeddingSignal(Signal):
@@ -94,10 +99,16 @@ class EmbeddingSignal(Signal):
             raise ValueError("embedding: NaN or Infinity in a vector")
 
     def distances(self, x: np.ndarray) -> np.ndarray:
-        """1 - max cosine similarity to the centroids (float64)."""
+        """1 - max cosine similarity to the centroids, the same whatever the batch size.
+
+        BLAS picks kernels by matrix shape, so a row's float32 product can differ
+        in the last bit between batch sizes. In float64, rounded to float32, the
+        result depends on the row alone (short of a ~1e-9 chance of straddling a
+        float32 rounding boundary): restore-and-continue equals never stopping.
+        """
         assert self.centroids is not None
-        sims = unit_rows(np.asarray(x, dtype=np.float32)) @ self.centroids.T
-        return 1.0 - sims.max(axis=1).astype(np.float64)
+        sims = unit_rows(x, np.float64) @ self.centroids.T.astype(np.float64)
+        return (1.0 - sims.max(axis=1)).astype(np.float32).astype(np.float64)
 
     def update(self, values: np.ndarray) -> list[Alarm]:
         if values.shape[0] and not self.dim:
@@ -126,8 +137,9 @@ class EmbeddingSignal(Signal):
 
     def _warm_add(self, seg: np.ndarray) -> None:
         if self._nvecs < self.fit_n:
-            # float16 keeps the warm-up buffer (and its snapshot) small.
-            self._vecs.append(np.asarray(seg, dtype=np.float16))
+            # Unit rows in float16 keep the warm-up buffer (and its snapshot) small;
+            # k-means only needs directions, and unit components fit float16.
+            self._vecs.append(unit_rows(seg).astype(np.float16))
             self._nvecs += seg.shape[0]
             if self._nvecs >= self.fit_n:
                 self._fit_centroids()
