@@ -57,7 +57,6 @@ class BatchResult:
     drift_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     dirty: dict[str, int] = field(default_factory=dict)  # model_id -> partition
-    interactions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     deployed: list[tuple[str, str]] = field(default_factory=list)
 
 
