@@ -425,14 +425,6 @@ def test_deploy_within_a_batch_keeps_stream_order() -> None:
     assert mon._events == 3  # only the three after the deploy
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (detectors/calibration.py + streams/processor.py): normal_cusum_threshold fails "
-    "for the spread-down shape at small references (LinAlgError 'Singular matrix' at "
-    "n_ref 20, 30, 50 with the current 0.8x target; 'math domain error' at 200 before "
-    "eb21a9c). MonitorConfig(warmup=20) is accepted, and then: ScalarSignal._fit keeps 3 "
-    "of 4 detectors, the valid interaction completing the warm-up is dead-lettered as "
-    "bad_value 'Singular matrix', and MonitorProcessor._observe_slowly re-applies the run "
-    "the monitor already took (monitor._events 42 for 21 records)."))
 def test_smallest_allowed_warmup_completes_cleanly() -> None:
     proc = _processor(warmup=20)
     rng = np.random.default_rng(1)
@@ -604,11 +596,6 @@ def test_processor_accepts_and_rejects_exactly_what_the_contract_does() -> None:
     assert 100 < sum(v is None for v in got.values()) < 1900
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (detectors/embedding.py): the k-means warm-up buffer is float16, so valid "
-    "float32 embeddings with components beyond 65504 become inf and the centroids NaN "
-    "(every later distance is NaN and the embedding signal is blind for that model); "
-    "components below ~6e-8 flush to zero likewise."))
 def test_large_but_valid_embeddings_keep_finite_centroids() -> None:
     proc = _processor()
     rng = np.random.default_rng(12)
