@@ -6,13 +6,14 @@ inside the Faust monitor agent and in the offline ``driftline replay`` command.
 
 from detectors.cusum import CUSUM, BernoulliCUSUM
 from detectors.monitor import ModelMonitor, MonitorConfig
-from detectors.types import KINDS, Finding, Observation, SignalStats
+from detectors.types import KINDS, Finding, InvalidValue, Observation, SignalStats
 
 __all__ = [
     "CUSUM",
     "KINDS",
     "BernoulliCUSUM",
     "Finding",
+    "InvalidValue",
     "ModelMonitor",
     "MonitorConfig",
     "Observation",

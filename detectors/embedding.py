@@ -21,6 +21,7 @@ import numpy as np
 from detectors import calibration, state
 from detectors.cusum import SCALE, Cusum, bernoulli_design
 from detectors.signal import Alarm, NormalScores, Signal, mean_alarm, mean_shape
+from detectors.types import InvalidValue
 
 FIT_BUFFER_BYTES = 800_000  # 1000 vectors of 384-d; fewer for wider embeddings
 
@@ -92,11 +93,11 @@ class EmbeddingSignal(Signal):
     def check(self, x: np.ndarray) -> None:
         """Reject a batch of the wrong shape or with non-finite values."""
         if x.ndim != 2 or not 8 <= x.shape[1] <= 4096:
-            raise ValueError(f"embedding: expected vectors of dimension 8-4096, got {x.shape}")
+            raise InvalidValue(f"embedding: expected vectors of dimension 8-4096, got {x.shape}")
         if self.dim and x.shape[1] != self.dim:
-            raise ValueError(f"embedding: dimension {x.shape[1]}, this model's is {self.dim}")
+            raise InvalidValue(f"embedding: dimension {x.shape[1]}, this model's is {self.dim}")
         if not np.isfinite(x).all():
-            raise ValueError("embedding: NaN or Infinity in a vector")
+            raise InvalidValue("embedding: NaN or Infinity in a vector")
 
     def distances(self, x: np.ndarray) -> np.ndarray:
         """1 - max cosine similarity to the centroids, the same whatever the batch size.

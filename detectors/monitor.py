@@ -29,7 +29,7 @@ from detectors.embedding import EmbeddingSignal
 from detectors.rate import RateSignal
 from detectors.scalar import ScalarSignal
 from detectors.signal import Signal
-from detectors.types import Finding, Observation, SignalStats
+from detectors.types import Finding, InvalidValue, Observation, SignalStats
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +143,7 @@ class ModelMonitor:
         if rows:
             vecs = [np.asarray(batch[i].embedding, dtype=np.float32) for i in rows]
             if len({v.shape for v in vecs}) != 1 or vecs[0].ndim != 1:
-                raise ValueError("embedding: vectors of one batch differ in shape")
+                raise InvalidValue("embedding: vectors of one batch differ in shape")
             emb = np.stack(vecs)
         version = next((o.model_version for o in batch if o.model_version is not None), None)
         return self.observe_columns(
@@ -188,7 +188,7 @@ class ModelMonitor:
                 continue
             col = np.asarray(col, dtype=np.float64)
             if col.shape != (n,):
-                raise ValueError(f"{name}: column of shape {col.shape} for {n} events")
+                raise InvalidValue(f"{name}: column of shape {col.shape} for {n} events")
             rows = np.flatnonzero(~np.isnan(col))
             vals = col[rows]
             _check(name, check, vals)
@@ -204,7 +204,7 @@ class ModelMonitor:
             rows = (np.asarray(embedding_rows, dtype=np.int64) if embedding_rows is not None
                     else np.arange(n))
             if rows.shape[0] != embeddings.shape[0]:
-                raise ValueError("embedding: embedding_rows and embeddings differ in length")
+                raise InvalidValue("embedding: embedding_rows and embeddings differ in length")
             inputs.append((5, "embedding", rows, embeddings))
         if model_version is not None and self.model_version is None:
             self.model_version = model_version
@@ -269,7 +269,7 @@ def _check(name: str, check: str, vals: np.ndarray) -> None:
         bad = (vals != -1) & (vals != 0) & (vals != 1)
         what = "-1, 0 or 1"
     if bad.any():
-        raise ValueError(f"{name}: value {vals[bad][0]!r} is not {what}")
+        raise InvalidValue(f"{name}: value {vals[bad][0]!r} is not {what}")
 
 
 def _float_column(name: str, vals: list[object]) -> np.ndarray:
@@ -277,15 +277,15 @@ def _float_column(name: str, vals: list[object]) -> np.ndarray:
     try:
         col = np.array(vals, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: values must be numbers") from None
+        raise InvalidValue(f"{name}: values must be numbers") from None
     if (np.isnan(col) & ~missing).any():
-        raise ValueError(f"{name}: NaN is not a valid value")
+        raise InvalidValue(f"{name}: NaN is not a valid value")
     return col
 
 
 def _bool_column(name: str, vals: list[object]) -> np.ndarray:
     if any(v is not None and not isinstance(v, bool | np.bool_) for v in vals):
-        raise ValueError(f"{name}: values must be true, false or None")
+        raise InvalidValue(f"{name}: values must be true, false or None")
     return np.array([math.nan if v is None else float(v) for v in vals])  # type: ignore[arg-type]
 
 
@@ -295,6 +295,6 @@ def _feedback_column(vals: list[object]) -> np.ndarray:
         if v is None:
             continue
         if isinstance(v, bool) or v not in (-1, 0, 1):
-            raise ValueError(f"feedback: value {v!r} is not -1, 0 or 1")
+            raise InvalidValue(f"feedback: value {v!r} is not -1, 0 or 1")
         out[i] = float(v)  # type: ignore[arg-type]
     return out

@@ -9,6 +9,10 @@ import numpy as np
 KINDS = ("embedding", "behavior", "accuracy")
 
 
+class InvalidValue(ValueError):
+    """A value the detectors refuse; raised before any state changed."""
+
+
 @dataclass(slots=True)
 class Observation:
     """One validated interaction, as the monitor sees it (all signals optional)."""

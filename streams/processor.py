@@ -9,6 +9,7 @@ state exactly once and a replayed detection gets the same ``drift_id``.
 
 from __future__ import annotations
 
+import logging
 import struct
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from detectors import Finding, ModelMonitor, MonitorConfig
+from detectors import Finding, InvalidValue, ModelMonitor, MonitorConfig
 from streams.events import drift_event
 from streams.fastpath import ModelIds, accepts
 from streams.metrics import Metrics
@@ -28,6 +29,8 @@ from streams.schema import (
     parse_interaction,
     parse_model_update,
 )
+
+log = logging.getLogger("driftline.monitor")
 
 STATE_VERSION = 1
 _HEADER = struct.Struct("<BI")  # version, length of the JSON offsets header
@@ -283,9 +286,15 @@ class MonitorProcessor:
                 embedding_rows=np.array(emb_rows, dtype=np.int64),
                 model_version=next((d.get("model_version") for d in docs
                                     if d.get("model_version") is not None), None))
-        except ValueError:
+        except InvalidValue:
             # The monitor validates a batch before it changes state: find the culprit(s).
             return self._observe_slowly(model_id, st, run, out)
+        except Exception:
+            # A fault of the detectors, not of the input: the run may be half applied,
+            # so neither retry it nor blame the records. Keep the worker alive.
+            log.exception("monitor of %s failed on a run of %d interactions; skipped",
+                          model_id, len(run))
+            return []
         self.metrics.interactions.labels(self.metrics.model(model_id)).inc(len(run))
         self.metrics.event_age.observe(max(0.0, self.clock() - float(docs[-1]["ts"])))
         return [(model_id, f) for f in found]
@@ -302,7 +311,7 @@ class MonitorProcessor:
                 ok += 1
             except InvalidEvent as exc:
                 self._reject(out, rec, exc.reason, exc.message)
-            except ValueError as exc:
+            except InvalidValue as exc:
                 self._reject(out, rec, "bad_value", str(exc))
         self.metrics.interactions.labels(self.metrics.model(model_id)).inc(ok)
         return found
