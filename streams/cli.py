@@ -86,11 +86,21 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from streams import replay
+    import orjson
 
+    from streams import replay
+    from streams.simulate import Progress
+
+    truth = orjson.loads(Path(args.truth).read_bytes()) if args.truth else None
+    size = Path(args.input).stat().st_size
+    bar = Progress(0, "replay", sys.stderr)
     stats = replay.run(Path(args.input), Path(args.output),
-                       feedback_path=Path(args.feedback) if args.feedback else None)
+                       feedback_path=Path(args.feedback) if args.feedback else None,
+                       progress=lambda n: bar.update(n, f"lines ({size / 2**20:,.0f} MiB file)"),
+                       report_path=args.report, truth=truth)
     print(stats)
+    if args.report:
+        print(f"report: {args.report}")
     return 0
 
 
@@ -118,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--to", choices=["kafka", "file"], default="kafka")
     p.add_argument("--out", default="sim", help="output directory for --to file")
     p.add_argument("--truth", help="where to write the ground truth (JSON) for --to kafka")
-    p.add_argument("--events", type=int, default=4000, help="interactions per model")
+    p.add_argument("--events", type=int, default=8000, help="interactions per model (drift "
+                   "starts at 60%%; keep it past 1.5x DRIFTLINE_WARMUP)")
     p.add_argument("--rate", type=float, default=0.0, help="interactions/s, 0 = as fast as "
                    "possible")
     p.add_argument("--seed", type=int, default=7)
@@ -129,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", required=True)
     p.add_argument("--feedback")
     p.add_argument("--output", required=True)
+    p.add_argument("--report", help="also write an HTML (or .png) report of signals and "
+                   "detections")
+    p.add_argument("--truth", help="ground truth JSON from `driftline simulate` to mark "
+                   "injected drift in the report")
     p.set_defaults(func=_replay)
 
     p = sub.add_parser("kafka", help="a local single-node Apache Kafka (no Docker)")

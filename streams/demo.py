@@ -162,7 +162,9 @@ def main(events_per_model: int = 4000, seed: int = 7, keep: bool = False) -> int
         _wait(worker_up, 90, "the worker's /metrics")
         say(f"  worker up (pid {worker.pid}, metrics http://127.0.0.1:{web_port}/metrics, "
             f"log {home / 'worker.log'})")
-        return asyncio.run(_run(scenario, settings, web_port, worker, pg, t_start))
+        code = asyncio.run(_run(scenario, settings, web_port, worker, pg, t_start))
+        say(f"  report: {_report(scenario, home, warmup)}")
+        return code
     finally:
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
@@ -242,6 +244,19 @@ async def _run(scenario: Scenario, settings: Settings, web_port: int,
     stop.set()
     await follower
     return _summary(scenario, truth, index, obs, counts, jobs, time.monotonic() - t_start)
+
+
+def _report(scenario: Scenario, home: Path, warmup: int) -> Path:
+    """The same stream through the same monitor offline, drawn as an HTML report."""
+    from detectors import MonitorConfig
+    from streams import replay
+    from streams.simulate import to_files
+
+    files = to_files(scenario, home / "sim", progress=False)
+    path = home / "report.html"
+    replay.run(files["interactions"], home / "sim" / "drift-events.jsonl", files["feedback"],
+               config=MonitorConfig(warmup=warmup), report_path=path, truth=scenario.truth())
+    return path
 
 
 def _summary(scenario: Scenario, truth: list[dict[str, Any]],

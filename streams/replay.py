@@ -32,6 +32,7 @@ import orjson
 from detectors import Finding, ModelMonitor, MonitorConfig
 from streams import schema
 from streams.events import drift_event
+from streams.report import SeriesRecorder
 
 CHUNK_LINES = 20_000  # per chunk: enough rows per model to vectorise, few enough to stay in cache
 CHUNK_BYTES_MAX = 32 << 20
@@ -240,11 +241,14 @@ def _read_labels(path: Path | None, stats: ReplayStats, reasons: Counter[str]) -
 class _Models:
     """The monitors, created on first sight, with their versions and embedding dimension."""
 
-    def __init__(self, config: MonitorConfig) -> None:
+    def __init__(self, config: MonitorConfig, recorder: SeriesRecorder | None = None) -> None:
         self.config = config
         self.monitors: dict[str, ModelMonitor] = {}
         self.versions: dict[str, set[str]] = {}
         self.dims: dict[str, int] = {}
+        # For a report: what each model's signals looked like, per interaction index.
+        self.recorder = recorder
+        self.count: dict[str, int] = {}
 
     def get(self, model_id: str) -> ModelMonitor:
         m = self.monitors.get(model_id)
@@ -255,26 +259,37 @@ class _Models:
 
 
 def run(input_path: str | Path, output_path: str | Path, feedback_path: str | Path | None = None,
-        config: MonitorConfig | None = None, progress: Callable[[int], None] | None = None
+        config: MonitorConfig | None = None, progress: Callable[[int], None] | None = None,
+        report_path: str | Path | None = None, truth: list[dict[str, Any]] | None = None
         ) -> ReplayStats:
-    """Replay interactions (and feedback) through per-model monitors; write drift events."""
+    """Replay interactions (and feedback) through per-model monitors; write drift events.
+
+    With ``report_path`` also write an HTML (or ``.png``) report of every model's signals,
+    baselines and detections, with ``truth`` (the simulator's injected drifts) marked.
+    """
+    recorder = SeriesRecorder() if report_path is not None else None
     # Chunks hold ~10^5 fresh dicts: the cyclic GC would rescan them for nothing.
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _run(Path(input_path), Path(output_path),
-                    Path(feedback_path) if feedback_path else None, config, progress)
+        stats = _run(Path(input_path), Path(output_path),
+                     Path(feedback_path) if feedback_path else None, config, progress,
+                     recorder)
     finally:
         if enabled:
             gc.enable()
+    if recorder is not None and report_path is not None:
+        recorder.write(report_path, truth, title="driftline replay report")
+    return stats
 
 
 def _run(input_path: Path, output_path: Path, feedback_path: Path | None,
-         config: MonitorConfig | None, progress: Callable[[int], None] | None) -> ReplayStats:
+         config: MonitorConfig | None, progress: Callable[[int], None] | None,
+         recorder: SeriesRecorder | None = None) -> ReplayStats:
     t0 = time.perf_counter()
     stats = ReplayStats()
     reasons: Counter[str] = Counter()
-    models = _Models(config or MonitorConfig())
+    models = _Models(config or MonitorConfig(), recorder)
     labels = _read_labels(feedback_path, stats, reasons)
     valid_ids: dict[str, bool] = {}
     state = {"pos": 0, "tsmax": -np.inf}
@@ -456,14 +471,51 @@ def _run_model(c: _Chunk | None, rows: np.ndarray, ri: np.ndarray, labels: _Labe
         n_int = int(ipos[a:b].sum())
         stats.interactions += n_int
         stats.feedback += (b - a) - n_int
-        fs = mon.observe_columns(
-            ids[a:b], ts[a:b], latency_ms=lat[a:b], output_tokens=tok[a:b], refusal=ref[a:b],
-            feedback=fb[a:b], correct=cor[a:b], embeddings=e, embedding_rows=er - a,
-            interactions=n_int)
+        if models.recorder is None:
+            fs = mon.observe_columns(
+                ids[a:b], ts[a:b], latency_ms=lat[a:b], output_tokens=tok[a:b],
+                refusal=ref[a:b], feedback=fb[a:b], correct=cor[a:b], embeddings=e,
+                embedding_rows=er - a, interactions=n_int)
+        else:
+            fs = _record(models, mon, model_id, ids, ts, lat, tok, ref, fb, cor, e, er, ipos,
+                         a, b)
         if fs:
             where = {ids[k]: int(allpos[k]) for k in range(a, b)}
             found += [(where[f.event_id], model_id, f) for f in fs]
     return found
+
+
+REPORT_STEP = 50  # interactions between two samples of a model's signals in a report
+
+
+def _record(models: _Models, mon: ModelMonitor, model_id: str, ids: list[str], ts: np.ndarray,
+            lat: np.ndarray, tok: np.ndarray, ref: np.ndarray, fb: np.ndarray,
+            cor: np.ndarray, e: np.ndarray | None, er: np.ndarray, ipos: np.ndarray, a: int,
+            b: int) -> list[Finding]:
+    """Feed [a, b) in steps, sampling the signals between steps (the detections do not
+    depend on how a run is cut)."""
+    rec = models.recorder
+    assert rec is not None
+    out: list[Finding] = []
+    count = models.count.get(model_id, 0)
+    for s0 in range(a, b, REPORT_STEP):
+        s1 = min(b, s0 + REPORT_STEP)
+        sel = (er >= s0) & (er < s1)
+        sub = e[np.flatnonzero(sel)] if e is not None and sel.any() else None
+        n_int = int(ipos[s0:s1].sum())
+        fs = mon.observe_columns(
+            ids[s0:s1], ts[s0:s1], latency_ms=lat[s0:s1], output_tokens=tok[s0:s1],
+            refusal=ref[s0:s1], feedback=fb[s0:s1], correct=cor[s0:s1], embeddings=sub,
+            embedding_rows=er[sel] - s0, interactions=n_int)
+        cum = np.cumsum(ipos[s0:s1])
+        at = {ids[k]: count + max(0, int(cum[k - s0]) - 1) for k in range(s0, s1)}
+        for f in fs:
+            rec.detection(drift_event(model_id, f), at[f.event_id])
+        count += n_int
+        rec.sample(model_id, count, mon.stats())
+        out += fs
+    models.count[model_id] = count
+    return out
 
 
 def _recheck(c: _Chunk | None, rows: np.ndarray, ri: np.ndarray, labels: _Labels, lo: int,

@@ -370,8 +370,6 @@ class SeriesRecorder:
     def sample(self, model_id: str, index: int, stats: Mapping[str, Any]) -> None:
         sigs = self.series.setdefault(model_id, {})
         for signal, s in stats.items():
-            if getattr(s, "phase", "monitoring") != "monitoring":
-                continue
             current, baseline = float(s.current), float(s.baseline)
             if math.isfinite(current):
                 sigs.setdefault(signal, []).append((float(index), current))

@@ -95,8 +95,12 @@ def event_id(seed: int, model_id: str, index: int) -> str:
 
 
 def demo_scenario(events_per_model: int = 4000, seed: int = 7) -> Scenario:
-    """The demo's default: one drift of each kind, and one model that stays stable."""
-    start = events_per_model // 2
+    """The demo's default: one drift of each kind, and one model that stays stable.
+
+    The drifts start at 60% of the stream: after the warm-up (which must end before it,
+    the embedding reference needs 1.5x ``DRIFTLINE_WARMUP``) and with room to detect.
+    """
+    start = int(events_per_model * 0.6)
     models = [
         ModelProfile("support-bot"),
         ModelProfile("search-ranker", refusal_rate=0.01),
@@ -232,8 +236,11 @@ class Progress:
             return
         self._last = now
         rate = done / max(now - self.t0, 1e-9)
-        pct = 100.0 * done / self.total if self.total else 100.0
-        line = f"{self.label}: {done:,}/{self.total:,} ({pct:5.1f}%) {rate:,.0f}/s {extra}"
+        if self.total:  # a total of 0 means unknown
+            pct = 100.0 * done / self.total
+            line = f"{self.label}: {done:,}/{self.total:,} ({pct:5.1f}%) {rate:,.0f}/s {extra}"
+        else:
+            line = f"{self.label}: {done:,} {extra} {rate:,.0f}/s"
         self.stream.write(f"\r{line}\033[K" if self.tty else line.rstrip() + "\n")
         self.stream.flush()
 
