@@ -230,6 +230,12 @@ class Store(abc.ABC):
     """
 
     name: str = "store"
+    _metrics: Metrics | None = None
+
+    def _written(self, table: str, n: int) -> None:
+        """Count ``n`` rows written to ``table``."""
+        if self._metrics is not None and n:
+            self._metrics.store_writes.labels(table).inc(n)
 
     @abc.abstractmethod
     async def start(self) -> None:

@@ -150,10 +150,6 @@ class PostgresStore(Store):
                               policy=self.retry, rng=self._rng, transient=transient,
                               secrets=(self._dsn,), metrics=self._metrics)
 
-    def _written(self, table: str, n: int) -> None:
-        if self._metrics is not None and n:
-            self._metrics.store_writes.labels(table).inc(n)
-
     async def _fetch_ids(self, sql: str, rows: list[dict[str, Any]], what: str,
                          table: str) -> list[str]:
         new: list[str] = []

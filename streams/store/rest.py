@@ -115,10 +115,6 @@ class RestStore(Store):
                               policy=self.retry, rng=self._rng, transient=transient,
                               secrets=(self._key,), metrics=self._metrics)
 
-    def _written(self, table: str, n: int) -> None:
-        if self._metrics is not None and n:
-            self._metrics.store_writes.labels(table).inc(n)
-
     async def _upsert(self, table: str, rows: list[dict[str, Any]], on_conflict: str,
                       select: str | None) -> list[dict[str, Any]]:
         """Insert-or-ignore in batches; the new rows' ``select`` columns (or nothing)."""
