@@ -38,7 +38,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streams.kafka_local import LocalKafka, free_port  # noqa: E402
+from streams.kafka_local import LocalKafka, free_port
 
 MODELS = 100
 
@@ -193,7 +193,7 @@ class Worker:
                "DRIFTLINE_LOG_SAMPLE_RATE": "0", "DRIFTLINE_BATCH_SIZE": "5000",
                "DRIFTLINE_BATCH_WITHIN_S": "0.02",
                "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", "")}
-        self.log = open(tmp / f"worker-{prefix}.log", "wb")  # noqa: SIM115
+        self.log = open(tmp / f"worker-{prefix}.log", "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker",
                                       "--loglevel", "warning"], env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
@@ -265,6 +265,8 @@ async def latency_run(bootstrap: str, prefix: str, rate: float, warmup: int, per
                     t = sent_at.get(ev["trigger_event_id"])
                     if t is not None:
                         lat.append(now - t)
+            if len(lat) >= MODELS:
+                return
 
     task = asyncio.create_task(follow())
     total = per_model * MODELS
@@ -285,10 +287,10 @@ async def latency_run(bootstrap: str, prefix: str, rate: float, warmup: int, per
         if k % 20000 == 0:
             log(f"  latency run: {k:,}/{total:,} sent, {len(lat)} drift events")
     await producer.flush()
-    deadline = time.monotonic() + 30
-    while len(lat) < MODELS and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-    task.cancel()
+    try:  # the follower ends when it has one detection per model
+        await asyncio.wait_for(task, 30)
+    except TimeoutError:
+        pass
     await producer.stop()
     await consumer.stop()
     return lat
