@@ -79,6 +79,10 @@ def create_app(
         web_host=settings.web_host,
         web_bind=settings.web_host,
         consumer_auto_offset_reset="earliest",
+        # After a kill -9 the restarted worker's group waits out the dead member's session
+        # (Faust's default is 60 s) before the monitor agent even starts.
+        broker_session_timeout=15.0,
+        broker_heartbeat_interval=3.0,
         stream_wait_empty=False,
         producer_linger_ms=5,
         table_cleanup_interval=3600.0,

@@ -92,7 +92,8 @@ class BatchConsumer(Service):
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20,
             # A batch is processed on the event loop: give heartbeats slack on busy hosts.
-            session_timeout_ms=30_000, heartbeat_interval_ms=3_000,
+            # (A dead member's partitions wait this long before they move.)
+            session_timeout_ms=15_000, heartbeat_interval_ms=3_000,
             client_id=f"{self.group_id}-{self.kind}")
         self.consumer.subscribe(self.topics, listener=_Listener(self))
         await self.consumer.start()

@@ -53,8 +53,11 @@ async def read_state(bootstrap: str, topic: str, partitions: set[int]
     """The latest state record (and its partition) per model in the given partitions."""
     if not partitions:
         return {}
+    # "earliest": with the default "latest", the reset that assign() starts can land after
+    # seek_to_beginning() and move the position to the end (aiokafka 0.14) -- nothing read.
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                group_id=None, max_partition_fetch_bytes=8 << 20)
+                                group_id=None, max_partition_fetch_bytes=8 << 20,
+                                auto_offset_reset="earliest")
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
