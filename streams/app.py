@@ -102,7 +102,7 @@ def create_app(
         updates_topic=settings.topic("model-updates"),
         monitor_config=monitor_config, metrics=metrics,
         max_payload_bytes=settings.max_payload_bytes, min_run=256,
-        max_delay_s=min(0.25, settings.commit_interval_s),
+        max_delay_s=min(0.1, settings.commit_interval_s),
     )
     monitor = MonitorAgent(settings, processor, metrics, on_deployed=deploy_handler)
     app.service(monitor)  # type: ignore[arg-type]  # started and stopped with the app

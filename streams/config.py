@@ -65,7 +65,7 @@ class Settings:
     commit_interval_s: float = field(default=1.0,
                                      metadata={"env": "DRIFTLINE_COMMIT_INTERVAL_S"})
     store_batch_size: int = field(default=500, metadata={"env": "DRIFTLINE_STORE_BATCH_SIZE"})
-    batch_within_s: float = field(default=0.2, metadata={"env": "DRIFTLINE_BATCH_WITHIN_S"})
+    batch_within_s: float = field(default=0.1, metadata={"env": "DRIFTLINE_BATCH_WITHIN_S"})
     max_model_labels: int = field(default=100, metadata={"env": "DRIFTLINE_MAX_MODEL_LABELS"})
     log_sample_rate: float = field(default=1.0, metadata={"env": "DRIFTLINE_LOG_SAMPLE_RATE"})
     # Store: DATABASE_URL wins over Supabase; with neither, an embedded Postgres under data_dir.
