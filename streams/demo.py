@@ -235,6 +235,7 @@ async def _run(scenario: Scenario, settings: Settings, web_port: int,
             jobs = await store.jobs()
             if (counts.get("drift_events", 0) >= len({e["drift_id"] for e in obs.drift_events})
                     and counts.get("interactions", 0) >= total
+                    and counts.get("model_versions", 0) >= len(drifted)
                     and all(j.get("state") in ("succeeded", "failed") for j in jobs)):
                 break
             await asyncio.sleep(0.3)

@@ -225,6 +225,7 @@ class Progress:
         self.total, self.label = total, label
         self.stream = stream or sys.stderr
         self.t0 = time.monotonic()
+        self._first: int | None = None  # rate counts from the first update's value
         self._last = 0.0
 
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -235,7 +236,9 @@ class Progress:
         if not force and now - self._last < (0.25 if self.tty else 5.0):
             return
         self._last = now
-        rate = done / max(now - self.t0, 1e-9)
+        if self._first is None:
+            self._first, self.t0 = done, now
+        rate = (done - self._first) / max(now - self.t0, 1e-9)
         if self.total:  # a total of 0 means unknown
             pct = 100.0 * done / self.total
             line = f"{self.label}: {done:,}/{self.total:,} ({pct:5.1f}%) {rate:,.0f}/s {extra}"
