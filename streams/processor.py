@@ -186,7 +186,10 @@ class MonitorProcessor:
                         model_id, emb = doc["model_id"], doc.get("embedding")
                     else:
                         it = parse_interaction(value, rec.key, limit)
-                        model_id, doc, emb = it.model_id, it.raw, it.obs.embedding
+                        model_id, emb = it.model_id, it.obs.embedding
+                        # The columns read ``doc``: give it the validated epoch ``ts``
+                        # (RFC 3339 in the raw document) -- the one field that differs.
+                        doc = {**it.raw, "ts": it.obs.ts}
                     st = self._model(model_id, rec.partition)
                     if not self._fresh(st, rec):
                         continue

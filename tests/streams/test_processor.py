@@ -610,3 +610,28 @@ def test_large_but_valid_embeddings_keep_finite_centroids() -> None:
     sig = proc.models["m1"].monitor.signals["embedding"]
     centroids = getattr(sig, "centroids", None)
     assert centroids is not None and np.isfinite(centroids).all()
+
+
+def test_rfc3339_and_b64_interactions_reach_the_detectors_like_epoch_and_arrays() -> None:
+    """Documents that take the full validator (RFC 3339 ``ts``, ``embedding_b64``) are fed
+    with their validated values: the same detections as their plain twins."""
+    import base64
+    from datetime import UTC, datetime
+
+    rng = np.random.default_rng(5)
+    plain, fancy = Log(), Log()
+    for i in range(300):
+        doc = _doc("m1", i, rng, latency_factor=4.0 if i >= 200 else 1.0, dim=8)
+        plain.add(IT, doc)
+        vec = np.asarray(doc.pop("embedding"), dtype="<f4")
+        fancy.add(IT, {**doc, "ts": datetime.fromtimestamp(doc["ts"], UTC).isoformat(),
+                       "embedding_b64": base64.b64encode(vec.tobytes()).decode()})
+    outs = []
+    for log in (plain, fancy):
+        reg = CollectorRegistry()
+        out = _run(_processor(reg), log.records)
+        assert out.rejects == []
+        assert reg.get_sample_value("driftline_interactions_processed_total",
+                                    {"model": "m1"}) == 300.0
+        outs.append([(m, e["signal"], e["trigger_event_id"]) for m, e in out.drift_events])
+    assert outs[0] and outs[1] == outs[0]
