@@ -49,13 +49,9 @@ class StoreHooks:
         if self.store is not None:
             await self.store.close()
 
-    async def _store(self) -> Store:
-        """The started store; waits for startup (agents may run before it finishes)."""
-        await self._ready.wait()
-        assert self.store is not None
-        return self.store
-
     async def _service(self) -> RetrainService:
+        """The retrain service on the started store; waits for startup (agents may run
+        before it finishes)."""
         await self._ready.wait()
         assert self.service is not None
         return self.service
@@ -72,8 +68,7 @@ class StoreHooks:
         await (await self._service()).on_deployed(model_id, model_version)
 
     async def log_interactions(self, rows: list[dict[str, Any]]) -> None:
-        store = await self._store()
-        await store.write_interactions(rows)
+        await (await self._service()).store.write_interactions(rows)
 
 
 def build(settings: Settings, metrics: Metrics | None = None) -> tuple[Driftline, StoreHooks]:
