@@ -64,6 +64,39 @@ class Cusum:
         return self.s / self.h
 
 
+def scan_many(dets: list[Cusum], incs: list[np.ndarray] | np.ndarray
+              ) -> list[tuple[int, int, int]]:
+    """``[d.scan(inc) for d, inc in zip(dets, incs)]`` in one pass over a (k, n) array.
+
+    A signal's detectors see the same events: stacking their increments turns k
+    rounds of small numpy calls into one, which is what a short run costs.
+    """
+    k = len(dets)
+    if k == 1:
+        return [dets[0].scan(np.asarray(incs[0]))]
+    inc = incs if isinstance(incs, np.ndarray) else np.stack(incs)
+    n = inc.shape[1]
+    if n == 0:
+        return [(-1, d.s, d.run) for d in dets]
+    c = np.cumsum(inc, axis=1, dtype=np.int64)
+    c += np.array([d.s for d in dets], dtype=np.int64)[:, None]
+    s = c - np.minimum.accumulate(np.minimum(c, 0), axis=1)
+    hit = s >= np.array([d.h for d in dets], dtype=np.int64)[:, None]
+    rows = np.arange(k)
+    idx = hit.argmax(axis=1)
+    found = hit[rows, idx]
+    end = np.where(found, idx, n - 1)
+    # The last index at or before ``end`` where the statistic sat at 0 (-1: none).
+    last_zero = np.maximum.accumulate(np.where(s == 0, np.arange(n), -1), axis=1)[rows, end]
+    out = []
+    for j, d in enumerate(dets):
+        e = int(end[j])
+        z = int(last_zero[j])
+        out.append((int(idx[j]) if found[j] else -1, int(s[j, e]),
+                    e - z if z >= 0 else d.run + e + 1))
+    return out
+
+
 class CUSUM(base.DriftDetector):
     """Two-sided CUSUM for a mean shift of standardised values, river-compatible.
 

@@ -39,7 +39,7 @@ class ScalarSignal(Signal):
             "cusum_spread_down": spread_shape(1.0 / spread_ratio),
         }
         self.scores: NormalScores | None = None
-        self._tables: list[np.ndarray] = []
+        self._tables = np.zeros((0, 0), dtype=np.int64)
         self._warm_reset()
 
     def _warm_reset(self) -> None:
@@ -62,16 +62,16 @@ class ScalarSignal(Signal):
         self.scores = NormalScores(ref)
         fa = self.fa_rate / len(self.shapes)
         self.dets = []
-        self._tables = []
+        tables = []
         for name, shape in self.shapes.items():
             h = calibration.normal_cusum_threshold(shape, fa, ref.shape[0])
             self.dets.append(Cusum(name, int(h * SCALE)))
-            self._tables.append(self.scores.table(shape))
+            tables.append(self.scores.table(shape))
+        self._tables = np.stack(tables)  # (detectors, reference positions)
 
-    def _increments(self, seg: np.ndarray) -> list[np.ndarray]:
+    def _increments(self, seg: np.ndarray) -> np.ndarray:
         assert self.scores is not None
-        pos = self.scores.positions(seg)
-        return [t[pos] for t in self._tables]
+        return self._tables[:, self.scores.positions(seg)]
 
     def _track(self, seg: np.ndarray) -> None:
         self._ewma_add(seg)

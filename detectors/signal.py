@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import functools
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -10,7 +11,7 @@ from statistics import NormalDist
 import numpy as np
 
 from detectors import state
-from detectors.cusum import SCALE, Cusum, to_fixed
+from detectors.cusum import SCALE, Cusum, scan_many, to_fixed
 from detectors.types import SignalStats
 
 _EWMA = 0.01  # smoothing of the "current" value shown in stats()
@@ -62,7 +63,7 @@ class Signal(abc.ABC):
             due = self._until_refresh()
             seg = values[i:] if due is None else values[i: i + due]
             incs = self._increments(seg)
-            scans = [d.scan(inc) for d, inc in zip(self.dets, incs, strict=True)]
+            scans = scan_many(self.dets, incs)
             hits = [(sc[0], j) for j, sc in enumerate(scans) if sc[0] >= 0]
             self._track(seg if not hits else seg[: min(hits)[0] + 1])
             if not hits:
@@ -157,7 +158,8 @@ class Signal(abc.ABC):
         """Learn the reference from the warm-up and build the detectors."""
 
     @abc.abstractmethod
-    def _increments(self, seg: np.ndarray) -> list[np.ndarray]: ...
+    def _increments(self, seg: np.ndarray) -> list[np.ndarray] | np.ndarray:
+        """Each detector's increments for ``seg``: a list, or a (detectors, n) array."""
 
     @abc.abstractmethod
     def _track(self, seg: np.ndarray) -> None:
@@ -185,6 +187,15 @@ def spread_shape(ratio: float) -> tuple[float, float, float]:
     return ((1.0 - 1.0 / ratio**2) / 2.0, 0.0, -math.log(ratio))
 
 
+@functools.lru_cache(maxsize=64)
+def _half_rank_scores(n: int) -> np.ndarray:
+    """Normal scores of the 2n + 1 half ranks of a reference of n values (read-only)."""
+    u = (np.arange(2 * n + 1) / 2.0 + 0.5) / (n + 1)
+    score = np.array([_N.inv_cdf(x) for x in u.tolist()])
+    score.flags.writeable = False
+    return score
+
+
 class NormalScores:
     """Map values to standard normal scores through a reference's empirical CDF.
 
@@ -196,8 +207,7 @@ class NormalScores:
     def __init__(self, ref: np.ndarray) -> None:
         self.ref = np.sort(np.asarray(ref, dtype=np.float64))
         n = self.ref.shape[0]
-        u = (np.arange(2 * n + 1) / 2.0 + 0.5) / (n + 1)
-        score = np.array([_N.inv_cdf(x) for x in u.tolist()])
+        score = _half_rank_scores(n)
         lo = np.searchsorted(self.ref, self.ref, "left")
         hi = np.searchsorted(self.ref, self.ref, "right")
         loo = score[lo + hi - 1]

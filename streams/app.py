@@ -101,8 +101,8 @@ def create_app(
         feedback_topic=settings.topic("feedback"),
         updates_topic=settings.topic("model-updates"),
         monitor_config=monitor_config, metrics=metrics,
-        max_payload_bytes=settings.max_payload_bytes, min_run=256,
-        max_delay_s=min(0.1, settings.commit_interval_s),
+        max_payload_bytes=settings.max_payload_bytes, min_run=settings.run_min,
+        max_delay_s=min(settings.run_hold_s, settings.commit_interval_s),
     )
     monitor = MonitorAgent(settings, processor, metrics, on_deployed=deploy_handler)
     app.service(monitor)  # type: ignore[arg-type]  # started and stopped with the app

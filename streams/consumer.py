@@ -26,11 +26,11 @@ from aiokafka.errors import CommitFailedError
 from mode import Service
 
 from streams.metrics import Metrics
-from streams.processor import Record
+from streams.processor import RecordLike
 
 log = logging.getLogger("driftline.consumer")
 
-BatchHandler = Callable[[list[Record]], Awaitable[None]]
+BatchHandler = Callable[[list[RecordLike]], Awaitable[None]]
 PartitionsHook = Callable[[set[TopicPartition]], Awaitable[None]]
 Checkpoint = Callable[[], Awaitable[None]]
 
@@ -139,14 +139,13 @@ class BatchConsumer(Service):
                         await self.checkpoint_now()
                 continue
             async with self.lock:
-                records: list[Record] = []
+                records: list[RecordLike] = []
                 commit: dict[TopicPartition, int] = {}
                 assigned = consumer.assignment()
                 for tp, msgs in fetched.items():
                     if tp not in assigned:  # revoked while we waited for the lock
                         continue
-                    records.extend(Record(m.topic, m.partition, m.offset, m.key, m.value,
-                                          m.timestamp / 1000.0) for m in msgs)
+                    records.extend(msgs)  # ConsumerRecords as they are
                     commit[tp] = msgs[-1].offset + 1
                 if not records:
                     continue

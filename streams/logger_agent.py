@@ -19,9 +19,9 @@ from mode import Service
 
 from streams.config import Settings
 from streams.consumer import BatchConsumer
-from streams.fastpath import ModelIds, accepts
+from streams.fastpath import FastPath
 from streams.metrics import Metrics
-from streams.processor import Record
+from streams.processor import RecordLike
 from streams.schema import InvalidEvent, parse_interaction
 
 log = logging.getLogger("driftline.logger")
@@ -45,7 +45,7 @@ class LoggerAgent(Service):
         self.settings = settings
         self.sink = sink
         self.metrics = metrics
-        self.ids = ModelIds()
+        self.fast = FastPath(settings.max_payload_bytes)
         self.consumer = BatchConsumer(
             bootstrap=settings.kafka_bootstrap, group_id=f"{settings.app_id}-logger",
             topics=[settings.topic("interactions")], handle=self.handle,
@@ -58,23 +58,21 @@ class LoggerAgent(Service):
     async def on_stop(self) -> None:
         await self.consumer.stop()
 
-    async def handle(self, records: list[Record]) -> None:
+    async def handle(self, records: list[RecordLike]) -> None:
         rate = self.settings.log_sample_rate
         limit = self.settings.max_payload_bytes
         rows: list[dict[str, Any]] = []
         for rec in records:
             value = rec.value
-            if value is None or len(value) > limit:
+            it = self.fast.decode(value, rec.key)
+            if it is not None:
+                if sampled(it.event_id, rate):
+                    rows.append(orjson.loads(value))  # type: ignore[arg-type]
                 continue
             try:
-                doc = orjson.loads(value)
-            except orjson.JSONDecodeError:
+                doc = parse_interaction(value, rec.key, limit).raw
+            except InvalidEvent:
                 continue  # the monitor dead-letters it
-            if not accepts(doc, value, rec.key, self.ids):
-                try:
-                    doc = parse_interaction(value, rec.key, limit).raw
-                except InvalidEvent:
-                    continue
             if sampled(doc["event_id"], rate):
                 rows.append(doc)
         if rows:

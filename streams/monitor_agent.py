@@ -25,7 +25,7 @@ from detectors import ModelMonitor, MonitorConfig
 from streams.config import Settings
 from streams.consumer import BatchConsumer
 from streams.metrics import Metrics
-from streams.processor import BatchResult, MonitorProcessor, Record, Reject
+from streams.processor import BatchResult, MonitorProcessor, RecordLike, Reject
 
 log = logging.getLogger("driftline.monitor")
 
@@ -146,7 +146,7 @@ class MonitorAgent(Service):
             del self._state[model_id], self._partition[model_id]
         log.info("revoked partitions %s", sorted(parts))
 
-    async def handle(self, records: list[Record]) -> None:
+    async def handle(self, records: list[RecordLike]) -> None:
         t0 = time.perf_counter()
         await self._emit(self.processor.process(records))
         self.metrics.processing_seconds.observe(time.perf_counter() - t0)

@@ -14,14 +14,17 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import groupby
+from operator import attrgetter, itemgetter
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
+from msgspec.structs import astuple
 
 from detectors import Finding, InvalidValue, ModelMonitor, MonitorConfig
 from streams.events import drift_event
-from streams.fastpath import ModelIds, accepts
+from streams.fastpath import FastInteraction, FastPath, from_interaction
 from streams.metrics import Metrics
 from streams.schema import (
     InvalidEvent,
@@ -32,13 +35,25 @@ from streams.schema import (
 
 log = logging.getLogger("driftline.monitor")
 
+_TOPIC = attrgetter("topic")
+_FIELDS = {name: k for k, name in enumerate(FastInteraction.__struct_fields__)}
 STATE_VERSION = 1
 _HEADER = struct.Struct("<BI")  # version, length of the JSON offsets header
 
 
+class RecordLike(Protocol):
+    """What the processor reads of a Kafka record (aiokafka's ``ConsumerRecord`` fits)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
 @dataclass(slots=True)
 class Record:
-    """One Kafka record as the processor needs it."""
+    """One Kafka record as the processor needs it (tests and replays build these)."""
 
     topic: str
     partition: int
@@ -50,7 +65,7 @@ class Record:
 
 @dataclass(slots=True)
 class Reject:
-    record: Record
+    record: RecordLike
     reason: str
     message: str
 
@@ -112,13 +127,13 @@ class MonitorProcessor:
         self.max_payload_bytes = max_payload_bytes
         self.clock = clock
         self.models: dict[str, _ModelState] = {}
-        self._ids = ModelIds()
+        self._fast = FastPath(max_payload_bytes)
         # Interactions admitted but not yet fed to their monitor. The detectors have a
         # fixed cost per call, so runs of at least ``min_run`` are fed at once; no run
         # waits longer than ``max_delay_s``; ``flush()`` feeds everything (checkpoints).
         self.min_run = min_run
         self.max_delay_s = max_delay_s
-        self._pending: dict[str, list[tuple[Any, ...]]] = {}
+        self._pending: dict[str, tuple[list[RecordLike], list[FastInteraction]]] = {}
         self._since: dict[str, float] = {}
 
     def forget_partitions(self, partitions: set[int]) -> None:
@@ -144,7 +159,7 @@ class MonitorProcessor:
         st.partition = partition
         return st
 
-    def _fresh(self, st: _ModelState, rec: Record) -> bool:
+    def _fresh(self, st: _ModelState, rec: RecordLike) -> bool:
         """True when ``rec`` was not applied to this model's state yet."""
         if rec.offset <= st.offsets.get(rec.topic, -1):
             return False
@@ -160,73 +175,40 @@ class MonitorProcessor:
                                f"embedding dimension {dim}, model version {version!r} "
                                f"uses {st.dim[1]}")
 
-    def process(self, records: list[Record]) -> BatchResult:
+    def process(self, records: list[RecordLike]) -> BatchResult:
         """Validate, apply and detect over one batch; nothing here touches Kafka."""
         out = BatchResult()
-        interactions_t, feedback_t, updates_t = self.topics
-        # Per model, in stream order: ("i", rec, doc, emb) interactions, ("f", rec, Feedback)
-        # labels, ("u", rec, ModelUpdate) deploys.
+        interactions_t = self.topics[0]
+        # Per model, in stream order: ("i", records, FastInteractions) chunks of
+        # interactions, ("f", rec, Feedback) labels, ("u", rec, ModelUpdate) deploys.
         work: dict[str, list[tuple[Any, ...]]] = {}
-        loads = orjson.loads
-        limit = self.max_payload_bytes
-        ids = self._ids
-        for rec in records:
-            try:
-                if rec.key is None:
-                    raise InvalidEvent("missing_field", "message has no key (model_id)")
-                if rec.topic == interactions_t:
-                    value = rec.value
-                    doc: Any = None
-                    if value is not None and len(value) <= limit:
-                        try:
-                            doc = loads(value)
-                        except orjson.JSONDecodeError:
-                            doc = None
-                    if doc is not None and accepts(doc, value, rec.key, ids):  # type: ignore[arg-type]
-                        model_id, emb = doc["model_id"], doc.get("embedding")
-                    else:
-                        it = parse_interaction(value, rec.key, limit)
-                        model_id, emb = it.model_id, it.obs.embedding
-                        # The columns read ``doc``: give it the validated epoch ``ts``
-                        # (RFC 3339 in the raw document) -- the one field that differs.
-                        doc = {**it.raw, "ts": it.obs.ts}
-                    st = self._model(model_id, rec.partition)
-                    if not self._fresh(st, rec):
-                        continue
-                    if emb is not None:
-                        self._check_dim(st, doc.get("model_version"), len(emb))
-                    work.setdefault(model_id, []).append(("i", rec, doc, emb))
-                elif rec.topic == feedback_t:
-                    fb = parse_feedback(rec.value, rec.key, limit)
-                    st = self._model(fb.model_id, rec.partition)
-                    if self._fresh(st, rec):
-                        work.setdefault(fb.model_id, []).append(("f", rec, fb))
-                elif rec.topic == updates_t:
-                    up = parse_model_update(rec.value, rec.key, limit)
-                    st = self._model(up.model_id, rec.partition)
-                    if self._fresh(st, rec):
-                        # Reset now: the new version's vectors later in this batch are
-                        # checked against its own dimension, not the old version's.
-                        st.dim = None
-                        work.setdefault(up.model_id, []).append(("u", rec, up))
-                else:  # pragma: no cover - the subscription is fixed
-                    raise InvalidEvent("unknown_schema", f"unexpected topic {rec.topic}")
-            except InvalidEvent as exc:
-                self._reject(out, rec, exc.reason, exc.message)
+        for topic, group in groupby(records, _TOPIC):
+            if topic == interactions_t:  # a stretch of interactions, decoded together
+                self._interactions(list(group), work, out)
+            else:
+                for rec in group:
+                    self._other(rec, topic, work, out)
+        if len(out.rejects) > 1:  # in stream order, whatever stage found them
+            at = {id(r): i for i, r in enumerate(records)}
+            out.rejects.sort(key=lambda rej: at[id(rej.record)])
         findings: list[tuple[str, Finding]] = []
         tick = time.monotonic()
+        pending = self._pending
         for model_id, items in work.items():
             st = self.models[model_id]
             out.dirty[model_id] = st.partition
-            run = self._pending.pop(model_id, [])
+            run = pending.pop(model_id, None)
             for item in items:
                 if item[0] == "i":
-                    if not run:
+                    if run is None:
+                        run = ([], [])
                         self._since[model_id] = tick
-                    run.append(item)
+                    run[0].extend(item[1])
+                    run[1].extend(item[2])
                     continue
-                findings += self._observe(model_id, st, run, out)
-                run = []
+                if run is not None:
+                    findings += self._observe(model_id, st, run, out)
+                    run = None
                 if item[0] == "f":
                     fb = item[2]
                     findings += [(model_id, f) for f in st.monitor.observe_label(
@@ -234,14 +216,114 @@ class MonitorProcessor:
                 else:
                     st.monitor.deploy(item[2].model_version)
                     out.deployed.append((model_id, item[2].model_version))
-            if run:
-                self._pending[model_id] = run
-        for model_id in list(self._pending):
-            run = self._pending[model_id]
-            if len(run) >= self.min_run or tick - self._since[model_id] >= self.max_delay_s:
-                del self._pending[model_id]
+            if run is not None:
+                pending[model_id] = run
+        for model_id in list(pending):
+            run = pending[model_id]
+            if len(run[1]) >= self.min_run or tick - self._since[model_id] >= self.max_delay_s:
+                del pending[model_id]
                 findings += self._observe(model_id, self.models[model_id], run, out)
         return self._publish(findings, out)
+
+    def _other(self, rec: RecordLike, topic: str, work: dict[str, list[tuple[Any, ...]]],
+               out: BatchResult) -> None:
+        """A label or a deploy notice."""
+        _, feedback_t, updates_t = self.topics
+        limit = self.max_payload_bytes
+        try:
+            if rec.key is None:
+                raise InvalidEvent("missing_field", "message has no key (model_id)")
+            if topic == feedback_t:
+                fb = parse_feedback(rec.value, rec.key, limit)
+                st = self._model(fb.model_id, rec.partition)
+                if self._fresh(st, rec):
+                    work.setdefault(fb.model_id, []).append(("f", rec, fb))
+            elif topic == updates_t:
+                up = parse_model_update(rec.value, rec.key, limit)
+                st = self._model(up.model_id, rec.partition)
+                if self._fresh(st, rec):
+                    # Reset now: the new version's vectors later in this batch are
+                    # checked against its own dimension, not the old version's.
+                    st.dim = None
+                    work.setdefault(up.model_id, []).append(("u", rec, up))
+            else:  # pragma: no cover - the subscription is fixed
+                raise InvalidEvent("unknown_schema", f"unexpected topic {rec.topic}")
+        except InvalidEvent as exc:
+            self._reject(out, rec, exc.reason, exc.message)
+
+    def _interactions(self, seg: list[RecordLike], work: dict[str, list[tuple[Any, ...]]],
+                      out: BatchResult) -> None:
+        """Decode a stretch of interactions and append them to their models' work."""
+        its = self._fast.decode_many([r.value for r in seg], [r.key for r in seg])
+        if None in its:
+            self._validate_rest(seg, its, out)
+        # Group positions by model (the one loop per record left on this path).
+        groups: dict[str, list[int]] = {}
+        get = groups.get
+        for i, model_id in enumerate([it.model_id if it is not None else None for it in its]):
+            if model_id is not None:
+                g = get(model_id)
+                if g is None:
+                    groups[model_id] = [i]
+                else:
+                    g.append(i)
+        topic = seg[0].topic
+        vectors = self._fast.vectors_seen
+        for model_id, idx in groups.items():
+            first = seg[idx[0]]
+            st = self.models.get(model_id)
+            if st is None or st.partition != first.partition:
+                st = self._model(model_id, first.partition)
+            done = st.offsets.get(topic, -1)
+            if first.offset <= done:  # applied before a crash: the state already has them
+                idx = [i for i in idx if seg[i].offset > done]
+                if not idx:
+                    continue
+            st.offsets[topic] = seg[idx[-1]].offset
+            if len(idx) == 1:
+                recs: list[Any] = [seg[idx[0]]]
+                mits: list[Any] = [its[idx[0]]]
+            else:
+                pick = itemgetter(*idx)
+                recs, mits = list(pick(seg)), list(pick(its))
+            if vectors:
+                recs, mits = self._check_dims(st, recs, mits, out)
+            work.setdefault(model_id, []).append(("i", recs, mits))
+
+    def _validate_rest(self, seg: list[RecordLike], its: list[FastInteraction | None],
+                       out: BatchResult) -> None:
+        """The full validator for what the fast path left: the document or the reason."""
+        i = -1
+        while True:
+            try:
+                i = its.index(None, i + 1)
+            except ValueError:
+                return
+            rec = seg[i]
+            try:
+                if rec.key is None:
+                    raise InvalidEvent("missing_field", "message has no key (model_id)")
+                its[i] = from_interaction(
+                    parse_interaction(rec.value, rec.key, self.max_payload_bytes))
+                if its[i].embedding is not None:  # type: ignore[union-attr]
+                    self._fast.vectors_seen = True
+            except InvalidEvent as exc:
+                self._reject(out, rec, exc.reason, exc.message)
+
+    def _check_dims(self, st: _ModelState, recs: list[Any], mits: list[Any],
+                    out: BatchResult) -> tuple[list[Any], list[Any]]:
+        """Drop (dead-letter) vectors whose size differs within a model version."""
+        keep_recs, keep_its = [], []
+        for rec, it in zip(recs, mits, strict=True):
+            try:
+                if it.embedding is not None:
+                    self._check_dim(st, it.model_version, len(it.embedding) // 4)
+            except InvalidEvent as exc:
+                self._reject(out, rec, exc.reason, exc.message)
+                continue
+            keep_recs.append(rec)
+            keep_its.append(it)
+        return keep_recs, keep_its
 
     def flush(self) -> BatchResult:
         """Feed every pending interaction to its monitor (before a checkpoint)."""
@@ -262,33 +344,38 @@ class MonitorProcessor:
             self.metrics.detection_lag.observe(max(0.0, now - f.ts))
         return out
 
-    def _reject(self, out: BatchResult, rec: Record, reason: str, message: str) -> None:
+    def _reject(self, out: BatchResult, rec: RecordLike, reason: str, message: str) -> None:
         out.rejects.append(Reject(rec, reason, message))
         self.metrics.invalid.labels(reason, rec.topic).inc()
 
-    def _observe(self, model_id: str, st: _ModelState, run: list[tuple[Any, ...]],
+    def _observe(self, model_id: str, st: _ModelState,
+                 run: tuple[list[RecordLike], list[FastInteraction]],
                  out: BatchResult) -> list[tuple[str, Finding]]:
         """Feed a run of interactions to the model's monitor as columns."""
-        if not run:
+        its = run[1]
+        if not its:
             return []
-        emb_rows = [k for k, item in enumerate(run) if item[3] is not None]
+        cols = list(zip(*map(astuple, its), strict=True))  # a tuple per field (_FIELDS)
+        n = len(its)
+        vecs = cols[_FIELDS["embedding"]]
         embeddings = None
-        if emb_rows:
-            embeddings = _matrix([run[k][3] for k in emb_rows])
-            if embeddings is None:  # something odd in a vector: validate one by one
+        emb_rows: list[int] = []
+        if vecs.count(None) != n:
+            emb_rows = [k for k, v in enumerate(vecs) if v is not None]
+            embeddings = _matrix([vecs[k] for k in emb_rows])
+            if embeddings is None:  # vectors of two sizes (two versions): one by one
                 return self._observe_slowly(model_id, st, run, out)
-        docs = [item[2] for item in run]
         try:
             found = st.monitor.observe_columns(
-                [d["event_id"] for d in docs],
-                np.array([d["ts"] for d in docs], dtype=np.float64),
-                latency_ms=_column(docs, "latency_ms"),
-                output_tokens=_column(docs, "output_tokens"),
-                refusal=_column(docs, "refusal"), feedback=_column(docs, "feedback"),
-                correct=_column(docs, "correct"), embeddings=embeddings,
+                cols[_FIELDS["event_id"]], np.array(cols[_FIELDS["ts"]], dtype=np.float64),
+                latency_ms=_column(cols[_FIELDS["latency_ms"]], n),
+                output_tokens=_column(cols[_FIELDS["output_tokens"]], n),
+                refusal=_column(cols[_FIELDS["refusal"]], n),
+                feedback=_column(cols[_FIELDS["feedback"]], n),
+                correct=_column(cols[_FIELDS["correct"]], n), embeddings=embeddings,
                 embedding_rows=np.array(emb_rows, dtype=np.int64),
-                model_version=next((d.get("model_version") for d in docs
-                                    if d.get("model_version") is not None), None))
+                model_version=next((v for v in cols[_FIELDS["model_version"]]
+                                    if v is not None), None))
         except InvalidValue:
             # The monitor validates a batch before it changes state: find the culprit(s).
             return self._observe_slowly(model_id, st, run, out)
@@ -296,18 +383,18 @@ class MonitorProcessor:
             # A fault of the detectors, not of the input: the run may be half applied,
             # so neither retry it nor blame the records. Keep the worker alive.
             log.exception("monitor of %s failed on a run of %d interactions; skipped",
-                          model_id, len(run))
+                          model_id, len(its))
             return []
-        self.metrics.interactions.labels(self.metrics.model(model_id)).inc(len(run))
-        self.metrics.event_age.observe(max(0.0, self.clock() - float(docs[-1]["ts"])))
+        self.metrics.interactions.labels(self.metrics.model(model_id)).inc(len(its))
+        self.metrics.event_age.observe(max(0.0, self.clock() - its[-1].ts))
         return [(model_id, f) for f in found]
 
-    def _observe_slowly(self, model_id: str, st: _ModelState, run: list[tuple[Any, ...]],
+    def _observe_slowly(self, model_id: str, st: _ModelState,
+                        run: tuple[list[RecordLike], list[FastInteraction]],
                         out: BatchResult) -> list[tuple[str, Finding]]:
         found: list[tuple[str, Finding]] = []
         ok = 0
-        for item in run:
-            rec = item[1]
+        for rec in run[0]:
             try:
                 it = parse_interaction(rec.value, rec.key, self.max_payload_bytes)
                 found += [(model_id, f) for f in st.monitor.observe(it.obs)]
@@ -320,21 +407,16 @@ class MonitorProcessor:
         return found
 
 
-def _column(docs: list[dict[str, Any]], name: str) -> np.ndarray:
-    """One signal as float64, NaN where absent (bools become 1.0/0.0)."""
-    return np.array([d.get(name) for d in docs], dtype=np.float64)
+def _column(values: tuple[Any, ...], n: int) -> np.ndarray | None:
+    """One signal as float64 (bools as 1.0/0.0, NaN where absent); None if all absent."""
+    if values.count(None) == n:
+        return None
+    return np.array(values, dtype=np.float64)
 
 
-def _matrix(vectors: list[Any]) -> np.ndarray | None:
-    """Stack embedding vectors as float32 rows, or None if any is not plain numbers."""
-    try:
-        arr = np.array(vectors)
-    except ValueError:  # ragged
+def _matrix(rows: list[bytes]) -> np.ndarray | None:
+    """Stack packed float32 vectors as rows, or None if their sizes differ."""
+    size = len(rows[0])
+    if any(len(r) != size for r in rows):
         return None
-    if arr.ndim != 2 or arr.dtype.kind not in "fi":
-        return None
-    with np.errstate(over="ignore"):
-        arr32 = arr.astype(np.float32)
-    if not np.isfinite(arr32).all():
-        return None
-    return arr32
+    return np.frombuffer(b"".join(rows), dtype="<f4").reshape(len(rows), size // 4)
