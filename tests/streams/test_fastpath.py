@@ -1,5 +1,5 @@
 """The hot path's decoder is a strict subset of the contract's validator, record by record
-and in bulk (``decode_many`` decodes JSON lines and must never shift a record)."""
+and in bulk (``decode_many`` must never give a record another record's fields)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import numpy as np
 import orjson
 import pytest
 
-from streams.fastpath import CHUNK, FastInteraction, FastPath
+from streams.fastpath import FastInteraction, FastPath
 from streams.schema import InvalidEvent, parse_interaction
 from tests.streams.test_schema import _mutate
 
+CHUNK = 64  # batch sizes around a power of two
 GOOD = {"event_id": "e1", "model_id": "m1", "model_version": "v1", "ts": 1767225600.0,
         "latency_ms": 812.5, "output_tokens": 180, "refusal": False, "correct": True}
 
@@ -99,8 +100,8 @@ def test_decode_many_equals_one_by_one_at_every_position(size: int) -> None:
 
 
 def test_records_that_only_parse_together_are_not_merged() -> None:
-    """Two halves of an object, a value holding two objects, blank values: JSON lines
-    would read them as other records; the decoder must not."""
+    """Two halves of an object, a value holding two objects, blank values: a JSON-lines
+    or array reading of the batch would shift them into neighbours; the decoder must not."""
     fast = FastPath(64 * 1024)
     good = orjson.dumps(GOOD)
     doc2 = orjson.dumps(dict(GOOD, event_id="e2"))
@@ -110,6 +111,10 @@ def test_records_that_only_parse_together_are_not_merged() -> None:
         [good + b"," + doc2, b" "],
         [good, b"", doc2],
         [good[:-1], b"}", doc2],
+        # Each half starts with "{" and ends with "}"; together with the pair after
+        # them, a batch-wide parse would see three well-formed records.
+        [b'{"event_id":"e1","model_id":"m1","ts":1,"x":"}', b'{","y":1}', good + b" " + doc2],
+        [b'{"event_id":"e1","model_id":"m1",', b'"ts":1}', good + doc2],
     ]
     for values in tricky:
         keys: list[bytes | None] = [b"m1"] * len(values)
