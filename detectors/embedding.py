@@ -205,11 +205,15 @@ class EmbeddingSignal(Signal):
     def _dump(self) -> dict[str, state.Value]:
         out: dict[str, state.Value] = {"dim": self.dim}
         out["nvecs"] = self._nvecs
-        out["vecs"] = (np.concatenate(self._vecs) if self._vecs
+        if len(self._vecs) > 1:  # one block from here on: the next dump copies less
+            self._vecs = [np.concatenate(self._vecs)]
+        if len(self._held) > 1:
+            self._held = [np.concatenate(self._held)]
+        out["vecs"] = (self._vecs[0] if self._vecs
                        else np.zeros((0, max(self.dim, 1)), dtype=np.float16))
         out["centroids"] = (self.centroids.astype(np.float16) if self.centroids is not None
                             else np.zeros((0, max(self.dim, 1)), dtype=np.float16))
-        out["held"] = np.concatenate(self._held) if self._held else np.zeros(0)
+        out["held"] = self._held[0] if self._held else np.zeros(0)
         return out
 
     def _load(self, r: state.Reader) -> None:

@@ -91,8 +91,9 @@ class ScalarSignal(Signal):
         return self.scores.median() if self.scores is not None else float("nan")
 
     def _dump(self) -> dict[str, state.Value]:
-        buf = np.concatenate(self._buf) if self._buf else np.zeros(0)
-        return {"buf": buf}
+        if len(self._buf) > 1:  # one block from here on: the next dump copies less
+            self._buf = [np.concatenate(self._buf)]
+        return {"buf": self._buf[0] if self._buf else np.zeros(0)}
 
     def _load(self, r: state.Reader) -> None:
         buf = r.array("buf")
