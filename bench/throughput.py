@@ -269,12 +269,18 @@ class Worker:
         self.log.close()
 
 
-async def latency_run(bootstrap: str, prefix: str, rate: float, warmup: int, per_model: int
-                      ) -> list[float]:
-    """Publish at ``rate``/s with a latency drift per model; return produce->drift seconds."""
+async def latency_run(bootstrap: str, prefix: str, rate: float, warmup: int, per_model: int,
+                      worker: Worker) -> list[float]:
+    """Publish at ``rate``/s with a latency drift per model; return produce->drift seconds.
+
+    The models' warm-ups are published first and waited for (the worker is up, assigned
+    and caught up); then the rest at ``rate``, with each model's shift at its own time
+    spread over the stream.
+    """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    shift = {m: warmup + 100 + (m * 7) % 200 for m in range(MODELS)}
+    spread = per_model - warmup - 400
+    shift = {m: warmup + 100 + (m * 7919) % spread for m in range(MODELS)}
     consumer = AIOKafkaConsumer(f"{prefix}.drift-events", bootstrap_servers=bootstrap,
                                 auto_offset_reset="latest", group_id=None)
     await consumer.start()
@@ -311,7 +317,25 @@ async def latency_run(bootstrap: str, prefix: str, rate: float, warmup: int, per
         d["ts"] = t0 + k / rate
         values.append((d["event_id"], d["model_id"].encode(), orjson.dumps(d)))
     topic = f"{prefix}.interactions"
-    k = logged = 0
+    head = warmup * MODELS
+    for _event_id, key, value in values[:head]:
+        await producer.send(topic, value, key=key)
+    await producer.flush()
+    deadline = time.monotonic() + 300
+    while (await asyncio.to_thread(worker.metric, "driftline_interactions_processed_total")
+           or 0.0) < head:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the worker did not take the warm-up interactions")
+        await asyncio.sleep(0.5)
+    # Re-plan the send times of the measured part from now on.
+    t0 = time.time() - head / rate
+    for k in range(head, total):
+        event_id, key, value = values[k]
+        d = orjson.loads(value)
+        d["ts"] = t0 + k / rate
+        values[k] = (event_id, key, orjson.dumps(d))
+    k = head
+    logged = 0
     tick = 0.005  # send what is due every 5 ms
     while k < total:
         now = time.time()
@@ -411,7 +435,7 @@ def main() -> int:
             w = Worker(boot, prefix, tmp, 200)
             try:
                 asyncio.run(fill(boot, f"{prefix}.interactions", []))
-                lat = asyncio.run(latency_run(boot, prefix, rate, 200, 600))
+                lat = asyncio.run(latency_run(boot, prefix, rate, 200, 3000, w))
             finally:
                 w.stop()
             if lat:
