@@ -366,8 +366,9 @@ def main() -> int:
     ap.add_argument("--faust-events", type=int, default=30_000,
                     help="events the per-event Faust baseline is timed over (it is slow)")
     ap.add_argument("--warmup", type=int, default=1000)
-    ap.add_argument("--latency-rate", type=float, default=0.0,
-                    help="interactions/s for the latency run (default: half the scalar max)")
+    ap.add_argument("--latency-rate", default="half",
+                    help="comma list of interactions/s for latency runs; 'half': half the "
+                         "scalar max (the default)")
     ap.add_argument("--memory-models", type=int, default=1000)
     ap.add_argument("--memory-events", type=int, default=400, help="per model")
     ap.add_argument("--skip", default="",
@@ -428,10 +429,11 @@ def main() -> int:
             rate, bad, dead = poison_row
             print(f"scalar with 1% poison ({bad:,} bad records, {dead:,.0f} dead-lettered): "
                   f"{rate:,.0f}/s = {rate / max_rate:.2f} x clean (target >= 0.9)")
-        if "latency" not in skip and (max_rate or args.latency_rate):
-            rate = args.latency_rate or max_rate / 2
+        rates = [max_rate / 2 if r == "half" else float(r)
+                 for r in args.latency_rate.split(",") if r and (r != "half" or max_rate)]
+        for k, rate in enumerate(rates if "latency" not in skip else []):
             log(f"[latency] publishing at {rate:,.0f}/s with one drift per model")
-            prefix = "blat"
+            prefix = f"blat{k}"
             w = Worker(boot, prefix, tmp, 200)
             try:
                 asyncio.run(fill(boot, f"{prefix}.interactions", []))

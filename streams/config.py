@@ -93,10 +93,13 @@ class Settings:
             name = f.metadata["env"]
             if name in env and env[name] != "":
                 raw = env[name]
-                if f.type in ("int", int):
-                    values[f.name] = int(raw)
-                elif f.type in ("float", float):
-                    values[f.name] = float(raw)
+                if f.type in ("int", int, "float", float):
+                    kind = int if f.type in ("int", int) else float
+                    try:
+                        values[f.name] = kind(raw)
+                    except ValueError:
+                        raise ValueError(f"{name}={raw!r} is not a valid {kind.__name__}"
+                                         ) from None
                 elif f.type in ("Path", Path):
                     values[f.name] = Path(raw)
                 elif f.type in ("Secret", Secret):

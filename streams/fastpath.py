@@ -73,13 +73,15 @@ class FastPath:
     def __init__(self, max_payload_bytes: int, key_memo: int = 100_000) -> None:
         self.limit = max_payload_bytes
         self._decode = msgspec.json.Decoder(FastInteraction).decode
-        self._keys: dict[bytes, str | None] = {}
+        self._keys: dict[bytes | None, str | None] = {None: None}  # (no key: no model)
         self._key_memo = key_memo
         self._packers: dict[int, Any] = {}
         # Set once any vector passed: from then on runs check embedding dimensions.
         self.vectors_seen = False
 
-    def _model_of_key(self, key: bytes) -> str | None:
+    def _model_of_key(self, key: bytes | None) -> str | None:
+        if key is None:
+            return None
         hit = self._keys.get(key, False)
         if hit is False:
             try:
@@ -109,15 +111,13 @@ class FastPath:
         (Not one JSON-lines call: msgspec reads a stream of values separated by any
         whitespace, so crafted records could parse into a neighbour's fields.)
         """
-        if None in values or None in keys:
-            return [self.decode(v, k) for v, k in zip(values, keys, strict=True)]
         limit = self.limit
         one = self._one
-        out = [one(v) if len(v) <= limit else None for v in values]  # type: ignore[arg-type]
+        out = [one(v) if v is not None and len(v) <= limit else None for v in values]
         known = self._keys
-        texts = [known.get(k, _MISS) for k in keys]  # type: ignore[arg-type,call-overload]
+        texts = [known.get(k, _MISS) for k in keys]
         if _MISS in texts:
-            texts = [self._model_of_key(k) for k in keys]  # type: ignore[arg-type]
+            texts = [self._model_of_key(k) for k in keys]
         ids = [None if it is None else it.model_id for it in out]
         if ids != texts:  # a key that differs from model_id, or no valid model id
             for i, (a, b) in enumerate(zip(ids, texts, strict=True)):

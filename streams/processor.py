@@ -128,6 +128,7 @@ class MonitorProcessor:
         self.clock = clock
         self.models: dict[str, _ModelState] = {}
         self._fast = FastPath(max_payload_bytes)
+        self._unordered = False  # rejects of this batch not in stream order
         # Interactions admitted but not yet fed to their monitor. The detectors have a
         # fixed cost per call, so runs of at least ``min_run`` are fed at once; no run
         # waits longer than ``max_delay_s``; ``flush()`` feeds everything (checkpoints).
@@ -188,9 +189,10 @@ class MonitorProcessor:
             else:
                 for rec in group:
                     self._other(rec, topic, work, out)
-        if len(out.rejects) > 1:  # in stream order, whatever stage found them
+        if self._unordered and len(out.rejects) > 1:  # back to stream order
             at = {id(r): i for i, r in enumerate(records)}
             out.rejects.sort(key=lambda rej: at[id(rej.record)])
+        self._unordered = False
         findings: list[tuple[str, Finding]] = []
         tick = time.monotonic()
         pending = self._pending
@@ -320,6 +322,7 @@ class MonitorProcessor:
                     self._check_dim(st, it.model_version, len(it.embedding) // 4)
             except InvalidEvent as exc:
                 self._reject(out, rec, exc.reason, exc.message)
+                self._unordered = True  # found after the records that follow it
                 continue
             keep_recs.append(rec)
             keep_its.append(it)

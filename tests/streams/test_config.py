@@ -159,3 +159,11 @@ def test_topics() -> None:
     assert [s.topic(t) for t in TOPICS][:3] == [
         "driftline.interactions", "driftline.feedback", "driftline.model-updates"]
     assert {"drift-events", "dead-letters", "retrain-requests"} <= set(TOPICS)
+
+
+def test_a_malformed_number_names_its_variable(_home: Path) -> None:
+    with pytest.raises(ValueError, match=r"DRIFTLINE_RUN_HOLD_S='soon' is not a valid float"):
+        Settings.from_env({"DRIFTLINE_RUN_HOLD_S": "soon"})
+    with pytest.raises(ValueError, match=r"DRIFTLINE_BATCH_SIZE='5k' is not a valid int"):
+        Settings.from_env({"DRIFTLINE_BATCH_SIZE": "5k"})
+    assert Settings.from_env({"DRIFTLINE_RUN_MIN": "64"}).run_min == 64
