@@ -139,22 +139,25 @@ def bernoulli_arls(a: int, p: float, h_max: int, up: bool) -> np.ndarray:
     if up:
         # Index by distance m from the top (s = H-1-m); L_0 = c unknown, every
         # L_m = al[m] + be[m] * c, and the reflecting bottom fixes c per H.
-        al = [0.0] * n
-        be = [0.0] * n
-        be[0] = 1.0
+        # The lists carry ``a`` leading zeros (entry a + m holds L_m's terms, entry m
+        # those of L_{m-a}, 0 before the start): the same arithmetic, no branches.
+        al = [0.0] * (a + n)
+        be = [0.0] * (a + n)
+        be[a] = 1.0
+        x, y = 0.0, 1.0
         for m in range(n - 1):
-            pa = al[m - a] if m >= a else 0.0
-            pb = be[m - a] if m >= a else 0.0
-            al[m + 1] = (al[m] - 1.0 - p * pa) / q
-            be[m + 1] = (be[m] - p * pb) / q
+            x = (x - 1.0 - p * al[m]) / q
+            y = (y - p * be[m]) / q
+            al[a + m + 1] = x
+            be[a + m + 1] = y
         for hh in range(1, h_max + 1):
             k = hh - 1
-            da = al[k] - (al[k - a] if k >= a else 0.0)
-            db = be[k] - (be[k - a] if k >= a else 0.0)
+            da = al[a + k] - al[k]
+            db = be[a + k] - be[k]
             if db == 0.0:
                 continue
             c = (1.0 / p - da) / db
-            out[hh - 1] = al[k] + be[k] * c
+            out[hh - 1] = al[a + k] + be[a + k] * c
         return out
     # Down-direction: index by the state s itself, L(0) = c unknown.
     al = [0.0] * n
@@ -164,7 +167,7 @@ def bernoulli_arls(a: int, p: float, h_max: int, up: bool) -> np.ndarray:
         al[1] = -1.0 / q
         be[1] = 1.0
     for s in range(1, n - 1):
-        j = max(s - a, 0)
+        j = s - a if s > a else 0
         al[s + 1] = (al[s] - 1.0 - p * al[j]) / q
         be[s + 1] = (be[s] - p * be[j]) / q
     for hh in range(1, h_max + 1):
