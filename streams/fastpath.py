@@ -118,7 +118,11 @@ class FastPath:
         texts = [known.get(k, _MISS) for k in keys]
         if _MISS in texts:
             texts = [self._model_of_key(k) for k in keys]
-        ids = [None if it is None else it.model_id for it in out]
+        if None in out:  # (those stay None; compare the others)
+            ids = [None if it is None else it.model_id for it in out]
+            texts = [None if it is None else t for it, t in zip(out, texts, strict=True)]
+        else:
+            ids = [it.model_id for it in out]  # type: ignore[union-attr]
         if ids != texts:  # a key that differs from model_id, or no valid model id
             for i, (a, b) in enumerate(zip(ids, texts, strict=True)):
                 if a != b:

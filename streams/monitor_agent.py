@@ -35,6 +35,7 @@ H_MESSAGE = "driftline.error.message"
 H_TOPIC = "driftline.source.topic"
 H_PARTITION = "driftline.source.partition"
 H_OFFSET = "driftline.source.offset"
+REJECT_LOG_EVERY_S = 10.0
 
 
 def dead_letter_headers(rej: Reject) -> list[tuple[str, bytes]]:
@@ -101,6 +102,7 @@ class MonitorAgent(Service):
         # Models changed since the last checkpoint, and sends not yet acknowledged.
         self._dirty: dict[str, int] = {}
         self._pending: list[asyncio.Future[Any]] = []
+        self._reject_log: dict[str, tuple[float, int]] = {}  # reason -> (logged at, since)
         processor.load_state = self._state.get
         s = settings
         self.inputs = [s.topic("interactions"), s.topic("feedback"), s.topic("model-updates")]
@@ -160,8 +162,7 @@ class MonitorAgent(Service):
             futures.append(await send(s.topic("dead-letters"), rej.record.value,
                                       key=rej.record.key, headers=dead_letter_headers(rej)))
             self.metrics.dead_letters.labels(rej.reason, rej.record.topic).inc()
-            log.warning("rejected %s[%d]@%d: %s: %s", rej.record.topic, rej.record.partition,
-                        rej.record.offset, rej.reason, rej.message)
+            self._log_reject(rej)
         for model_id, ev in result.drift_events:
             futures.append(await send(s.topic("drift-events"), orjson.dumps(ev),
                                       key=model_id.encode()))
@@ -171,6 +172,20 @@ class MonitorAgent(Service):
         if self.on_deployed is not None:
             for model_id, version in result.deployed:
                 await self.on_deployed(model_id, version)
+
+    def _log_reject(self, rej: Reject) -> None:
+        """One warning per reason per ``REJECT_LOG_EVERY_S`` (with a count of the rest):
+        every reject is in the dead-letter topic and the metrics, a flood of bad input
+        should not also flood the log and slow the worker down."""
+        now = time.monotonic()
+        since, hidden = self._reject_log.get(rej.reason, (-REJECT_LOG_EVERY_S, 0))
+        if now - since < REJECT_LOG_EVERY_S:
+            self._reject_log[rej.reason] = (since, hidden + 1)
+            return
+        self._reject_log[rej.reason] = (now, 0)
+        more = f" ({hidden} more {rej.reason} rejects before it, not logged)" if hidden else ""
+        log.warning("rejected %s[%d]@%d: %s: %s%s", rej.record.topic, rej.record.partition,
+                    rej.record.offset, rej.reason, rej.message, more)
 
     async def checkpoint(self) -> None:
         """Publish the state of every model changed since the last checkpoint and wait

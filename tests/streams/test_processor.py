@@ -635,3 +635,35 @@ def test_rfc3339_and_b64_interactions_reach_the_detectors_like_epoch_and_arrays(
                                     {"model": "m1"}) == 300.0
         outs.append([(m, e["signal"], e["trigger_event_id"]) for m, e in out.drift_events])
     assert outs[0] and outs[1] == outs[0]
+
+
+def test_reject_warnings_are_rate_limited_per_reason(caplog: pytest.LogCaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every reject reaches the dead-letter topic and the metrics; the log gets the first
+    of each reason per window and then a count of the ones it left out."""
+    import logging
+    import types
+
+    from streams import monitor_agent
+    from streams.processor import Reject
+
+    clock = [1000.0]
+    monkeypatch.setattr(monitor_agent.time, "monotonic", lambda: clock[0])
+    agent = types.SimpleNamespace(_reject_log={})
+
+    def reject(reason: str, offset: int) -> None:
+        monitor_agent.MonitorAgent._log_reject(
+            agent, Reject(Record(IT, 0, offset, b"m1", b"x"), reason, "why"))  # type: ignore[arg-type]
+
+    with caplog.at_level(logging.WARNING, logger="driftline.monitor"):
+        for off in range(5):
+            reject("bad_json", off)
+        reject("bad_type", 5)
+        clock[0] += monitor_agent.REJECT_LOG_EVERY_S
+        reject("bad_json", 6)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        f"rejected {IT}[0]@0: bad_json: why",
+        f"rejected {IT}[0]@5: bad_type: why",
+        f"rejected {IT}[0]@6: bad_json: why (4 more bad_json rejects before it, not logged)",
+    ]
