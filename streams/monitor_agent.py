@@ -96,14 +96,15 @@ class MonitorAgent(Service):
         self.metrics = metrics
         self.on_deployed = on_deployed
         self.producer: AIOKafkaProducer | None = None
-        # Latest state record per model of the assigned partitions, and its partition.
+        # State records restored for the assigned partitions, until their model is first
+        # seen (from then on its live monitor is the state), and their partitions.
         self._state: dict[str, bytes] = {}
         self._partition: dict[str, int] = {}
         # Models changed since the last checkpoint, and sends not yet acknowledged.
         self._dirty: dict[str, int] = {}
         self._pending: list[asyncio.Future[Any]] = []
         self._reject_log: dict[str, tuple[float, int]] = {}  # reason -> (logged at, since)
-        processor.load_state = self._state.get
+        processor.load_state = self._take_state
         s = settings
         self.inputs = [s.topic("interactions"), s.topic("feedback"), s.topic("model-updates")]
         self.consumer = BatchConsumer(
@@ -140,6 +141,11 @@ class MonitorAgent(Service):
             self._partition[model_id] = partition
         log.info("assigned partitions %s: restored %d model states in %.2fs",
                  sorted(parts), len(state), time.perf_counter() - t0)
+
+    def _take_state(self, model_id: str) -> bytes | None:
+        """A restored state record, handed over once to the processor that loads it."""
+        self._partition.pop(model_id, None)
+        return self._state.pop(model_id, None)
 
     async def revoked(self, tps: set[TopicPartition]) -> None:
         parts = {tp.partition for tp in tps if tp.topic == self.inputs[0]}
@@ -200,8 +206,6 @@ class MonitorAgent(Service):
             if model_id not in self.processor.models:
                 continue  # its partition was revoked and flushed already
             blob = self.processor.state_of(model_id)
-            self._state[model_id] = blob
-            self._partition[model_id] = partition
             futures.append(await self.producer.send(state_topic, blob, key=model_id.encode(),
                                                     partition=partition))
         if futures:
