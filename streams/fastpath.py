@@ -154,8 +154,3 @@ class FastPath:
         except OverflowError:  # "non_finite" from the full validator
             return False
         return True
-
-
-def vector_bytes(it: FastInteraction) -> bytes | None:
-    """The vector of a decoded interaction: little-endian float32 bytes (or None)."""
-    return it.embedding  # type: ignore[return-value]

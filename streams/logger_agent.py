@@ -62,15 +62,14 @@ class LoggerAgent(Service):
         rate = self.settings.log_sample_rate
         limit = self.settings.max_payload_bytes
         rows: list[dict[str, Any]] = []
-        for rec in records:
-            value = rec.value
-            it = self.fast.decode(value, rec.key)
+        its = self.fast.decode_many([r.value for r in records], [r.key for r in records])
+        for rec, it in zip(records, its, strict=True):
             if it is not None:
                 if sampled(it.event_id, rate):
-                    rows.append(orjson.loads(value))  # type: ignore[arg-type]
+                    rows.append(orjson.loads(rec.value))  # type: ignore[arg-type]
                 continue
             try:
-                doc = parse_interaction(value, rec.key, limit).raw
+                doc = parse_interaction(rec.value, rec.key, limit).raw
             except InvalidEvent:
                 continue  # the monitor dead-letters it
             if sampled(doc["event_id"], rate):

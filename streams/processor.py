@@ -273,9 +273,7 @@ class MonitorProcessor:
         vectors = self._fast.vectors_seen
         for model_id, idx in groups.items():
             first = seg[idx[0]]
-            st = self.models.get(model_id)
-            if st is None or st.partition != first.partition:
-                st = self._model(model_id, first.partition)
+            st = self._model(model_id, first.partition)
             done = st.offsets.get(topic, -1)
             if first.offset <= done:  # applied before a crash: the state already has them
                 idx = [i for i in idx if seg[i].offset > done]
