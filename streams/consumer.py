@@ -25,6 +25,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError
 from mode import Service
 
+from streams.leanfetch import LEAN_KEYS
 from streams.metrics import Metrics
 from streams.processor import RecordLike
 
@@ -83,6 +84,9 @@ class BatchConsumer(Service):
         self.lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self.batches = 0
+        # Records known to wait behind the batch being handled (high watermarks of its
+        # partitions as of their last fetch): 0 when the consumer has caught up.
+        self.lag = 0
 
     async def on_start(self) -> None:
         self.consumer = AIOKafkaConsumer(
@@ -94,7 +98,8 @@ class BatchConsumer(Service):
             # A batch is processed on the event loop: give heartbeats slack on busy hosts.
             # (A dead member's partitions wait this long before they move.)
             session_timeout_ms=15_000, heartbeat_interval_ms=3_000,
-            client_id=f"{self.group_id}-{self.kind}")
+            client_id=f"{self.group_id}-{self.kind}",
+            key_deserializer=LEAN_KEYS)  # LeanRecords, not ConsumerRecords (leanfetch)
         self.consumer.subscribe(self.topics, listener=_Listener(self))
         await self.consumer.start()
 
@@ -145,10 +150,16 @@ class BatchConsumer(Service):
                 for tp, msgs in fetched.items():
                     if tp not in assigned:  # revoked while we waited for the lock
                         continue
-                    records.extend(msgs)  # ConsumerRecords as they are
+                    records.extend(msgs)  # LeanRecords as they are
                     commit[tp] = msgs[-1].offset + 1
                 if not records:
                     continue
+                lag = 0
+                for tp, end in commit.items():
+                    high = consumer.highwater(tp)
+                    if high is not None and high > end:
+                        lag += high - end
+                self.lag = lag
                 await self.handle(records)
                 self.batches += 1
                 self._uncommitted.update(commit)

@@ -156,7 +156,9 @@ class MonitorAgent(Service):
 
     async def handle(self, records: list[RecordLike]) -> None:
         t0 = time.perf_counter()
-        await self._emit(self.processor.process(records))
+        # Caught up (what is left fits in the next batch): no run needs to wait.
+        drain = self.consumer.lag < self.settings.batch_size
+        await self._emit(self.processor.process(records, drain=drain))
         self.metrics.processing_seconds.observe(time.perf_counter() - t0)
 
     async def _emit(self, result: BatchResult) -> None:

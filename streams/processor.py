@@ -130,8 +130,9 @@ class MonitorProcessor:
         self._fast = FastPath(max_payload_bytes)
         self._unordered = False  # rejects of this batch not in stream order
         # Interactions admitted but not yet fed to their monitor. The detectors have a
-        # fixed cost per call, so runs of at least ``min_run`` are fed at once; no run
-        # waits longer than ``max_delay_s``; ``flush()`` feeds everything (checkpoints).
+        # fixed cost per call: while the consumer is behind, runs wait until they reach
+        # ``min_run`` or for ``max_delay_s``; once it has caught up (``drain``), and at
+        # checkpoints (``flush()``), every run is fed.
         self.min_run = min_run
         self.max_delay_s = max_delay_s
         self._pending: dict[str, tuple[list[RecordLike], list[FastInteraction]]] = {}
@@ -176,8 +177,12 @@ class MonitorProcessor:
                                f"embedding dimension {dim}, model version {version!r} "
                                f"uses {st.dim[1]}")
 
-    def process(self, records: list[RecordLike]) -> BatchResult:
-        """Validate, apply and detect over one batch; nothing here touches Kafka."""
+    def process(self, records: list[RecordLike], drain: bool = False) -> BatchResult:
+        """Validate, apply and detect over one batch; nothing here touches Kafka.
+
+        ``drain``: feed every pending run now (the consumer has caught up, so there is
+        time for short runs and no reason to keep anyone waiting).
+        """
         out = BatchResult()
         interactions_t = self.topics[0]
         # Per model, in stream order: ("i", records, FastInteractions) chunks of
@@ -222,7 +227,8 @@ class MonitorProcessor:
                 pending[model_id] = run
         for model_id in list(pending):
             run = pending[model_id]
-            if len(run[1]) >= self.min_run or tick - self._since[model_id] >= self.max_delay_s:
+            if (drain or len(run[1]) >= self.min_run
+                    or tick - self._since[model_id] >= self.max_delay_s):
                 del pending[model_id]
                 findings += self._observe(model_id, self.models[model_id], run, out)
         return self._publish(findings, out)

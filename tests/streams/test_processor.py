@@ -667,3 +667,28 @@ def test_reject_warnings_are_rate_limited_per_reason(caplog: pytest.LogCaptureFi
         f"rejected {IT}[0]@5: bad_type: why",
         f"rejected {IT}[0]@6: bad_json: why (4 more bad_json rejects before it, not logged)",
     ]
+
+
+def test_runs_wait_while_behind_and_are_fed_once_caught_up() -> None:
+    """While the consumer is behind, a run waits for ``min_run`` interactions (or
+    ``max_delay_s``); ``drain`` (caught up) feeds every waiting run at once; either
+    way the detections are the ones of an unbatched run."""
+    records = _latency_stream(450, shift_at=250, factor=1.6, seed=3).records
+    reg = CollectorRegistry()
+    proc = MonitorProcessor(
+        interactions_topic=IT, feedback_topic=FB, updates_topic=UP,
+        monitor_config=MonitorConfig(warmup=WARMUP), metrics=Metrics(reg),
+        clock=lambda: NOW, min_run=10_000, max_delay_s=3600.0)
+
+    def fed() -> float:
+        return reg.get_sample_value("driftline_interactions_processed_total",
+                                    {"model": "m1"}) or 0.0
+
+    behind = [proc.process(records[k:k + 50]) for k in range(0, 400, 50)]
+    assert fed() == 0.0 and not any(r.drift_events for r in behind)
+    caught_up = proc.process(records[400:], drain=True)
+    assert fed() == 450.0
+    reference = _run(_processor(), records, batch=1)
+    assert [e["drift_id"] for _, e in caught_up.drift_events] == \
+        [e["drift_id"] for _, e in reference.drift_events]
+    assert caught_up.drift_events
