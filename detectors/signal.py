@@ -87,8 +87,8 @@ class Signal(abc.ABC):
         if math.isnan(self.ewma):
             self.ewma = float(x[0])
         tail = x[-_EWMA_TAIL:]
-        w = _EWMA * (1.0 - _EWMA) ** np.arange(tail.shape[0] - 1, -1, -1)
-        self.ewma = float(self.ewma * (1.0 - _EWMA) ** x.shape[0] + w @ tail)
+        self.ewma = float(self.ewma * (1.0 - _EWMA) ** x.shape[0]
+                          + _ewma_weights(tail.shape[0]) @ tail)
 
     def stats(self) -> SignalStats:
         best = max(self.dets, key=Cusum.fraction, default=None)
@@ -185,6 +185,14 @@ def mean_shape(shift: float) -> tuple[float, float, float]:
 
 def spread_shape(ratio: float) -> tuple[float, float, float]:
     return ((1.0 - 1.0 / ratio**2) / 2.0, 0.0, -math.log(ratio))
+
+
+@functools.lru_cache(maxsize=_EWMA_TAIL + 1)
+def _ewma_weights(n: int) -> np.ndarray:
+    """Weights of the last ``n`` values in an EWMA update, oldest first (read-only)."""
+    w = _EWMA * (1.0 - _EWMA) ** np.arange(n - 1, -1, -1)
+    w.flags.writeable = False
+    return w
 
 
 @functools.lru_cache(maxsize=64)
