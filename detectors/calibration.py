@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -132,17 +133,45 @@ def bernoulli_arls(a: int, p: float, h_max: int, up: bool) -> np.ndarray:
     ``up``: an event adds ``a``, a non-event subtracts 1; else a non-event adds
     1 and an event subtracts ``a``. Alarm when the statistic reaches ``H``;
     the statistic starts at 0. Entry ``H-1`` of the result is ARL(H).
+
+    Compiled with numba when it is installed (the recursion is a few hundred to a few
+    thousand dependent steps per rate: ~40x faster compiled, and bit-identical, as
+    ``tests/detectors/test_calibration.py`` checks against the interpreted function).
     """
+    kernel = _ARLS_KERNEL[0]
+    if kernel is None:
+        kernel = _ARLS_KERNEL[0] = _compile(_bernoulli_arls)
+    return kernel(a, p, h_max, up)  # type: ignore[no-any-return]
+
+
+def _compile(fn: Any) -> Any:
+    try:
+        import numba  # 0.4 s to import: only once a threshold is due
+    except ImportError:  # pragma: no cover - numba is a dependency; degrade, don't fail
+        return fn
+    return numba.njit(cache=True, nogil=True)(fn)
+
+
+_ARLS_KERNEL: list[Any] = [None]
+
+
+def compile_kernels() -> None:
+    """Import and compile (or load from numba's cache) the compiled recursions now,
+    not at the first threshold a monitor needs."""
+    bernoulli_arls(1, 0.5, 4, True)
+
+
+def _bernoulli_arls(a: int, p: float, h_max: int, up: bool) -> np.ndarray:
     q = 1.0 - p
     n = h_max + 1
     out = np.full(h_max, np.inf)
     if up:
         # Index by distance m from the top (s = H-1-m); L_0 = c unknown, every
         # L_m = al[m] + be[m] * c, and the reflecting bottom fixes c per H.
-        # The lists carry ``a`` leading zeros (entry a + m holds L_m's terms, entry m
+        # The arrays carry ``a`` leading zeros (entry a + m holds L_m's terms, entry m
         # those of L_{m-a}, 0 before the start): the same arithmetic, no branches.
-        al = [0.0] * (a + n)
-        be = [0.0] * (a + n)
+        al = np.zeros(a + n)
+        be = np.zeros(a + n)
         be[a] = 1.0
         x, y = 0.0, 1.0
         for m in range(n - 1):
@@ -160,8 +189,8 @@ def bernoulli_arls(a: int, p: float, h_max: int, up: bool) -> np.ndarray:
             out[hh - 1] = al[a + k] + be[a + k] * c
         return out
     # Down-direction: index by the state s itself, L(0) = c unknown.
-    al = [0.0] * n
-    be = [0.0] * n
+    al = np.zeros(n)
+    be = np.zeros(n)
     be[0] = 1.0
     if n > 1:
         al[1] = -1.0 / q

@@ -224,6 +224,7 @@ class NormalScores:
         self.z = (score - self.m) / self.sd
         self._ties = bool((hi - lo > 1).any())
         self._ext = np.append(self.ref, np.inf)
+        self._median: float | None = None
 
     def positions(self, x: np.ndarray) -> np.ndarray:
         """``#(ref < x) + #(ref <= x)``: twice the mid-rank of each value."""
@@ -243,7 +244,11 @@ class NormalScores:
         return float(np.quantile(self.ref, min(max(u, 0.0), 1.0)))
 
     def median(self) -> float:
-        return float(np.median(self.ref))
+        if self._median is None:  # (the reference is sorted: np.median without the sort)
+            n = self.ref.shape[0]
+            self._median = (float(np.median(self.ref)) if n == 0
+                            else float((self.ref[(n - 1) // 2] + self.ref[n // 2]) / 2.0))
+        return self._median
 
     def spread(self) -> float:
         """Robust standard deviation (IQR / 1.349) in native units."""

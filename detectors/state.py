@@ -32,18 +32,37 @@ _DTYPES: dict[int, np.dtype] = {
 _CODES = {v: k for k, v in _DTYPES.items()}
 
 
+_INT = struct.Struct("<Bq").pack
+_FLOAT = struct.Struct("<Bd").pack
+_KEYS: dict[str, bytes] = {}  # field name -> its length-prefixed ASCII (names repeat)
+
+
+def _key(name: str) -> bytes:
+    key = _KEYS.get(name)
+    if key is None:
+        raw = name.encode("ascii")
+        key = struct.pack("<B", len(raw)) + raw
+        if len(_KEYS) < 100_000:
+            _KEYS[name] = key
+    return key
+
+
 def encode(fields: dict[str, Value]) -> bytes:
     """Serialise a flat dict of scalars, strings and arrays."""
     out = [MAGIC, struct.pack("<BI", VERSION, len(fields))]
     for name, v in fields.items():
-        key = name.encode("ascii")
-        out.append(struct.pack("<B", len(key)) + key)
-        if v is None:
+        out.append(_key(name))
+        t = type(v)
+        if t is int:  # the common cases first, by exact type
+            out.append(_INT(1, v))
+        elif t is float:
+            out.append(_FLOAT(2, v))
+        elif v is None:
             out.append(b"\x00")
         elif isinstance(v, bool | int | np.integer):
-            out.append(struct.pack("<Bq", 1, int(v)))
+            out.append(_INT(1, int(v)))  # type: ignore[arg-type]
         elif isinstance(v, float | np.floating):
-            out.append(struct.pack("<Bd", 2, float(v)))
+            out.append(_FLOAT(2, float(v)))
         elif isinstance(v, str):
             raw = v.encode()
             out.append(struct.pack("<BI", 3, len(raw)) + raw)

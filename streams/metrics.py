@@ -108,18 +108,27 @@ class SignalGauge:
 
     def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
         self._gauge = Gauge(name, documentation, ["model", "kind", "signal"], registry=registry)
+        # Children by (model, signal, kind): every checkpoint sets every model's gauges,
+        # and prometheus_client's labels() validates and locks on each call.
+        self._children: dict[tuple[str, str, str | None], Any] = {}
 
     def labels(self, model: str | None = None, signal: str | None = None,
                kind: str | None = None) -> Any:
         if model is None or signal is None:
             raise ValueError("labels(model, signal) needs both values")
-        return self._gauge.labels(model, kind or signal_kind(signal), signal)
+        child = self._children.get((model, signal, kind))
+        if child is None:
+            child = self._children[(model, signal, kind)] = self._gauge.labels(
+                model, kind or signal_kind(signal), signal)
+        return child
 
     def remove(self, model: str, signal: str, kind: str | None = None) -> None:
         self._gauge.remove(model, kind or signal_kind(signal), signal)
+        self._children = {k: c for k, c in self._children.items() if k[:2] != (model, signal)}
 
     def clear(self) -> None:
         self._gauge.clear()
+        self._children.clear()
 
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

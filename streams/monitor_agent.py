@@ -21,7 +21,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from mode import Service
 
-from detectors import ModelMonitor, MonitorConfig
+from detectors import ModelMonitor, MonitorConfig, calibration
 from streams.config import Settings
 from streams.consumer import BatchConsumer
 from streams.metrics import Metrics
@@ -221,7 +221,9 @@ class MonitorAgent(Service):
 
 
 def prime_calibration(config: MonitorConfig) -> None:
-    """Run a throwaway monitor through one warm-up of every scalar signal."""
+    """Compile the threshold kernels; run a throwaway monitor through one warm-up of
+    every scalar signal."""
+    calibration.compile_kernels()
     n = config.warmup + 1
     rng = np.random.default_rng(0)
     monitor = ModelMonitor("__calibration__", config)

@@ -54,3 +54,21 @@ def test_estimation_error_raises_the_threshold() -> None:
     assert h_many < h_few
     # The exact in-control ARL at the calibrated threshold clears 1e6.
     assert calibration.bernoulli_arls(a, 0.1, h_many, True)[h_many - 1] >= 1e6
+
+
+def test_compiled_arl_recursion_is_bit_identical_to_the_interpreted_one() -> None:
+    """numba compiles the recursion (a dependency; thresholds come out the same bits)."""
+    numba = pytest.importorskip("numba")
+    calibration.bernoulli_arls(6, 0.1, 60, True)  # compiles on first use
+    kernel = calibration._ARLS_KERNEL[0]
+    assert isinstance(kernel, numba.core.registry.CPUDispatcher)
+    rng = np.random.default_rng(5)
+    for _ in range(60):
+        p = float(10 ** rng.uniform(-3, -0.4))
+        up = bool(rng.random() < 0.5)
+        a, unit = bernoulli_design(p, 2.0 if up else 0.5)
+        h = int(1.2 * math.log(1e7) / unit) + a + 16
+        with np.errstate(all="ignore"):
+            compiled = kernel(a, p, h, up)
+            interpreted = calibration._bernoulli_arls(a, p, h, up)
+        assert np.array_equal(compiled, interpreted, equal_nan=True)

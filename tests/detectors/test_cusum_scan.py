@@ -44,3 +44,12 @@ def test_loop_scan_reports_the_first_alarm_and_the_run_since_zero() -> None:
     assert scan_many([det], [np.array([2, -7, 4, 4, 4, 100])]) == [(4, 12, 3)]
     # No alarm: the state at the end.
     assert scan_many([det], [np.array([1, 1])]) == [(-1, 5, 6)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 200, 2001])
+def test_reference_median_is_numpys(n: int) -> None:
+    from detectors.signal import NormalScores
+
+    rng = np.random.default_rng(n)
+    ref = np.round(rng.lognormal(5.0, 0.5, n))  # ties on purpose
+    assert NormalScores(ref).median() == float(np.median(ref))

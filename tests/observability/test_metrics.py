@@ -132,3 +132,21 @@ def test_exposition_passes_promtool_check_metrics(
     body = generate_latest(m.registry)
     assert all(f.samples for f in m.registry.collect())
     _promtool_check(promtool, body)
+
+
+def test_signal_gauge_children_are_reused_and_removal_forgets_them() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from streams.metrics import Metrics
+
+    reg = CollectorRegistry()
+    m = Metrics(reg)
+    g = m.detector_statistic
+    assert g.labels("m1", "latency") is g.labels("m1", "latency")
+    g.labels("m1", "latency").set(2.5)
+    labels = {"model": "m1", "kind": "behavior", "signal": "latency"}
+    assert reg.get_sample_value("driftline_detector_statistic", labels) == 2.5
+    g.remove("m1", "latency")
+    assert reg.get_sample_value("driftline_detector_statistic", labels) is None
+    g.labels("m1", "latency").set(1.0)  # a fresh child, exported again
+    assert reg.get_sample_value("driftline_detector_statistic", labels) == 1.0
