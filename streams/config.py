@@ -66,10 +66,11 @@ class Settings:
                                      metadata={"env": "DRIFTLINE_COMMIT_INTERVAL_S"})
     store_batch_size: int = field(default=500, metadata={"env": "DRIFTLINE_STORE_BATCH_SIZE"})
     batch_within_s: float = field(default=0.1, metadata={"env": "DRIFTLINE_BATCH_WITHIN_S"})
-    # A model's interactions are fed to its detectors in runs of ``run_min`` or after
-    # ``run_hold_s``: each run has a fixed cost, so longer runs buy throughput with latency.
+    # While the monitor is behind, a model's interactions are fed to its detectors in runs
+    # of ``run_min`` or after ``run_hold_s`` (each run has a fixed cost; checkpoints feed
+    # every run, so the hold is at most ``commit_interval_s``). Caught up: at once.
     run_min: int = field(default=512, metadata={"env": "DRIFTLINE_RUN_MIN"})
-    run_hold_s: float = field(default=0.25, metadata={"env": "DRIFTLINE_RUN_HOLD_S"})
+    run_hold_s: float = field(default=1.0, metadata={"env": "DRIFTLINE_RUN_HOLD_S"})
     max_model_labels: int = field(default=100, metadata={"env": "DRIFTLINE_MAX_MODEL_LABELS"})
     log_sample_rate: float = field(default=1.0, metadata={"env": "DRIFTLINE_LOG_SAMPLE_RATE"})
     # Store: DATABASE_URL wins over Supabase; with neither, an embedded Postgres under data_dir.
