@@ -14,7 +14,8 @@ raw and driftline alternate ``--repeat`` times on the same topic (the worker wit
 group and an emptied state topic each time); the table shows medians, then every pair.
 Then: produce -> drift event latency at half of driftline's measured scalar rate (and at
 any other ``--latency-rate``), and the worker's resident memory with 1,000 active models
-with 384-d embeddings.
+with 384-d embeddings. The broker's data (several GB) is deleted at the end unless
+``BENCH_KEEP=1``.
 
     .venv/bin/python bench/throughput.py            # defaults below
     .venv/bin/python bench/throughput.py --events 500000 --faust-events 5000 \
@@ -28,6 +29,7 @@ import asyncio
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -535,6 +537,10 @@ def main() -> int:
                   f"(target <= 1024 MiB)")
     finally:
         kafka.stop()
+        if os.environ.get("BENCH_KEEP"):
+            log(f"kept {tmp} (broker data, worker logs)")
+        else:  # the broker's data: several GB per run
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
