@@ -19,7 +19,7 @@ Results depend only on their arguments and are cached per process.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -138,21 +138,17 @@ def bernoulli_arls(a: int, p: float, h_max: int, up: bool) -> np.ndarray:
     thousand dependent steps per rate: ~40x faster compiled, and bit-identical, as
     ``tests/detectors/test_calibration.py`` checks against the interpreted function).
     """
-    kernel = _ARLS_KERNEL[0]
-    if kernel is None:
-        kernel = _ARLS_KERNEL[0] = _compile(_bernoulli_arls)
-    return kernel(a, p, h_max, up)  # type: ignore[no-any-return]
+    return _arls_kernel()(a, p, h_max, up)  # type: ignore[no-any-return]
 
 
-def _compile(fn: Any) -> Any:
+@cache
+def _arls_kernel() -> Any:
+    """:func:`_bernoulli_arls`, compiled on first use (numba takes 0.4 s to import)."""
     try:
-        import numba  # 0.4 s to import: only once a threshold is due
+        import numba
     except ImportError:  # pragma: no cover - numba is a dependency; degrade, don't fail
-        return fn
-    return numba.njit(cache=True, nogil=True)(fn)
-
-
-_ARLS_KERNEL: list[Any] = [None]
+        return _bernoulli_arls
+    return numba.njit(cache=True, nogil=True)(_bernoulli_arls)
 
 
 def compile_kernels() -> None:

@@ -42,18 +42,7 @@ class Cusum:
 
         Does not change the state; :meth:`commit` does.
         """
-        n = inc.shape[0]
-        if n == 0:
-            return -1, self.s, self.run
-        c = np.cumsum(inc)
-        c += self.s
-        s = c - np.minimum.accumulate(np.minimum(c, 0))
-        hit = s >= self.h
-        idx = int(hit.argmax())
-        end = idx if hit[idx] else n - 1
-        zeros = np.flatnonzero(s[: end + 1] == 0)
-        run = end - int(zeros[-1]) if zeros.size else self.run + end + 1
-        return (idx if hit[idx] else -1), int(s[end]), run
+        return scan_many([self], [inc])[0]
 
     def commit(self, s: int, run: int) -> None:
         self.s = s
@@ -101,8 +90,6 @@ def scan_many(dets: list[Cusum], incs: list[np.ndarray] | np.ndarray
         lists = (incs.tolist() if isinstance(incs, np.ndarray)
                  else [np.asarray(r).tolist() for r in incs])
         return _scan_loop(dets, lists)
-    if k == 1:
-        return [dets[0].scan(np.asarray(incs[0]))]
     inc = incs if isinstance(incs, np.ndarray) else np.stack(incs)
     if n == 0:
         return [(-1, d.s, d.run) for d in dets]
