@@ -128,12 +128,15 @@ def create_app(
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
+        monitor.export_stats()  # the signal gauges are read from the detectors on demand
         return web.bytes(generate_latest(metrics.registry),
                          headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/healthz")
     async def health(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "models": len(processor.models)})
+        # Cheap to poll (unlike /metrics, which renders every series).
+        return web.json({"status": "ok", "models": len(processor.models),
+                         "interactions_processed": processor.processed})
 
     if on_startup is not None:
         @app.task

@@ -33,7 +33,9 @@ log = logging.getLogger("driftline.consumer")
 
 BatchHandler = Callable[[list[RecordLike]], Awaitable[None]]
 PartitionsHook = Callable[[set[TopicPartition]], Awaitable[None]]
-Checkpoint = Callable[[], Awaitable[None]]
+# A checkpoint starts making the handled batches' output durable and returns what to
+# await for it (None: already durable); the offsets are committed once that completes.
+Checkpoint = Callable[[], Awaitable[Awaitable[Any] | None]]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -56,8 +58,11 @@ class BatchConsumer(Service):
     """One consumer-group member that hands whole batches to ``handle``.
 
     Offsets are committed at a checkpoint: every ``commit_interval_s``, on revoke and on
-    stop. ``checkpoint`` (if given) runs first and must make everything the handled
-    batches produced durable (e.g. flush state): the commit then never runs ahead of it.
+    stop. ``checkpoint`` (if given) runs first and sends everything the handled batches
+    produced (e.g. state); the commit waits for the broker's acknowledgement of it, so it
+    never runs ahead of it. The periodic checkpoint does not hold the stream up while it
+    waits: the next batches are handled meanwhile, and a checkpoint first waits for the
+    previous one's commit (one in flight, commits in order). Revoke and stop wait for all.
     """
 
     def __init__(self, *, bootstrap: str, group_id: str, topics: list[str],
@@ -87,6 +92,7 @@ class BatchConsumer(Service):
         # Records known to wait behind the batch being handled (high watermarks of its
         # partitions as of their last fetch): 0 when the consumer has caught up.
         self.lag = 0
+        self._in_flight: asyncio.Future[None] | None = None  # the last checkpoint's commit
 
     async def on_start(self) -> None:
         self.consumer = AIOKafkaConsumer(
@@ -109,15 +115,37 @@ class BatchConsumer(Service):
                 await self.checkpoint_now()
                 await self.consumer.stop()
 
-    async def checkpoint_now(self) -> None:
-        """Make the handled batches durable, then commit their offsets (lock held)."""
-        consumer = self.consumer
-        if self.checkpoint is not None:
-            await self.checkpoint()
+    async def checkpoint_now(self, wait: bool = True) -> None:
+        """Make the handled batches durable, then commit their offsets (lock held).
+
+        ``wait=False``: return once the output is sent; the commit follows its
+        acknowledgement in the background (awaited by the next checkpoint).
+        """
+        await self.settle()
+        durable = await self.checkpoint() if self.checkpoint is not None else None
         self._last_checkpoint = time.monotonic()
-        if not self._uncommitted or consumer is None:
-            return
         offsets, self._uncommitted = self._uncommitted, {}
+        if durable is None and not offsets:
+            return
+        commit = self._commit_after(durable, offsets)
+        if wait:
+            await commit
+        else:
+            self._in_flight = asyncio.ensure_future(commit)
+
+    async def settle(self) -> None:
+        """Wait for the commit in flight, if any; its failure is raised here."""
+        task, self._in_flight = self._in_flight, None
+        if task is not None:
+            await task
+
+    async def _commit_after(self, durable: Awaitable[Any] | None,
+                            offsets: dict[TopicPartition, int]) -> None:
+        if durable is not None:
+            await durable  # a failed send raises: nothing is committed
+        consumer = self.consumer
+        if not offsets or consumer is None:
+            return
         assigned = consumer.assignment()
         offsets = {tp: o for tp, o in offsets.items() if tp in assigned}
         if not offsets:
@@ -141,7 +169,9 @@ class BatchConsumer(Service):
             if not fetched:
                 if self._uncommitted:
                     async with self.lock:
-                        await self.checkpoint_now()
+                        await self.checkpoint_now(wait=False)
+                elif self._in_flight is not None and self._in_flight.done():
+                    await self.settle()  # (raises if it failed)
                 continue
             async with self.lock:
                 records: list[RecordLike] = []
@@ -164,7 +194,7 @@ class BatchConsumer(Service):
                 self.batches += 1
                 self._uncommitted.update(commit)
                 if time.monotonic() - self._last_checkpoint >= self.commit_interval_s:
-                    await self.checkpoint_now()
+                    await self.checkpoint_now(wait=False)
 
     def _export_lag(self, consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int]
                     ) -> None:

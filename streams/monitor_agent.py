@@ -103,6 +103,8 @@ class MonitorAgent(Service):
         self._partition: dict[str, int] = {}
         # Models changed since the last checkpoint, and sends not yet acknowledged.
         self._dirty: dict[str, int] = {}
+        # Models whose signal gauges are stale: refreshed when /metrics is scraped.
+        self._stale: set[str] = set()
         self._pending: list[asyncio.Future[Any]] = []
         self._reject_log: dict[str, tuple[float, int]] = {}  # reason -> (logged at, since)
         processor.load_state = self._take_state
@@ -201,10 +203,10 @@ class MonitorAgent(Service):
         log.warning("rejected %s[%d]@%d: %s: %s%s", rej.record.topic, rej.record.partition,
                     rej.record.offset, rej.reason, rej.message, more)
 
-    async def checkpoint(self) -> None:
-        """Publish the state of every model changed since the last checkpoint and wait
-        until the broker acknowledged it and every drift event and dead letter before
-        it; only then does the consumer commit the input offsets."""
+    async def checkpoint(self) -> asyncio.Future[Any] | None:
+        """Publish the state of every model changed since the last checkpoint; returns
+        what completes when the broker acknowledged it and every drift event and dead
+        letter before it. Only then does the consumer commit the input offsets."""
         assert self.producer is not None
         await self._emit(self.processor.flush())
         state_topic = self.settings.topic("monitor-state")
@@ -216,9 +218,15 @@ class MonitorAgent(Service):
             blob = self.processor.state_of(model_id)
             futures.append(await self.producer.send(state_topic, blob, key=model_id.encode(),
                                                     partition=partition))
-        if futures:
-            await asyncio.gather(*futures)
-        _export_stats(self.metrics, self.processor, dirty)  # gauges move once per checkpoint
+        self._stale.update(dirty)
+        return asyncio.gather(*futures) if futures else None
+
+    def export_stats(self) -> None:
+        """Bring the per-model gauges up to date; called by the /metrics view on each
+        scrape. (Reading every model's detectors costs ~0.4 ms per model: once a scrape,
+        every 15 s, rather than once a checkpoint, every second.)"""
+        stale, self._stale = self._stale, set()
+        _export_stats(self.metrics, self.processor, stale)
         phases: dict[str, int] = {"warmup": 0, "monitoring": 0}
         for st in self.processor.models.values():
             phases[st.monitor.phase] = phases.get(st.monitor.phase, 0) + 1

@@ -137,6 +137,7 @@ class MonitorProcessor:
         self.max_delay_s = max_delay_s
         self._pending: dict[str, tuple[list[RecordLike], list[FastInteraction]]] = {}
         self._since: dict[str, float] = {}
+        self.processed = 0  # interactions fed to their monitor
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop cached monitors of partitions this worker no longer owns."""
@@ -393,6 +394,7 @@ class MonitorProcessor:
                           model_id, len(its))
             return []
         self.metrics.interactions.labels(self.metrics.model(model_id)).inc(len(its))
+        self.processed += len(its)
         self.metrics.event_age.observe(max(0.0, self.clock() - its[-1].ts))
         return [(model_id, f) for f in found]
 
@@ -411,6 +413,7 @@ class MonitorProcessor:
             except InvalidValue as exc:
                 self._reject(out, rec, "bad_value", str(exc))
         self.metrics.interactions.labels(self.metrics.model(model_id)).inc(ok)
+        self.processed += ok
         return found
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from streams.config import Settings
@@ -71,6 +72,13 @@ class WorkerProcess:
                 return str(r.read().decode())
         except OSError:
             return None
+
+    def health(self) -> dict[str, object]:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/healthz",
+                                    timeout=2) as r:
+            return dict(orjson.loads(r.read()))
 
     def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` matching ``labels`` (0 when absent)."""

@@ -117,7 +117,9 @@ async def _handle(dl: Driftline, records: list[Record]) -> None:
     await dl.monitor.handle(records)
     checkpoint = getattr(dl.monitor, "checkpoint", None)
     if checkpoint is not None:
-        await checkpoint()
+        durable = await checkpoint()
+        if durable is not None:
+            await durable
 
 
 async def test_create_app_assembles_topics_and_agents() -> None:
@@ -163,8 +165,13 @@ async def test_monitor_handle_publishes_dead_letters_drift_events_and_state() ->
     assert reg.get_sample_value("driftline_interactions_processed_total",
                                 {"model": "m1"}) == 450.0
     assert reg.get_sample_value("driftline_batch_processing_seconds_count") == 1.0
-    assert reg.get_sample_value("driftline_detector_threshold", {
-        "model": "m1", "kind": "behavior", "signal": "latency"}) is not None
+    # Signal gauges are read from the detectors when /metrics is scraped, not per batch.
+    latency = {"model": "m1", "kind": "behavior", "signal": "latency"}
+    assert reg.get_sample_value("driftline_detector_threshold", latency) is None
+    dl.monitor.export_stats()
+    assert reg.get_sample_value("driftline_detector_threshold", latency) is not None
+    assert sum(reg.get_sample_value("driftline_monitored_models", {"phase": p}) or 0
+               for p in ("warmup", "monitoring")) == 1
 
     # The same batch again (a replay before the commit): nothing but nothing new.
     producer.sent.clear()
@@ -184,7 +191,9 @@ async def test_restored_state_is_handed_over_once_and_dropped_with_its_partition
         Record("t.interactions", 0, 0, b"a", _latency("a", 1, 10**9)[0]),
         Record("t.interactions", 1, 0, b"b", _latency("b", 1, 10**9)[0])])
     blobs = {m: dl.processor.state_of(m) for m in ("a", "b")}
-    await dl.monitor.checkpoint()
+    durable = await dl.monitor.checkpoint()
+    if durable is not None:
+        await durable
     assert dl.monitor._state == {}  # checkpoints publish, they keep no copy
     # As if restored by ``assigned``: a on partition 0, b on partition 1, not loaded yet.
     dl.processor.models.clear()

@@ -412,6 +412,7 @@ def test_replay_after_kill_onto_older_state_re_emits_the_same_drift_id(
     wait_for(lambda: w.metric(PROCESSED) >= todo, 90, f"{todo} interactions", w)
     wait_for(lambda: _drained(kafka_bootstrap, p), 60, "everything committed", w)
     assert w.metric(PROCESSED) == todo, _restores(w)
+    assert w.health()["interactions_processed"] == todo  # what the benchmark polls
 
     events = _drift_events(kafka_bootstrap, p)
     copies = _assert_same_as_reference(events, ref)
