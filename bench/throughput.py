@@ -435,7 +435,7 @@ def main() -> int:
     skip = set(filter(None, args.skip.split(",")))
     tmp = Path(tempfile.mkdtemp(prefix="driftline-bench-"))
     kafka = LocalKafka(home=tmp / "kafka", port=free_port(), controller_port=free_port())
-    kafka.start(progress=log)
+    kafka.start(progress=log, tied=True)
     boot = kafka.bootstrap
     rows = []
     runs: list[tuple[str, list[float], list[float]]] = []

@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -140,6 +141,13 @@ _LOG4J2 = """Configuration:
 """
 
 
+def _die_with_parent() -> None:
+    """(In the child, before exec.) Ask for SIGTERM when the parent dies."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @dataclass
 class LocalKafka:
     """One local broker: its home directory (data, logs, pid file) and its ports."""
@@ -217,8 +225,13 @@ class LocalKafka:
         (self.home / "log4j2.yaml").write_text(_LOG4J2)
         return cfg
 
-    def start(self, timeout: float = 120.0, progress: Callable[[str], None] | None = None) -> None:
-        """Start the broker (idempotent) and return once it serves metadata."""
+    def start(self, timeout: float = 120.0, progress: Callable[[str], None] | None = None,
+              tied: bool = False) -> None:
+        """Start the broker (idempotent) and return once it serves metadata.
+
+        ``tied``: the broker gets SIGTERM when this process dies, even by SIGKILL (Linux),
+        for a test session or benchmark that must not leave a broker behind.
+        """
         if self.pid() is not None:
             self.wait_ready(timeout)
             return
@@ -250,7 +263,8 @@ class LocalKafka:
             ["java", *self.heap.split(), "-XX:+UseG1GC", "-Djava.awt.headless=true", log4j,
              "-cp", cp, "kafka.Kafka", str(cfg)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            start_new_session=True,
+            preexec_fn=_die_with_parent if tied and sys.platform == "linux" else None)
         log.close()
         self.pid_file.write_text(str(proc.pid))
         try:

@@ -43,7 +43,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     kafka = LocalKafka(home=tmp_path_factory.mktemp("kafka"), port=free_port(),
                        controller_port=free_port())
-    kafka.start(timeout=180)
+    kafka.start(timeout=180, tied=True)  # no broker left behind if pytest is killed
     try:
         yield kafka.bootstrap
     finally:

@@ -231,3 +231,44 @@ def test_cache_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setenv("DRIFTLINE_CACHE", "")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert kafka_local._cache_dir() == tmp_path / "x" / "driftline" / f"kafka-{KAFKA_VERSION}"
+
+
+@pytest.mark.kafka
+def test_tied_broker_stops_when_its_starter_is_killed(tmp_path: Path) -> None:
+    """A test session or benchmark killed by SIGKILL leaves no broker running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from streams.kafka_local import LocalKafka, free_port\n"
+        "k = LocalKafka(home=Path(sys.argv[1]), port=free_port(), controller_port=free_port())\n"
+        "k.start(timeout=180, tied=True)\n"
+        "print(k.pid(), flush=True)\n"
+        "sys.stdin.read()\n")
+    starter = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "k")],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               cwd=Path(__file__).resolve().parents[2])
+    assert starter.stdout is not None
+    pid = int(starter.stdout.readline())
+    try:
+        os.kill(pid, 0)  # the broker runs
+        starter.send_signal(signal.SIGKILL)
+        starter.wait(30)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"broker {pid} still runs after its starter was killed")
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
