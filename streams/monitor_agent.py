@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 from mode import Service
 
 from detectors import ModelMonitor, MonitorConfig, calibration
@@ -108,7 +107,6 @@ class MonitorAgent(Service):
         self._stale: set[str] = set()
         self._pending: list[asyncio.Future[Any]] = []
         self._reject_log: dict[str, tuple[float, int]] = {}  # reason -> (logged at, since)
-        self._partitioner = DefaultPartitioner()
         processor.load_state = self._take_state
         s = settings
         self.inputs = [s.topic("interactions"), s.topic("feedback"), s.topic("model-updates")]
@@ -176,8 +174,11 @@ class MonitorAgent(Service):
         send = self.producer.send
         s = self.settings
         futures = self._pending
-        if result.rejects:
-            await self._dead_letters(result.rejects, futures)
+        for rej in result.rejects:
+            futures.append(await send(s.topic("dead-letters"), rej.record.value,
+                                      key=rej.record.key, headers=dead_letter_headers(rej)))
+            self.metrics.dead_letters.labels(rej.reason, rej.record.topic).inc()
+            self._log_reject(rej)
         for model_id, ev in result.drift_events:
             futures.append(await send(s.topic("drift-events"), orjson.dumps(ev),
                                       key=model_id.encode()))
@@ -187,35 +188,6 @@ class MonitorAgent(Service):
         if self.on_deployed is not None:
             for model_id, version in result.deployed:
                 await self.on_deployed(model_id, version)
-
-    async def _dead_letters(self, rejects: list[Reject], futures: list[Any]) -> None:
-        """Publish rejects as one record batch per partition: ``send()`` costs ~30 µs a
-        record, which a flood of bad input would take from the good records."""
-        producer = self.producer
-        assert producer is not None
-        topic = self.settings.topic("dead-letters")
-        parts = sorted(await producer.partitions_for(topic))
-        partition = self._partitioner
-        batches: dict[int, Any] = {}
-        for rej in rejects:
-            key, value, headers = rej.record.key, rej.record.value, dead_letter_headers(rej)
-            p = partition(key, parts, parts)  # where send() would put it
-            batch = batches.get(p)
-            if batch is None:
-                batch = batches[p] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                if batch.record_count():  # full: off it goes, and a new one
-                    futures.append(await producer.send_batch(batch, topic, partition=p))
-                    batch = batches[p] = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    # Larger than a batch on its own: send() sizes a batch for it.
-                    futures.append(await producer.send(topic, value, key=key,
-                                                       partition=p, headers=headers))
-            self.metrics.dead_letters.labels(rej.reason, rej.record.topic).inc()
-            self._log_reject(rej)
-        for p, batch in batches.items():
-            if batch.record_count():
-                futures.append(await producer.send_batch(batch, topic, partition=p))
 
     def _log_reject(self, rej: Reject) -> None:
         """One warning per reason per ``REJECT_LOG_EVERY_S`` (with a count of the rest):

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CollectorRegistry
 
 from detectors import MonitorConfig
@@ -30,51 +29,17 @@ from streams.processor import Record, Reject
 T0 = 1_767_225_600.0
 
 
-class _Batch:
-    """aiokafka's ``BatchBuilder`` as the agent uses it."""
-
-    def __init__(self, capacity: int | None = None) -> None:
-        self.records: list[tuple[bytes | None, bytes | None, Any]] = []
-        self.capacity = capacity
-
-    def append(self, *, key: bytes | None, value: bytes | None, timestamp: float | None,
-               headers: Any) -> object | None:
-        if self.capacity is not None and len(self.records) >= self.capacity:
-            return None  # full (aiokafka: None; else the record's metadata)
-        self.records.append((key, value, headers))
-        return object()
-
-    def record_count(self) -> int:
-        return len(self.records)
-
-
 class RecordingProducer:
     """Stands in for AIOKafkaProducer: ``send`` returns a future, as aiokafka's does."""
 
-    def __init__(self, batch_capacity: int | None = None) -> None:
+    def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
-        self.batch_capacity = batch_capacity
 
     async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
                    partition: int | None = None,
                    headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[None]:
         self.sent.append({"topic": topic, "value": value, "key": key, "partition": partition,
                           "headers": headers})
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        return {0, 1, 2, 3}
-
-    def create_batch(self) -> _Batch:
-        return _Batch(self.batch_capacity)
-
-    async def send_batch(self, batch: _Batch, topic: str, *, partition: int
-                         ) -> asyncio.Future[None]:
-        for key, value, headers in batch.records:
-            self.sent.append({"topic": topic, "value": value, "key": key,
-                              "partition": partition, "headers": headers})
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fut.set_result(None)
         return fut
@@ -120,32 +85,6 @@ def _latency(model: str, n: int, shift_at: int, seed: int = 3) -> list[bytes]:
 
 def _reject(message: str, reason: str = "bad_json") -> Reject:
     return Reject(Record("t.interactions", 3, 12345, b"m1", b"{"), reason, message)
-
-
-@pytest.mark.parametrize("capacity", [None, 2, 0])  # 0: a record beyond a whole batch
-async def test_dead_letters_are_batched_per_partition_like_send(capacity: int | None) -> None:
-    dl = _app()
-    producer = RecordingProducer(batch_capacity=capacity)
-    dl.monitor.producer = producer  # type: ignore[assignment]
-    keys = [f"model-{k % 7}".encode() for k in range(40)]
-    rejects = [Reject(Record("t.interactions", k % 4, 100 + k, key, b"{%d" % k), "bad_json",
-                      f"record {k}") for k, key in enumerate(keys)]
-    futures: list[Any] = []
-    await dl.monitor._dead_letters(rejects, futures)
-    dead = producer.on("t.dead-letters")
-    assert len(dead) == 40 and all(f.done() for f in futures)
-    part = DefaultPartitioner()
-    for k, key in enumerate(keys):  # each where send() would put it, in order per partition
-        mine = [m for m in dead if m["value"] == b"{%d" % k]
-        assert len(mine) == 1 and mine[0]["key"] == key
-        assert mine[0]["partition"] == part(key, [0, 1, 2, 3], [0, 1, 2, 3])
-        assert dict(mine[0]["headers"])[H_OFFSET] == str(100 + k).encode()
-    for p in range(4):
-        values = [m["value"] for m in dead if m["partition"] == p]
-        assert values == sorted(values, key=lambda v: int(v[1:]))
-    reg = dl.metrics.registry
-    assert reg.get_sample_value("driftline_dead_letters_published_total",
-                                {"reason": "bad_json", "topic": "t.interactions"}) == 40.0
 
 
 def test_dead_letter_headers_say_why_and_where() -> None:
