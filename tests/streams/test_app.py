@@ -115,11 +115,14 @@ async def _handle(dl: Driftline, records: list[Record]) -> None:
     """One batch as the consumer drives it: handle, then (where the agent separates it)
     the checkpoint that publishes state before offsets are committed."""
     await dl.monitor.handle(records)
-    checkpoint = getattr(dl.monitor, "checkpoint", None)
-    if checkpoint is not None:
-        durable = await checkpoint()
-        if durable is not None:
-            await durable
+    await _checkpoint(dl)
+
+
+async def _checkpoint(dl: Driftline) -> None:
+    """A checkpoint and the acknowledgement of what it sent, as the consumer awaits it."""
+    durable = await dl.monitor.checkpoint()
+    if durable is not None:
+        await durable
 
 
 async def test_create_app_assembles_topics_and_agents() -> None:
@@ -191,9 +194,7 @@ async def test_restored_state_is_handed_over_once_and_dropped_with_its_partition
         Record("t.interactions", 0, 0, b"a", _latency("a", 1, 10**9)[0]),
         Record("t.interactions", 1, 0, b"b", _latency("b", 1, 10**9)[0])])
     blobs = {m: dl.processor.state_of(m) for m in ("a", "b")}
-    durable = await dl.monitor.checkpoint()
-    if durable is not None:
-        await durable
+    await _checkpoint(dl)
     assert dl.monitor._state == {}  # checkpoints publish, they keep no copy
     # As if restored by ``assigned``: a on partition 0, b on partition 1, not loaded yet.
     dl.processor.models.clear()
