@@ -117,3 +117,23 @@ async def test_failed_checkpoint_output_commits_nothing(kafka_bootstrap: str) ->
     finally:
         bc.checkpoint = None  # (stop() checkpoints again; nothing failing this time)
         await bc.stop()
+
+
+def test_an_empty_fetch_checkpoints_only_when_caught_up_or_due() -> None:
+    """Behind, an empty fetch only means the next one is on its way: no checkpoint until
+    the interval is up. Caught up, what was handled is made durable at once."""
+    async def handle(records: list[Any]) -> None:
+        pass
+
+    bc = BatchConsumer(bootstrap="127.0.0.1:9", group_id="g", topics=["t"], handle=handle,
+                       checkpoint=None, commit_interval_s=1.0)
+    assert not bc.idle_checkpoint_due()  # nothing handled
+    bc._uncommitted[TopicPartition("t", 0)] = 10
+    bc._last_checkpoint = time.monotonic()
+    bc.lag = 4000
+    assert not bc.idle_checkpoint_due()
+    bc.lag = 0
+    assert bc.idle_checkpoint_due()
+    bc.lag = 4000
+    bc._last_checkpoint = time.monotonic() - 1.5
+    assert bc.idle_checkpoint_due()
