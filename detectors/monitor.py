@@ -225,6 +225,10 @@ class ModelMonitor:
     # -- state -----------------------------------------------------------------------
     def snapshot(self) -> bytes:
         """Versioned, pickle-free bytes (see :mod:`detectors.state`)."""
+        return state.encode(self.snapshot_fields())
+
+    def snapshot_fields(self) -> dict[str, state.Value]:
+        """The fields :meth:`snapshot` encodes (a changelog may store big ones apart)."""
         fields: dict[str, state.Value] = {
             "model_id": self.model_id, "model_version": self.model_version,
             "events": self._events,
@@ -233,7 +237,7 @@ class ModelMonitor:
             fields[f"cfg.{f.name}"] = getattr(self.config, f.name)
         for name, sig in self.signals.items():
             fields.update(sig.dump(name))
-        return state.encode(fields)
+        return fields
 
     @classmethod
     def restore(cls, data: bytes) -> ModelMonitor:

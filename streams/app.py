@@ -103,6 +103,7 @@ def create_app(
         monitor_config=monitor_config, metrics=metrics,
         max_payload_bytes=settings.max_payload_bytes, min_run=settings.run_min,
         max_delay_s=min(settings.run_hold_s, settings.commit_interval_s),
+        apart_bytes=settings.state_apart_bytes,
     )
     monitor = MonitorAgent(settings, processor, metrics, on_deployed=deploy_handler)
     app.service(monitor)  # type: ignore[arg-type]  # started and stopped with the app

@@ -71,6 +71,10 @@ class Settings:
     # every run, so the hold is at most ``commit_interval_s``). Caught up: at once.
     run_min: int = field(default=512, metadata={"env": "DRIFTLINE_RUN_MIN"})
     run_hold_s: float = field(default=1.0, metadata={"env": "DRIFTLINE_RUN_HOLD_S"})
+    # Snapshot arrays this big (a model's reference sample, its embedding centroids) are
+    # kept in state records of their own, rewritten only when they change.
+    state_apart_bytes: int = field(default=2048,
+                                   metadata={"env": "DRIFTLINE_STATE_APART_BYTES"})
     max_model_labels: int = field(default=100, metadata={"env": "DRIFTLINE_MAX_MODEL_LABELS"})
     log_sample_rate: float = field(default=1.0, metadata={"env": "DRIFTLINE_LOG_SAMPLE_RATE"})
     # Store: DATABASE_URL wins over Supabase; with neither, an embedded Postgres under data_dir.

@@ -26,7 +26,13 @@ from detectors import ModelMonitor, MonitorConfig, calibration
 from streams.config import Settings
 from streams.consumer import BatchConsumer
 from streams.metrics import Metrics
-from streams.processor import BatchResult, MonitorProcessor, RecordLike, Reject
+from streams.processor import (
+    BatchResult,
+    MonitorProcessor,
+    RecordLike,
+    Reject,
+    latest_states,
+)
 
 log = logging.getLogger("driftline.monitor")
 
@@ -52,7 +58,8 @@ def dead_letter_headers(rej: Reject) -> list[tuple[str, bytes]]:
 
 async def read_state(bootstrap: str, topic: str, partitions: set[int]
                      ) -> dict[str, tuple[int, bytes]]:
-    """The latest state record (and its partition) per model in the given partitions."""
+    """The latest state (self-contained) and its partition per model in the given
+    partitions (see ``processor.latest_states``)."""
     if not partitions:
         return {}
     # "earliest": with the default "latest", the reset that assign() starts can land after
@@ -66,22 +73,16 @@ async def read_state(bootstrap: str, topic: str, partitions: set[int]
         consumer.assign(tps)
         end = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
-        out: dict[str, tuple[int, bytes]] = {}
+        records: list[tuple[bytes | None, bytes | None, int]] = []
         todo = {tp for tp in tps if end[tp] > 0}
         while todo:
             fetched = await consumer.getmany(*todo, timeout_ms=500)
             for tp, msgs in fetched.items():
-                for m in msgs:
-                    if m.key is None:
-                        continue
-                    if m.value is None:  # a tombstone: the model's state was deleted
-                        out.pop(m.key.decode(), None)
-                    else:
-                        out[m.key.decode()] = (tp.partition, m.value)
+                records.extend((m.key, m.value, tp.partition) for m in msgs)
             for tp in list(todo):
                 if await consumer.position(tp) >= end[tp]:
                     todo.discard(tp)
-        return out
+        return latest_states(records)
     finally:
         await consumer.stop()
 
@@ -215,9 +216,9 @@ class MonitorAgent(Service):
         for model_id, partition in dirty.items():
             if model_id not in self.processor.models:
                 continue  # its partition was revoked and flushed already
-            blob = self.processor.state_of(model_id)
-            futures.append(await self.producer.send(state_topic, blob, key=model_id.encode(),
-                                                    partition=partition))
+            for key, value in self.processor.state_records(model_id):
+                futures.append(await self.producer.send(state_topic, value, key=key,
+                                                        partition=partition))
         self._stale.update(dirty)
         return asyncio.gather(*futures) if futures else None
 

@@ -22,6 +22,7 @@ from streams.processor import (
     Record,
     decode_state,
     encode_state,
+    latest_states,
 )
 
 IT, FB, UP = "t.interactions", "t.feedback", "t.model-updates"
@@ -32,12 +33,12 @@ NOW = T0 + 10_000.0
 
 def _processor(registry: CollectorRegistry | None = None,
                load_state: Callable[[str], bytes | None] = lambda _m: None,
-               warmup: int = WARMUP) -> MonitorProcessor:
+               warmup: int = WARMUP, apart_bytes: int = 2048) -> MonitorProcessor:
     return MonitorProcessor(
         interactions_topic=IT, feedback_topic=FB, updates_topic=UP,
         monitor_config=MonitorConfig(warmup=warmup),
         metrics=Metrics(registry if registry is not None else CollectorRegistry()),
-        load_state=load_state, clock=lambda: NOW)
+        load_state=load_state, clock=lambda: NOW, apart_bytes=apart_bytes)
 
 
 def _doc(model: str, i: int, rng: np.random.Generator, *, latency_factor: float = 1.0,
@@ -198,7 +199,84 @@ def test_encode_decode_state_round_trip() -> None:
     assert encode_state(back) == blob
     version, n = struct.unpack_from("<BI", blob)
     assert version == STATE_VERSION
-    assert orjson.loads(blob[5:5 + n]) == {"o": {IT: 59, FB: 0}, "d": ["v1", 16]}
+    assert orjson.loads(blob[5:5 + n]) == {"o": {IT: 59, FB: 0}, "d": ["v1", 16], "b": {}}
+
+
+def _checkpointed_log(proc: MonitorProcessor, records: list[Record], batch: int
+                      ) -> tuple[list[tuple[bytes | None, bytes | None, int]],
+                                 list[dict[str, bytes]]]:
+    """The state topic as the agent writes it after every batch, and after each of its
+    records, every model's state as of its latest state record (``state_of``)."""
+    topic: list[tuple[bytes | None, bytes | None, int]] = []
+    current: dict[str, bytes] = {}
+    expected: list[dict[str, bytes]] = [{}]
+    for k in range(0, len(records), batch):
+        out = proc.process(records[k:k + batch])
+        for m, partition in sorted(out.dirty.items()):
+            records_of_m = proc.state_records(m)
+            full = proc.state_of(m)  # (with the generations state_records just set)
+            for key, value in records_of_m:
+                topic.append((key, value, partition))
+                if key == m.encode():
+                    current[m] = full
+                expected.append(dict(current))
+    return topic, expected
+
+
+def _same(a: bytes, b: bytes) -> None:
+    sa, sb = decode_state(a, 0), decode_state(b, 0)
+    assert (sa.offsets, sa.dim, sa.blobs) == (sb.offsets, sb.dim, sb.blobs)
+    assert sa.monitor.snapshot() == sb.monitor.snapshot()
+
+
+def test_state_topic_holds_references_apart_and_restores_after_a_cut_anywhere() -> None:
+    """Big snapshot arrays go to records of their own, written when they change (the
+    deploy of m1 makes new references: a new generation, the old one tombstoned after
+    the state record). Cut the topic after any record, as a crash mid-checkpoint would:
+    the latest state of each model restores, whole, as of its latest state record."""
+    # (This stream's arrays are small: 512 bytes make its references go apart.)
+    topic, expected = _checkpointed_log(_processor(apart_bytes=512),
+                                        _embedding_and_latency_stream(11).records, batch=40)
+    apart = [(k, v) for k, v, _ in topic if k is not None and b"\0" in k]
+    assert [k for k, v in apart if v is None], "no reference was ever replaced"
+    assert len({k for k, v in apart}) >= 4
+    # Most checkpoints write one small record per model: the references stay put.
+    states = [v for k, v, _ in topic if k is not None and b"\0" not in k]
+    assert len(apart) < len(states) / 2
+    for cut in range(len(topic) + 1):
+        got = latest_states(topic[:cut])
+        assert got.keys() == expected[cut].keys(), cut
+        for m, (partition, value) in got.items():
+            assert partition == {"m1": 0, "m2": 1}[m]
+            _same(value, expected[cut][m])
+
+
+def test_a_state_written_in_parts_restores_and_continues_like_a_whole_one(
+        mixed_stream: tuple[list[Record], BatchResult, dict[str, bytes]]) -> None:
+    records, whole, final = mixed_stream
+    first = _processor(apart_bytes=512)
+    topic, _ = _checkpointed_log(first, records[:700], batch=97)
+    restored = {m: v for m, (_, v) in latest_states(topic).items()}
+    second = _processor(load_state=restored.get, apart_bytes=512)
+    tail = _run(second, records[550:], batch=97)
+    assert tail.drift_events == [e for e in whole.drift_events
+                                 if e not in _run(_processor(), records[:700]).drift_events]
+    for m in second.models:
+        _assert_same_state(second.state_of(m), final[m])
+    # Restored generations carry on: nothing changed, so nothing is rewritten apart.
+    first_gens = {m: first.models[m].blobs for m in first.models}
+    assert {m: second.models[m].blobs for m in second.models}.keys() == first_gens.keys()
+
+
+def test_a_state_whose_reference_is_gone_starts_afresh_and_says_so(
+        caplog: pytest.LogCaptureFixture) -> None:
+    topic, _ = _checkpointed_log(_processor(apart_bytes=512),
+                                 _embedding_and_latency_stream(11).records[:600], batch=100)
+    kept = [r for r in topic if r[0] is None or not r[0].startswith(b"m2\0")]
+    assert len(kept) < len(topic)
+    got = latest_states(kept)
+    assert set(got) == {"m1"}
+    assert "cannot restore the state of m2" in caplog.text
 
 
 @pytest.mark.parametrize("blob", [
