@@ -102,8 +102,12 @@ def blob_key(model_id: str, name: str, generation: int) -> bytes:
     return f"{model_id}\0{name}\0{generation}".encode()
 
 
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
+def _digest(v: np.ndarray) -> bytes:
+    """Of an array's dtype, shape and data, read in place (no copy of a warm-up buffer
+    that changes at every checkpoint anyway)."""
+    h = hashlib.blake2b(f"{v.dtype.str}{v.shape}".encode(), digest_size=16)
+    h.update(np.ascontiguousarray(v).data)
+    return h.digest()
 
 
 def _record(st: _ModelState, refs: dict[str, int], fields: dict[str, state.Value]) -> bytes:
@@ -160,8 +164,7 @@ def decode_state(data: bytes, partition: int) -> _ModelState:
     fields = state.decode(snap)
     # The record was a checkpoint: an array that comes out the same at the next one is
     # stored apart then, stored apart already or not.
-    digests = {name: _digest(state.encode({name: v})) for name, v in fields.items()
-               if isinstance(v, np.ndarray)}
+    digests = {name: _digest(v) for name, v in fields.items() if isinstance(v, np.ndarray)}
     st.blobs = {name: (gen, digests[name]) for name, gen in refs.items()}
     st.generation = max(refs.values(), default=0)
     st.last = {name: d for name, d in digests.items() if name not in refs}
@@ -272,14 +275,13 @@ class MonitorProcessor:
         for name, v in fields.items():
             if not isinstance(v, np.ndarray) or v.nbytes < self.apart_bytes:
                 continue
-            data = state.encode({name: v})
-            digest = _digest(data)
+            digest = _digest(v)
             had = st.blobs.get(name)
             if had is not None and had[1] == digest:
                 refs[name] = had[0]
             elif had is None and st.last.get(name) == digest:  # as at the last checkpoint
                 st.generation += 1
-                new.append((blob_key(model_id, name, st.generation), data))
+                new.append((blob_key(model_id, name, st.generation), state.encode({name: v})))
                 st.blobs[name] = (st.generation, digest)
                 refs[name] = st.generation
             else:  # new or changed: in the state record
