@@ -28,10 +28,10 @@ from streams.consumer import BatchConsumer
 from streams.metrics import Metrics
 from streams.processor import (
     BatchResult,
+    LatestStates,
     MonitorProcessor,
     RecordLike,
     Reject,
-    latest_states,
 )
 
 log = logging.getLogger("driftline.monitor")
@@ -59,7 +59,7 @@ def dead_letter_headers(rej: Reject) -> list[tuple[str, bytes]]:
 async def read_state(bootstrap: str, topic: str, partitions: set[int]
                      ) -> dict[str, tuple[int, bytes]]:
     """The latest state (self-contained) and its partition per model in the given
-    partitions (see ``processor.latest_states``)."""
+    partitions (see ``processor.LatestStates``)."""
     if not partitions:
         return {}
     # "earliest": with the default "latest", the reset that assign() starts can land after
@@ -73,16 +73,17 @@ async def read_state(bootstrap: str, topic: str, partitions: set[int]
         consumer.assign(tps)
         end = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
-        records: list[tuple[bytes | None, bytes | None, int]] = []
+        latest = LatestStates()
         todo = {tp for tp in tps if end[tp] > 0}
         while todo:
             fetched = await consumer.getmany(*todo, timeout_ms=500)
             for tp, msgs in fetched.items():
-                records.extend((m.key, m.value, tp.partition) for m in msgs)
+                for m in msgs:
+                    latest.add(m.key, m.value, tp.partition)
             for tp in list(todo):
                 if await consumer.position(tp) >= end[tp]:
                     todo.discard(tp)
-        return latest_states(records)
+        return latest.result()
     finally:
         await consumer.stop()
 

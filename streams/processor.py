@@ -171,35 +171,52 @@ def decode_state(data: bytes, partition: int) -> _ModelState:
     return st
 
 
-def latest_states(records: Iterable[tuple[bytes | None, bytes | None, int]]
-                  ) -> dict[str, tuple[int, bytes]]:
-    """Each model's latest state, self-contained, and its partition, from the state
-    topic's records ``(key, value, partition)`` in log order. A state that needs a field
-    the topic no longer holds is logged and left out: the model starts afresh rather
-    than the worker failing on every start."""
-    states: dict[str, tuple[int, bytes]] = {}
-    blobs: dict[bytes, bytes] = {}
-    for key, value, partition in records:
+class LatestStates:
+    """Reads the state topic's records in log order, keeping only the latest per key (a
+    topic not compacted yet holds every checkpoint); :meth:`result` puts each model's
+    latest state together."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, tuple[int, bytes]] = {}
+        self.blobs: dict[bytes, bytes] = {}
+
+    def add(self, key: bytes | None, value: bytes | None, partition: int) -> None:
         if key is None:
-            continue
-        if b"\0" in key:
+            return
+        if b"\0" in key:  # a field stored apart
             if value is None:
-                blobs.pop(key, None)
+                self.blobs.pop(key, None)
             else:
-                blobs[key] = value
-            continue
+                self.blobs[key] = value
+            return
         model_id = key.decode()
         if value is None:  # a tombstone: the model's state was deleted
-            states.pop(model_id, None)
+            self.states.pop(model_id, None)
         else:
-            states[model_id] = (partition, value)
-    out: dict[str, tuple[int, bytes]] = {}
-    for model_id, (partition, value) in states.items():
-        try:
-            out[model_id] = (partition, inline_state(value, model_id, blobs))
-        except ValueError as exc:
-            log.error("cannot restore the state of %s, starting it afresh: %s", model_id, exc)
-    return out
+            self.states[model_id] = (partition, value)
+
+    def result(self) -> dict[str, tuple[int, bytes]]:
+        """Each model's latest state, self-contained, and its partition. A state that
+        needs a field the topic no longer holds is logged and left out: the model starts
+        afresh rather than the worker failing on every start."""
+        out: dict[str, tuple[int, bytes]] = {}
+        for model_id, (partition, value) in self.states.items():
+            try:
+                out[model_id] = (partition, inline_state(value, model_id, self.blobs))
+            except ValueError as exc:
+                log.error("cannot restore the state of %s, starting it afresh: %s",
+                          model_id, exc)
+        return out
+
+
+def latest_states(records: Iterable[tuple[bytes | None, bytes | None, int]]
+                  ) -> dict[str, tuple[int, bytes]]:
+    """Each model's latest state (see :class:`LatestStates`) from the state topic's
+    records ``(key, value, partition)`` in log order."""
+    latest = LatestStates()
+    for key, value, partition in records:
+        latest.add(key, value, partition)
+    return latest.result()
 
 
 class MonitorProcessor:
