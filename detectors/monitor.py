@@ -242,7 +242,12 @@ class ModelMonitor:
     @classmethod
     def restore(cls, data: bytes) -> ModelMonitor:
         """Rebuild a monitor from :meth:`snapshot` bytes; continues exactly where it was."""
-        r = state.Reader(state.decode(bytes(data)))
+        return cls.restore_fields(state.decode(bytes(data)))
+
+    @classmethod
+    def restore_fields(cls, fields: dict[str, state.Value]) -> ModelMonitor:
+        """:meth:`restore` from the decoded fields (:meth:`snapshot_fields`)."""
+        r = state.Reader(fields)
         kw: dict[str, object] = {}
         for f in dataclasses.fields(MonitorConfig):
             key = f"cfg.{f.name}"

@@ -110,16 +110,21 @@ def _digest(v: np.ndarray) -> bytes:
     return h.digest()
 
 
-def _record(st: _ModelState, refs: dict[str, int], fields: dict[str, state.Value]) -> bytes:
-    head = orjson.dumps({"o": st.offsets, "d": st.dim, "b": refs})
-    return _HEADER.pack(STATE_VERSION, len(head)) + head + state.encode(fields)
+def _record(head: dict[str, Any], fields: dict[str, state.Value]) -> bytes:
+    raw = orjson.dumps(head)
+    return _HEADER.pack(STATE_VERSION, len(raw)) + raw + state.encode(fields)
+
+
+def _head(st: _ModelState, refs: dict[str, int]) -> dict[str, Any]:
+    """A state record's header: offsets, embedding dimension, fields stored apart."""
+    return {"o": st.offsets, "d": st.dim, "b": refs}
 
 
 def encode_state(st: _ModelState) -> bytes:
     """A self-contained state record: header (offsets, embedding dimension, generations
     of the fields stored apart) as JSON, then the whole snapshot."""
     refs = {name: gen for name, (gen, _) in st.blobs.items()}
-    return _record(st, refs, st.monitor.snapshot_fields())
+    return _record(_head(st, refs), st.monitor.snapshot_fields())
 
 
 def _split(data: bytes) -> tuple[dict[str, Any], bytes]:
@@ -147,24 +152,18 @@ def inline_state(data: bytes, model_id: str, blobs: Mapping[bytes, bytes]) -> by
             raise ValueError(f"the state of {model_id} needs {name!r} generation {gen}, "
                              "which the state topic does not hold")
         fields.update(state.decode(extra))
-    return _record_from(head, fields)
-
-
-def _record_from(head: dict[str, Any], fields: dict[str, state.Value]) -> bytes:
-    raw = orjson.dumps(head)
-    return _HEADER.pack(STATE_VERSION, len(raw)) + raw + state.encode(fields)
+    return _record(head, fields)
 
 
 def decode_state(data: bytes, partition: int) -> _ModelState:
     """Rebuild a model's state from a self-contained record (see :func:`inline_state`)."""
     head, snap = _split(data)
-    monitor = ModelMonitor.restore(snap)
-    st = _ModelState(monitor, head["o"], partition, head["d"])
-    refs = head.get("b") or {}
     fields = state.decode(snap)
     # The record was a checkpoint: an array that comes out the same at the next one is
     # stored apart then, stored apart already or not.
     digests = {name: _digest(v) for name, v in fields.items() if isinstance(v, np.ndarray)}
+    st = _ModelState(ModelMonitor.restore_fields(fields), head["o"], partition, head["d"])
+    refs = head.get("b") or {}
     st.blobs = {name: (gen, digests[name]) for name, gen in refs.items()}
     st.generation = max(refs.values(), default=0)
     st.last = {name: d for name, d in digests.items() if name not in refs}
@@ -309,7 +308,7 @@ class MonitorProcessor:
             gone.append((blob_key(model_id, name, st.blobs.pop(name)[0]), None))
         st.last = changing
         inline = {n: v for n, v in fields.items() if n not in refs}
-        return [*new, (model_id.encode(), _record(st, refs, inline)), *gone]
+        return [*new, (model_id.encode(), _record(_head(st, refs), inline)), *gone]
 
     def _model(self, model_id: str, partition: int) -> _ModelState:
         st = self.models.get(model_id)
