@@ -245,3 +245,26 @@ async def test_retrain_agent_with_test_context(monkeypatch: pytest.MonkeyPatch) 
             await asyncio.sleep(0)
     assert retrain == [events]
     assert sent == [("t.retrain-requests", b"k", b'{"n":99}')]
+
+
+@pytest.mark.parametrize("level", ["warning", "error"])
+def test_worker_keeps_the_root_logger_at_the_level_asked_for(level: str) -> None:
+    """Faust's start-up spinner sets the root logger to DEBUG at these levels, for the life
+    of the process: every ``log.debug`` of aiokafka (one per message sent) would build a
+    record only for the console handler to drop it."""
+    import logging
+
+    from streams.worker import _worker_class
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        worker = _worker_class()(create_app(_settings()).app, loglevel=level, quiet=True,
+                                 redirect_stdouts=False)
+        worker._setup_logging()
+        assert root.level == logging.getLevelName(level.upper())
+        assert not logging.getLogger("aiokafka.producer.producer").isEnabledFor(logging.DEBUG)
+        assert all(h.level >= root.level for h in root.handlers)
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
