@@ -15,6 +15,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -176,11 +177,15 @@ class MonitorAgent(Service):
         send = self.producer.send
         s = self.settings
         futures = self._pending
-        for rej in result.rejects:
-            futures.append(await send(s.topic("dead-letters"), rej.record.value,
-                                      key=rej.record.key, headers=dead_letter_headers(rej)))
-            self.metrics.dead_letters.labels(rej.reason, rej.record.topic).inc()
-            self._log_reject(rej)
+        if result.rejects:
+            dead_letters = s.topic("dead-letters")
+            for rej in result.rejects:
+                futures.append(await send(dead_letters, rej.record.value, key=rej.record.key,
+                                          headers=dead_letter_headers(rej)))
+                self._log_reject(rej)
+            for (reason, topic), n in Counter(
+                    (rej.reason, rej.record.topic) for rej in result.rejects).items():
+                self.metrics.dead_letters.labels(reason, topic).inc(n)
         for model_id, ev in result.drift_events:
             futures.append(await send(s.topic("drift-events"), orjson.dumps(ev),
                                       key=model_id.encode()))

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import struct
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -501,6 +502,10 @@ class MonitorProcessor:
         return self._publish(findings, out)
 
     def _publish(self, findings: list[tuple[str, Finding]], out: BatchResult) -> BatchResult:
+        if out.rejects:  # one increment per reason and topic, not per reject
+            tally = Counter((rej.reason, rej.record.topic) for rej in out.rejects)
+            for (reason, topic), n in tally.items():
+                self.metrics.invalid.labels(reason, topic).inc(n)
         now = self.clock()
         for model_id, f in findings:
             ev = drift_event(model_id, f)
@@ -510,9 +515,9 @@ class MonitorProcessor:
             self.metrics.detection_lag.observe(max(0.0, now - f.ts))
         return out
 
-    def _reject(self, out: BatchResult, rec: RecordLike, reason: str, message: str) -> None:
-        out.rejects.append(Reject(rec, reason, message))
-        self.metrics.invalid.labels(reason, rec.topic).inc()
+    @staticmethod
+    def _reject(out: BatchResult, rec: RecordLike, reason: str, message: str) -> None:
+        out.rejects.append(Reject(rec, reason, message))  # (counted in ``_publish``)
 
     def _observe(self, model_id: str, st: _ModelState,
                  run: tuple[list[RecordLike], list[FastInteraction]],
