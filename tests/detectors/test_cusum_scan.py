@@ -1,5 +1,6 @@
-"""The two ways a CUSUM bank scans a run (plain loop for short runs, numpy for long ones)
-give identical results: first alarm, statistic and run length."""
+"""The three ways a CUSUM bank scans a run (compiled; without numba, a plain loop for short
+runs and numpy for long ones) give identical results: first alarm, statistic and run
+length."""
 
 from __future__ import annotations
 
@@ -30,12 +31,21 @@ def test_loop_scan_equals_numpy_scan(seed: int, monkeypatch: pytest.MonkeyPatch)
     dets = _bank(rng, k)
     incs: np.ndarray | list[np.ndarray] = inc if seed % 2 else list(inc)
 
+    assert cusum._compiled_scan() is not None
+    compiled = scan_many(dets, incs)
+    one_by_one = [d.scan(np.asarray(row, dtype=np.int64)) for d, row in zip(dets, inc, strict=True)]
+    monkeypatch.setattr(cusum, "_COMPILED", [None])  # as without numba
     monkeypatch.setattr(cusum, "LOOP_SCAN_MAX", 10**9)
     by_loop = scan_many(dets, incs)
     monkeypatch.setattr(cusum, "LOOP_SCAN_MAX", -1)
     by_numpy = scan_many(dets, incs)
-    one_by_one = [d.scan(np.asarray(row, dtype=np.int64)) for d, row in zip(dets, inc, strict=True)]
-    assert by_loop == by_numpy == one_by_one
+    assert compiled == by_loop == by_numpy == one_by_one
+    assert all(type(v) is int for row in compiled for v in row)  # (state stays plain ints)
+
+
+def test_scan_refuses_float_increments() -> None:
+    with pytest.raises(TypeError, match="integers"):
+        scan_many([Cusum("d", 10)], [np.array([0.5, 2.0])])
 
 
 def test_loop_scan_reports_the_first_alarm_and_the_run_since_zero() -> None:
