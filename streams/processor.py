@@ -422,13 +422,13 @@ class MonitorProcessor:
     def _interactions(self, seg: list[RecordLike], work: dict[str, list[tuple[Any, ...]]],
                       out: BatchResult) -> None:
         """Decode a stretch of interactions and append them to their models' work."""
-        its = self._fast.decode_many([r.value for r in seg], [r.key for r in seg])
-        if None in its:
-            self._validate_rest(seg, its, out)
+        its, ids, bad = self._fast.decode_batch([r.value for r in seg], [r.key for r in seg])
+        if bad:
+            self._validate_rest(seg, its, ids, bad, out)
         # Group positions by model (the one loop per record left on this path).
         groups: dict[str, list[int]] = {}
         get = groups.get
-        for i, model_id in enumerate([it.model_id if it is not None else None for it in its]):
+        for i, model_id in enumerate(ids):
             if model_id is not None:
                 g = get(model_id)
                 if g is None:
@@ -457,24 +457,23 @@ class MonitorProcessor:
             work.setdefault(model_id, []).append(("i", recs, mits))
 
     def _validate_rest(self, seg: list[RecordLike], its: list[FastInteraction | None],
-                       out: BatchResult) -> None:
-        """The full validator for what the fast path left: the document or the reason."""
-        i = -1
-        while True:
-            try:
-                i = its.index(None, i + 1)
-            except ValueError:
-                return
+                       ids: list[str | None], bad: list[int], out: BatchResult) -> None:
+        """The full validator for what the fast path left (positions ``bad``): the
+        document (and its model id) or the reason."""
+        for i in bad:
             rec = seg[i]
             try:
                 if rec.key is None:
                     raise InvalidEvent("missing_field", "message has no key (model_id)")
-                its[i] = from_interaction(
+                it = from_interaction(
                     parse_interaction(rec.value, rec.key, self.max_payload_bytes))
-                if its[i].embedding is not None:  # type: ignore[union-attr]
-                    self._fast.vectors_seen = True
             except InvalidEvent as exc:
                 self._reject(out, rec, exc.reason, exc.message)
+                continue
+            its[i] = it
+            ids[i] = it.model_id
+            if it.embedding is not None:
+                self._fast.vectors_seen = True
 
     def _check_dims(self, st: _ModelState, recs: list[Any], mits: list[Any],
                     out: BatchResult) -> tuple[list[Any], list[Any]]:
