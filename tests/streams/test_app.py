@@ -44,6 +44,9 @@ class RecordingProducer:
         fut.set_result(None)
         return fut
 
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
     def on(self, topic: str) -> list[dict[str, Any]]:
         return [m for m in self.sent if m["topic"] == topic]
 
@@ -150,6 +153,7 @@ async def test_monitor_handle_publishes_dead_letters_drift_events_and_state() ->
     dead = producer.on("t.dead-letters")
     assert len(dead) == 1
     assert dead[0]["value"] == b"{oops" and dead[0]["key"] == b"m1"
+    assert dead[0]["partition"] == 2  # its source partition (of 3)
     assert dict(dead[0]["headers"])[H_REASON] == b"bad_json"
     assert dict(dead[0]["headers"])[H_OFFSET] == b"450"
     drift = producer.on("t.drift-events")
@@ -181,6 +185,22 @@ async def test_monitor_handle_publishes_dead_letters_drift_events_and_state() ->
     await _handle(dl, records)
     assert producer.on("t.drift-events") == [] and producer.on("t.monitor-state") == []
     assert len(producer.on("t.dead-letters")) == 1  # invalid input is not remembered
+
+
+async def test_dead_letters_go_to_their_source_partition_modulo_the_topics() -> None:
+    dl = _app()
+    producer = RecordingProducer()  # a dead-letter topic of 3 partitions
+    dl.monitor.producer = producer  # type: ignore[assignment]
+    await _handle(dl, [Record("t.interactions", p, 7, b"m1", b"[1]") for p in (0, 2, 4, 5)]
+                  + [Record("t.feedback", 3, 1, None, b"{}")])
+    dead = producer.on("t.dead-letters")
+    assert [(dict(m["headers"])[H_PARTITION], m["partition"]) for m in dead] == [
+        (b"0", 0), (b"2", 2), (b"4", 1), (b"5", 2), (b"3", 0)]
+    reg = dl.metrics.registry
+    assert reg.get_sample_value("driftline_dead_letters_published_total",
+                                {"reason": "not_object", "topic": "t.interactions"}) == 4.0
+    assert reg.get_sample_value("driftline_dead_letters_published_total",
+                                {"reason": "missing_field", "topic": "t.feedback"}) == 1.0
 
 
 async def test_restored_state_is_handed_over_once_and_dropped_with_its_partition() -> None:
