@@ -44,6 +44,8 @@ H_TOPIC = "driftline.source.topic"
 H_PARTITION = "driftline.source.partition"
 H_OFFSET = "driftline.source.offset"
 REJECT_LOG_EVERY_S = 10.0
+# Rejects wait for the next checkpoint to be published, or until they hold this much.
+DEAD_LETTER_BUFFER_BYTES = 1 << 20
 
 
 def dead_letter_headers(rej: Reject) -> list[tuple[str, bytes]]:
@@ -109,6 +111,10 @@ class MonitorAgent(Service):
         # Models whose signal gauges are stale: refreshed when /metrics is scraped.
         self._stale: set[str] = set()
         self._pending: list[asyncio.Future[Any]] = []
+        # Rejects waiting for the next checkpoint (or DEAD_LETTER_BUFFER_BYTES) to be
+        # published as one record batch per partition.
+        self._rejects: list[Reject] = []
+        self._reject_bytes = 0
         self._reject_log: dict[str, tuple[float, int]] = {}  # reason -> (logged at, since)
         processor.load_state = self._take_state
         s = settings
@@ -178,20 +184,12 @@ class MonitorAgent(Service):
         s = self.settings
         futures = self._pending
         if result.rejects:
-            # A dead letter goes to the partition of its source record's number (modulo
-            # the topic's): a model's dead letters stay together and in order, and the
-            # producer skips its key hashing and partition lists (~10 of ~30 us a send).
-            dead_letters = s.topic("dead-letters")
-            parts = sorted(await self.producer.partitions_for(dead_letters))
             for rej in result.rejects:
-                rec = rej.record
-                futures.append(await send(dead_letters, rec.value, key=rec.key,
-                                          partition=parts[rec.partition % len(parts)],
-                                          headers=dead_letter_headers(rej)))
                 self._log_reject(rej)
-            for (reason, topic), n in Counter(
-                    (rej.reason, rej.record.topic) for rej in result.rejects).items():
-                self.metrics.dead_letters.labels(reason, topic).inc(n)
+                self._reject_bytes += len(rej.record.value or b"") + 200
+            self._rejects += result.rejects
+            if self._reject_bytes >= DEAD_LETTER_BUFFER_BYTES:
+                await self._publish_dead_letters()
         for model_id, ev in result.drift_events:
             futures.append(await send(s.topic("drift-events"), orjson.dumps(ev),
                                       key=model_id.encode()))
@@ -201,6 +199,43 @@ class MonitorAgent(Service):
         if self.on_deployed is not None:
             for model_id, version in result.deployed:
                 await self.on_deployed(model_id, version)
+
+    async def _publish_dead_letters(self) -> None:
+        """Publish the waiting rejects, one record batch per partition of the dead-letter
+        topic. One ``send()`` each cost ~25 us a reject (its coroutine, the producer's
+        partition lookup, a future per message resolved on the acknowledgement and
+        gathered at the checkpoint) -- a quarter of what 1% of bad input cost the
+        worker; appending to a batch costs ~4 us. Batches go out at checkpoints, not
+        per input batch: aiokafka's ``send_batch`` waits while the partition's previous
+        batch is not drained, which would hold the stream up.
+
+        A reject goes to the partition of its source record's number (modulo the
+        topic's): a model's dead letters stay together and in order."""
+        rejects, self._rejects, self._reject_bytes = self._rejects, [], 0
+        if not rejects:
+            return
+        producer = self.producer
+        assert producer is not None
+        topic = self.settings.topic("dead-letters")
+        parts = sorted(await producer.partitions_for(topic))
+        batches: dict[int, Any] = {}
+        for rej in rejects:
+            rec = rej.record
+            p = parts[rec.partition % len(parts)]
+            batch = batches.get(p)
+            if batch is None:
+                batch = batches[p] = producer.create_batch()
+            headers = dead_letter_headers(rej)
+            if batch.append(key=rec.key, value=rec.value, timestamp=None,
+                            headers=headers) is None:  # full: send it, start the next
+                self._pending.append(await producer.send_batch(batch, topic, partition=p))
+                batch = batches[p] = producer.create_batch()
+                batch.append(key=rec.key, value=rec.value, timestamp=None, headers=headers)
+        for p, batch in batches.items():
+            self._pending.append(await producer.send_batch(batch, topic, partition=p))
+        for (reason, source), n in Counter(
+                (rej.reason, rej.record.topic) for rej in rejects).items():
+            self.metrics.dead_letters.labels(reason, source).inc(n)
 
     def _log_reject(self, rej: Reject) -> None:
         """One warning per reason per ``REJECT_LOG_EVERY_S`` (with a count of the rest):
@@ -222,6 +257,7 @@ class MonitorAgent(Service):
         letter before it. Only then does the consumer commit the input offsets."""
         assert self.producer is not None
         await self._emit(self.processor.flush())
+        await self._publish_dead_letters()
         state_topic = self.settings.topic("monitor-state")
         futures, self._pending = self._pending, []
         dirty, self._dirty = self._dirty, {}

@@ -29,6 +29,20 @@ from streams.processor import Record, Reject
 T0 = 1_767_225_600.0
 
 
+class RecordingBatch:
+    """Stands in for aiokafka's BatchBuilder: holds two messages, then is full."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def append(self, *, timestamp: float | None, key: bytes | None, value: bytes | None,
+               headers: list[tuple[str, bytes]]) -> object | None:
+        if len(self.messages) == 2:
+            return None
+        self.messages.append({"key": key, "value": value, "headers": headers})
+        return object()
+
+
 class RecordingProducer:
     """Stands in for AIOKafkaProducer: ``send`` returns a future, as aiokafka's does."""
 
@@ -46,6 +60,17 @@ class RecordingProducer:
 
     async def partitions_for(self, topic: str) -> set[int]:
         return {0, 1, 2}
+
+    def create_batch(self) -> RecordingBatch:
+        return RecordingBatch()
+
+    async def send_batch(self, batch: RecordingBatch, topic: str, *, partition: int
+                         ) -> asyncio.Future[None]:
+        for m in batch.messages:
+            self.sent.append({"topic": topic, "partition": partition, **m})
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
 
     def on(self, topic: str) -> list[dict[str, Any]]:
         return [m for m in self.sent if m["topic"] == topic]
@@ -191,16 +216,36 @@ async def test_dead_letters_go_to_their_source_partition_modulo_the_topics() -> 
     dl = _app()
     producer = RecordingProducer()  # a dead-letter topic of 3 partitions
     dl.monitor.producer = producer  # type: ignore[assignment]
-    await _handle(dl, [Record("t.interactions", p, 7, b"m1", b"[1]") for p in (0, 2, 4, 5)]
-                  + [Record("t.feedback", 3, 1, None, b"{}")])
+    sources = (0, 2, 4, 5, 8, 11)  # partition 2 of 3 gets four: more than one batch holds
+    await dl.monitor.handle([Record("t.interactions", p, 7, b"m1", b"[1]") for p in sources]
+                            + [Record("t.feedback", 3, 1, None, b"{}")])
+    assert producer.on("t.dead-letters") == []  # they wait for the checkpoint
+    await _checkpoint(dl)
     dead = producer.on("t.dead-letters")
-    assert [(dict(m["headers"])[H_PARTITION], m["partition"]) for m in dead] == [
-        (b"0", 0), (b"2", 2), (b"4", 1), (b"5", 2), (b"3", 0)]
+    assert sorted((int(dict(m["headers"])[H_PARTITION]), m["partition"]) for m in dead) == [
+        (0, 0), (2, 2), (3, 0), (4, 1), (5, 2), (8, 2), (11, 2)]
+    # In order within a partition, whatever the batches.
+    assert [dict(m["headers"])[H_PARTITION] for m in dead if m["partition"] == 2] == [
+        b"2", b"5", b"8", b"11"]
     reg = dl.metrics.registry
     assert reg.get_sample_value("driftline_dead_letters_published_total",
-                                {"reason": "not_object", "topic": "t.interactions"}) == 4.0
+                                {"reason": "not_object", "topic": "t.interactions"}) == 6.0
     assert reg.get_sample_value("driftline_dead_letters_published_total",
                                 {"reason": "missing_field", "topic": "t.feedback"}) == 1.0
+
+
+async def test_dead_letters_holding_a_megabyte_go_out_before_the_checkpoint(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams import monitor_agent
+
+    monkeypatch.setattr(monitor_agent, "DEAD_LETTER_BUFFER_BYTES", 1000)
+    dl = _app()
+    producer = RecordingProducer()
+    dl.monitor.producer = producer  # type: ignore[assignment]
+    await dl.monitor.handle([Record("t.interactions", 0, 0, b"m1", b"[" + b"1," * 200 + b"1]")])
+    assert producer.on("t.dead-letters") == []  # ~600 bytes: waits
+    await dl.monitor.handle([Record("t.interactions", 0, 1, b"m1", b"[" + b"1," * 200 + b"1]")])
+    assert len(producer.on("t.dead-letters")) == 2
 
 
 async def test_restored_state_is_handed_over_once_and_dropped_with_its_partition() -> None:
