@@ -95,12 +95,16 @@ POISON: list[tuple[bytes | None, bytes]] = [
 
 def poisoned(records: list[tuple[bytes, bytes]], share: float
              ) -> tuple[list[tuple[bytes | None, bytes]], int]:
-    """Replace every (1/share)-th record by a poison message; return them and the count."""
+    """Replace one record in every 1/share by a poison message; return them and the count.
+
+    The position within each stretch moves (by 37, coprime with 100): records go round
+    the models, so a fixed position would take every record of one model and none of
+    the others'."""
     step = round(1 / share)
     out: list[tuple[bytes | None, bytes]] = list(records)
     bad = 0
-    for k in range(step - 1, len(out), step):
-        out[k] = POISON[bad % len(POISON)]
+    for start in range(0, len(out) - step + 1, step):
+        out[start + (bad * 37) % step] = POISON[bad % len(POISON)]
         bad += 1
     return out, bad
 
