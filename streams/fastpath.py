@@ -17,7 +17,6 @@ from __future__ import annotations
 import struct
 from itertools import compress, repeat
 from operator import is_, ne
-from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -27,7 +26,6 @@ from streams.schema import _MODEL_ID as MODEL_ID_RE
 from streams.schema import MAX_EMBEDDING_DIM, MAX_TS, MIN_EMBEDDING_DIM, Interaction
 
 _MISS = object()
-_NO_MODEL = SimpleNamespace(model_id=None)  # stands in for a failed decode
 
 _Text = Annotated[str, Meta(min_length=1, max_length=256)]
 # Bounds inside what both parsers read the same way (orjson turns integer literals
@@ -120,8 +118,9 @@ class FastPath:
         failed) and the positions that failed, in order.
 
         The clean batch pays nothing for bad records: no scan for None unless a decode
-        failed, and where one did the scans are C calls (a Python loop over the batch,
-        or a rich comparison of every struct with None, cost as much as 10% of it).
+        failed, and where one did the positions are found by C calls (a Python loop
+        over the batch, or a rich comparison of every struct with None, cost as much as
+        10% of it).
         (Not one JSON-lines call: msgspec reads a stream of values separated by any
         whitespace, so crafted records could parse into a neighbour's fields.)
         """
@@ -135,21 +134,16 @@ class FastPath:
         if self._failed:
             bad = list(compress(range(len(out)), map(is_, out, repeat(None))))
             for i in bad:
-                out[i] = _NO_MODEL  # type: ignore[call-overload]
                 texts[i] = None  # (nothing to compare there)
-            ids = [it.model_id for it in out]  # type: ignore[union-attr]
-            for i in bad:
-                out[i] = None
+            ids = [None if it is None else it.model_id for it in out]
         else:
             ids = [it.model_id for it in out]  # type: ignore[union-attr]
-        if ids != texts:  # a failed decode, a key that differs from model_id, a bad id
-            wrong = [i for i in compress(range(len(ids)), map(ne, ids, texts))
-                     if ids[i] is not None]
+        if ids != texts:  # a key that differs from model_id, or no valid model id
+            wrong = list(compress(range(len(ids)), map(ne, ids, texts)))
             for i in wrong:
                 out[i] = None
                 ids[i] = None
-            if wrong:
-                bad = sorted(bad + wrong)
+            bad = sorted(bad + wrong)
         return out, ids, bad
 
     def _one(self, value: bytes | None) -> FastInteraction | None:
