@@ -142,13 +142,20 @@ def bernoulli_arls(a: int, p: float, h_max: int, up: bool) -> np.ndarray:
 
 
 @cache
-def _arls_kernel() -> Any:
-    """:func:`_bernoulli_arls`, compiled on first use (numba takes 0.4 s to import)."""
+def compiled(fn: Any) -> Any:
+    """``fn`` compiled by numba on first use (cached on disk; numba takes 0.4 s to
+    import), or None without numba."""
     try:
         import numba
     except ImportError:  # pragma: no cover - numba is a dependency; degrade, don't fail
-        return _bernoulli_arls
-    return numba.njit(cache=True, nogil=True)(_bernoulli_arls)
+        return None
+    return numba.njit(cache=True, nogil=True)(fn)
+
+
+def _arls_kernel() -> Any:
+    """:func:`_bernoulli_arls`, compiled (or as it is, without numba)."""
+    kernel = compiled(_bernoulli_arls)
+    return _bernoulli_arls if kernel is None else kernel
 
 
 def compile_kernels() -> None:

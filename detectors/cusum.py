@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from river import base
@@ -100,19 +101,9 @@ def _scan_rows(inc: np.ndarray, state: np.ndarray) -> None:
         state[4 * j + 1] = run
 
 
-_COMPILED: list[object] = []
-
-
-def _compiled_scan() -> object | None:
-    """:func:`_scan_rows` compiled (cached on disk by numba), or None without numba."""
-    if not _COMPILED:
-        try:
-            import numba
-        except ImportError:  # pragma: no cover - numba is a dependency; degrade, don't fail
-            _COMPILED.append(None)
-        else:
-            _COMPILED.append(numba.njit(cache=True, nogil=True)(_scan_rows))
-    return _COMPILED[0]
+def _compiled_scan() -> Any:
+    """:func:`_scan_rows` compiled, or None without numba."""
+    return calibration.compiled(_scan_rows)
 
 
 def scan_many(dets: list[Cusum], incs: list[np.ndarray] | np.ndarray
@@ -123,9 +114,9 @@ def scan_many(dets: list[Cusum], incs: list[np.ndarray] | np.ndarray
     (a few µs for a run of any length; the interpreted loop took ~60 µs for the
     ~250 increments of a short run, and numpy's ~15 calls ~30 µs).
     """
-    kernel = _compiled_scan()
     if not dets:
         return []
+    kernel = _compiled_scan()
     if kernel is not None:
         if isinstance(incs, np.ndarray):
             if incs.dtype.kind not in "iu":
@@ -138,7 +129,7 @@ def scan_many(dets: list[Cusum], incs: list[np.ndarray] | np.ndarray
                     raise TypeError(f"CUSUM increments must be integers, not {row.dtype}")
                 inc[j] = row
         state = np.array([x for d in dets for x in (d.s, d.run, d.h, -1)], dtype=np.int64)
-        kernel(inc, state)  # type: ignore[operator]
+        kernel(inc, state)
         out = state.tolist()
         return list(zip(out[3::4], out[0::4], out[1::4], strict=True))
     return _scan_interpreted(dets, incs)

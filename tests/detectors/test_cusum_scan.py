@@ -34,7 +34,7 @@ def test_loop_scan_equals_numpy_scan(seed: int, monkeypatch: pytest.MonkeyPatch)
     assert cusum._compiled_scan() is not None
     compiled = scan_many(dets, incs)
     one_by_one = [d.scan(np.asarray(row, dtype=np.int64)) for d, row in zip(dets, inc, strict=True)]
-    monkeypatch.setattr(cusum, "_COMPILED", [None])  # as without numba
+    monkeypatch.setattr(cusum, "_compiled_scan", lambda: None)  # as without numba
     monkeypatch.setattr(cusum, "LOOP_SCAN_MAX", 10**9)
     by_loop = scan_many(dets, incs)
     monkeypatch.setattr(cusum, "LOOP_SCAN_MAX", -1)
