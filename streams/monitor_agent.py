@@ -15,7 +15,6 @@ import asyncio
 import gc
 import logging
 import time
-from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from streams.processor import (
     MonitorProcessor,
     RecordLike,
     Reject,
+    count_rejects,
 )
 
 log = logging.getLogger("driftline.monitor")
@@ -233,9 +233,7 @@ class MonitorAgent(Service):
                 batch.append(key=rec.key, value=rec.value, timestamp=None, headers=headers)
         for p, batch in batches.items():
             self._pending.append(await producer.send_batch(batch, topic, partition=p))
-        for (reason, source), n in Counter(
-                (rej.reason, rej.record.topic) for rej in rejects).items():
-            self.metrics.dead_letters.labels(reason, source).inc(n)
+        count_rejects(self.metrics.dead_letters, rejects)
 
     def _log_reject(self, rej: Reject) -> None:
         """One warning per reason per ``REJECT_LOG_EVERY_S`` (with a count of the rest):

@@ -77,6 +77,13 @@ class Reject:
     message: str
 
 
+def count_rejects(counter: Any, rejects: list[Reject]) -> None:
+    """Add rejects to a counter labelled (reason, topic): one increment per reason and
+    topic, not a ``labels()`` lookup per reject."""
+    for (reason, topic), n in Counter((rej.reason, rej.record.topic) for rej in rejects).items():
+        counter.labels(reason, topic).inc(n)
+
+
 @dataclass(slots=True)
 class BatchResult:
     drift_events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -501,10 +508,7 @@ class MonitorProcessor:
         return self._publish(findings, out)
 
     def _publish(self, findings: list[tuple[str, Finding]], out: BatchResult) -> BatchResult:
-        if out.rejects:  # one increment per reason and topic, not per reject
-            tally = Counter((rej.reason, rej.record.topic) for rej in out.rejects)
-            for (reason, topic), n in tally.items():
-                self.metrics.invalid.labels(reason, topic).inc(n)
+        count_rejects(self.metrics.invalid, out.rejects)
         now = self.clock()
         for model_id, f in findings:
             ev = drift_event(model_id, f)
