@@ -21,13 +21,20 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 KAFKA_VERSION = "4.1.1"
 MAVEN_CENTRAL = "https://repo.maven.apache.org/maven2"  # unless DRIFTLINE_MAVEN_URL is set
 MIN_JAVA = 17
+# The local broker shares a few cores with the worker and the load (development, CI, the
+# benchmarks). Its JIT's optimising tier (C2) kept compiling for minutes under changing
+# load -- 6.8 s of compiler threads in a 31 s recording, with the broker at ~80% of a core
+# at 78,000 interactions/s; with C1 only it took ~40% (bench/throughput.py's latency runs).
+# A production broker, long-lived on its own machine, wants C2: use your Kafka's own
+# start scripts or image there (docker-compose.yml does), or DRIFTLINE_KAFKA_JVM_OPTS.
+DEFAULT_JVM_OPTS = "-Xms256m -Xmx1g -XX:+UseG1GC -XX:TieredStopAtLevel=1"
 
 
 class KafkaError(RuntimeError):
@@ -156,7 +163,8 @@ class LocalKafka:
     port: int = 9092
     controller_port: int = 9093
     host: str = "127.0.0.1"
-    heap: str = "-Xms256m -Xmx1g"
+    jvm_opts: str = field(
+        default_factory=lambda: os.environ.get("DRIFTLINE_KAFKA_JVM_OPTS") or DEFAULT_JVM_OPTS)
 
     @classmethod
     def from_env(cls) -> LocalKafka:
@@ -260,8 +268,7 @@ class LocalKafka:
             progress(f"starting Kafka {KAFKA_VERSION} on {self.bootstrap}")
         log = open(self.log_file, "ab")
         proc = subprocess.Popen(
-            ["java", *self.heap.split(), "-XX:+UseG1GC", "-Djava.awt.headless=true", log4j,
-             "-cp", cp, "kafka.Kafka", str(cfg)],
+            self.command(cp, log4j, cfg),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=_die_with_parent if tied and sys.platform == "linux" else None)
@@ -272,6 +279,11 @@ class LocalKafka:
         except BaseException:
             self.stop()
             raise
+
+    def command(self, classpath: str, log4j: str, config: Path) -> list[str]:
+        """The broker's java command line."""
+        return ["java", *self.jvm_opts.split(), "-Djava.awt.headless=true", log4j,
+                "-cp", classpath, "kafka.Kafka", str(config)]
 
     def wait_ready(self, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
         """Poll until a Kafka client gets cluster metadata, or fail with the log's tail."""

@@ -225,6 +225,19 @@ def test_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert (k.home, k.port, k.controller_port) == (tmp_path / "kafka", 29092, 29093)
 
 
+def test_jvm_options_default_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("DRIFTLINE_KAFKA_JVM_OPTS", raising=False)
+    cmd = LocalKafka(home=tmp_path).command("/jars/*", "-Dlog4j2.configurationFile=x",
+                                            tmp_path / "server.properties")
+    assert cmd[0] == "java"
+    assert cmd[1:5] == ["-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1"]
+    assert cmd[-4:] == ["-cp", "/jars/*", "kafka.Kafka", str(tmp_path / "server.properties")]
+    monkeypatch.setenv("DRIFTLINE_KAFKA_JVM_OPTS", "-Xmx2g  -XX:+UseParallelGC")
+    cmd = LocalKafka(home=tmp_path).command("/jars/*", "-Dx", tmp_path / "p")
+    assert cmd[1:3] == ["-Xmx2g", "-XX:+UseParallelGC"]
+    assert "-XX:TieredStopAtLevel=1" not in cmd
+
+
 def test_cache_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DRIFTLINE_CACHE", str(tmp_path / "c"))
     assert kafka_local._cache_dir() == tmp_path / "c" / "driftline" / f"kafka-{KAFKA_VERSION}"
@@ -256,6 +269,8 @@ def test_tied_broker_stops_when_its_starter_is_killed(tmp_path: Path) -> None:
     pid = int(starter.stdout.readline())
     try:
         os.kill(pid, 0)  # the broker runs
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert b"-XX:TieredStopAtLevel=1" in args and b"kafka.Kafka" in args
         starter.send_signal(signal.SIGKILL)
         starter.wait(30)
         deadline = time.monotonic() + 90
