@@ -420,7 +420,7 @@ async def latency_run(bootstrap: str, prefix: str, rate: float, warmup: int, per
     partition_of = {key: DefaultPartitioner()(key, parts, parts) for _, key, _ in values}
     slot_s = 0.005
     per_slot = rate * slot_s
-    n_slots = int(math.ceil((total - head) / per_slot))
+    n_slots = math.ceil((total - head) / per_slot)
     t0 = time.time() + 2.0 + (total - head) * 10e-6  # (building takes ~5 us a record)
     slots: list[list[tuple[int, Any]]] = [[] for _ in range(n_slots)]
     slot_of: dict[str, int] = {}
