@@ -43,9 +43,16 @@ H_MESSAGE = "driftline.error.message"
 H_TOPIC = "driftline.source.topic"
 H_PARTITION = "driftline.source.partition"
 H_OFFSET = "driftline.source.offset"
+H_TRUNCATED = "driftline.error.truncated"
 REJECT_LOG_EVERY_S = 10.0
 # Rejects wait for the next checkpoint to be published, or until they hold this much.
 DEAD_LETTER_BUFFER_BYTES = 1 << 20
+# A dead letter is its source record's key and value plus the headers above. A record as
+# big as the broker takes (message.max.bytes, 1 MiB by default) no longer fits with them,
+# and a dead letter the broker refuses would fail every checkpoint: past this size a dead
+# letter keeps the first bytes, and H_TRUNCATED names the original size (the whole record
+# stays at its source offset for the topic's retention).
+DEAD_LETTER_MAX_BYTES = 1_000_000
 
 
 def dead_letter_headers(rej: Reject) -> list[tuple[str, bytes]]:
@@ -57,6 +64,23 @@ def dead_letter_headers(rej: Reject) -> list[tuple[str, bytes]]:
         (H_PARTITION, str(rej.record.partition).encode()),
         (H_OFFSET, str(rej.record.offset).encode()),
     ]
+
+
+def dead_letter_record(rej: Reject) -> tuple[bytes | None, bytes | None,
+                                             list[tuple[str, bytes]]]:
+    """The dead letter of a reject: key, value (cut to fit if need be) and headers."""
+    rec = rej.record
+    key, value = rec.key, rec.value
+    headers = dead_letter_headers(rej)
+    size = len(key or b"") + len(value or b"")
+    if size > DEAD_LETTER_MAX_BYTES:
+        headers.append((H_TRUNCATED, str(size).encode()))
+        room = DEAD_LETTER_MAX_BYTES - sum(len(k) + len(v) for k, v in headers)
+        if key is not None and len(key) > room // 2:
+            key = key[:room // 2]
+        if value is not None:
+            value = value[:room - len(key or b"")]
+    return key, value, headers
 
 
 async def read_state(bootstrap: str, topic: str, partitions: set[int]
@@ -225,12 +249,12 @@ class MonitorAgent(Service):
             batch = batches.get(p)
             if batch is None:
                 batch = batches[p] = producer.create_batch()
-            headers = dead_letter_headers(rej)
-            if batch.append(key=rec.key, value=rec.value, timestamp=None,
+            key, value, headers = dead_letter_record(rej)
+            if batch.append(key=key, value=value, timestamp=None,
                             headers=headers) is None:  # full: send it, start the next
                 self._pending.append(await producer.send_batch(batch, topic, partition=p))
                 batch = batches[p] = producer.create_batch()
-                batch.append(key=rec.key, value=rec.value, timestamp=None, headers=headers)
+                batch.append(key=key, value=value, timestamp=None, headers=headers)
         for p, batch in batches.items():
             self._pending.append(await producer.send_batch(batch, topic, partition=p))
         count_rejects(self.metrics.dead_letters, rejects)

@@ -17,12 +17,15 @@ from streams.app import Driftline, create_app
 from streams.config import Settings
 from streams.metrics import Metrics
 from streams.monitor_agent import (
+    DEAD_LETTER_MAX_BYTES,
     H_MESSAGE,
     H_OFFSET,
     H_PARTITION,
     H_REASON,
     H_TOPIC,
+    H_TRUNCATED,
     dead_letter_headers,
+    dead_letter_record,
 )
 from streams.processor import Record, Reject
 
@@ -135,6 +138,32 @@ def test_dead_letter_message_truncation_stays_valid_utf8() -> None:
     msg = dict(dead_letter_headers(_reject("a" * 999 + "é" * 10)))[H_MESSAGE]
     assert len(msg) <= 1000
     assert msg.decode("utf-8") == "a" * 999
+
+
+def test_dead_letter_record_is_the_source_record_up_to_the_size_limit() -> None:
+    rej = Reject(Record("t.interactions", 1, 7, b"m1", b"v" * 900_000), "oversized", "big")
+    key, value, headers = dead_letter_record(rej)
+    assert (key, value, headers) == (b"m1", b"v" * 900_000, dead_letter_headers(rej))
+    none = Reject(Record("t.interactions", 1, 8, None, None), "missing_field", "no key")
+    assert dead_letter_record(none)[:2] == (None, None)
+
+
+def test_dead_letter_record_past_the_limit_is_cut_and_says_its_size() -> None:
+    value = bytes(range(256)) * 4096  # 1 MiB
+    rej = Reject(Record("t.interactions", 1, 7, b"m1", value), "oversized", "big")
+    key, cut, headers = dead_letter_record(rej)
+    assert key == b"m1"
+    assert dict(headers)[H_TRUNCATED] == str(len(value) + 2).encode()
+    assert headers[:5] == dead_letter_headers(rej)
+    assert value.startswith(cut)
+    total = len(key) + len(cut) + sum(len(k) + len(v) for k, v in headers)
+    assert DEAD_LETTER_MAX_BYTES - 100 < total <= DEAD_LETTER_MAX_BYTES
+    # A key past half of the room is cut too (the value takes the rest).
+    rej = Reject(Record("t.interactions", 1, 7, b"k" * 800_000, value), "bad_model_id", "k")
+    key, cut, headers = dead_letter_record(rej)
+    assert key is not None and cut is not None and 490_000 < len(key) < 500_000
+    assert len(key) + len(cut) + sum(len(k) + len(v) for k, v in headers) <= (
+        DEAD_LETTER_MAX_BYTES)
 
 
 # -- the monitor agent's batch handler ------------------------------------------------

@@ -138,3 +138,32 @@ def test_poison_messages_reach_dead_letters_and_the_worker_keeps_going(
     assert worker.metric("driftline_interactions_processed_total") == len(good)
     assert worker.metric("driftline_dead_letters_published_total") == len(POISON)
     assert worker.proc.poll() is None
+
+
+def test_a_poison_record_at_the_brokers_size_limit_is_dead_lettered_cut(
+        run_worker, kafka_bootstrap, topic_prefix, postgres_dsn):
+    """A record as big as the broker takes (1 MiB by default) cannot be dead-lettered
+    whole: the headers push it over the limit. It goes out cut, with its original size,
+    and the worker keeps going (the original stays at the named source offset)."""
+    worker = run_worker({"DATABASE_URL": postgres_dsn, "DRIFTLINE_WARMUP": "50"})
+    topic = f"{topic_prefix}.interactions"
+    big = (b'{"event_id":"x","model_id":"chat","ts":1,"metadata":{"p":"'
+           + b"x" * 1_048_300 + b'"}}')
+    good = [orjson.dumps({"event_id": f"g{i}", "model_id": "chat", "ts": 1 + i,
+                          "latency_ms": 100.0 + i}) for i in range(3)]
+    produce(kafka_bootstrap, [(topic, b"chat", good[0]), (topic, b"chat", big),
+                              (topic, b"chat", good[1]), (topic, b"chat", good[2])])
+    dead = consume(kafka_bootstrap, f"{topic_prefix}.dead-letters", lambda r: len(r) >= 1,
+                   timeout=90)
+    assert len(dead) == 1, worker.tail()
+    h = {k: v.decode() for k, v in dead[0].headers}
+    assert h["driftline.error.reason"] == "oversized"
+    assert h["driftline.source.offset"] == "1"
+    assert int(h["driftline.error.truncated"]) == len(big) + len(b"chat")
+    assert dead[0].key == b"chat"
+    assert 1_000_000 - 2000 < len(dead[0].value) <= 1_000_000
+    assert big.startswith(dead[0].value)
+    wait_for(lambda: worker.metric("driftline_interactions_processed_total") >= len(good), 60,
+             "the good interactions", worker)
+    assert worker.metric("driftline_dead_letters_published_total") == 1
+    assert worker.proc.poll() is None
