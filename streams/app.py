@@ -137,7 +137,8 @@ def create_app(
     async def health(web: Any, request: Any) -> Any:
         # Cheap to poll (unlike /metrics, which renders every series).
         return web.json({"status": "ok", "models": len(processor.models),
-                         "interactions_processed": processor.processed})
+                         "interactions_processed": processor.processed,
+                         "records_consumed": monitor.consumer.records})
 
     if on_startup is not None:
         @app.task

@@ -89,6 +89,7 @@ class BatchConsumer(Service):
         self.lock = asyncio.Lock()
         self.consumer: AIOKafkaConsumer | None = None
         self.batches = 0
+        self.records = 0  # handed to ``handle``, good or bad, from every input topic
         # Records known to wait behind the batch being handled (high watermarks of its
         # partitions as of their last fetch): 0 when the consumer has caught up.
         self.lag = 0
@@ -202,6 +203,7 @@ class BatchConsumer(Service):
                 self.lag = lag
                 await self.handle(records)
                 self.batches += 1
+                self.records += len(records)
                 self._uncommitted.update(commit)
                 if time.monotonic() - self._last_checkpoint >= self.commit_interval_s:
                     await self.checkpoint_now(wait=False)

@@ -156,11 +156,7 @@ class MonitorAgent(Service):
         t0 = time.perf_counter()
         await asyncio.to_thread(prime_calibration, self.processor.config)
         log.info("detector thresholds calibrated in %.1fs", time.perf_counter() - t0)
-        # Everything alive now (modules, the app, numba's compiler) lives as long as the
-        # process: keep it out of the collector's full passes, which otherwise walk it
-        # every time and pause the event loop for a tenth of a second or more.
-        gc.collect()
-        gc.freeze()
+        tune_gc()
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
             enable_idempotence=True, linger_ms=5, max_batch_size=1 << 20)
@@ -303,6 +299,31 @@ class MonitorAgent(Service):
             phases[st.monitor.phase] = phases.get(st.monitor.phase, 0) + 1
         for phase, n in phases.items():
             self.metrics.monitored_models.labels(phase).set(n)
+
+
+# Container allocations between two young-generation collections (CPython: 700).
+GC_GEN0_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Set the cyclic collector up for batch processing, once start-up is done.
+
+    Everything alive now (modules, the app, numba's compiler) lives as long as the
+    process: frozen, it stays out of the collector's full passes, which otherwise walk it
+    every time and pause the event loop for a tenth of a second or more.
+
+    A batch keeps thousands of small containers alive until it is done (a tuple per
+    record, the runs' lists). At CPython's 700 allocations per young collection, each of
+    them is walked several times and promoted to the older generations, whose
+    collections then walk them again. At 50,000, most die by reference count before a
+    collection sees them. Processor replay, interleaved in one process: 4.97 -> 4.37 us
+    a record clean, 5.47 -> 4.50 with 1% poison (whose exceptions leave reference cycles
+    behind: 0.91 of the clean rate -> 0.97); 4.32 / 4.33 with the collector off.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def prime_calibration(config: MonitorConfig) -> None:

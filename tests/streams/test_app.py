@@ -18,6 +18,7 @@ from streams.config import Settings
 from streams.metrics import Metrics
 from streams.monitor_agent import (
     DEAD_LETTER_MAX_BYTES,
+    GC_GEN0_THRESHOLD,
     H_MESSAGE,
     H_OFFSET,
     H_PARTITION,
@@ -26,6 +27,7 @@ from streams.monitor_agent import (
     H_TRUNCATED,
     dead_letter_headers,
     dead_letter_record,
+    tune_gc,
 )
 from streams.processor import Record, Reject
 
@@ -164,6 +166,21 @@ def test_dead_letter_record_past_the_limit_is_cut_and_says_its_size() -> None:
     assert key is not None and cut is not None and 490_000 < len(key) < 500_000
     assert len(key) + len(cut) + sum(len(k) + len(v) for k, v in headers) <= (
         DEAD_LETTER_MAX_BYTES)
+
+
+def test_tune_gc_freezes_start_up_and_collects_young_objects_less_often() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        alive = [[1]]  # a tracked container, alive at start-up
+        assert any(o is alive for o in gc.get_objects())
+        tune_gc()
+        assert gc.get_threshold() == (GC_GEN0_THRESHOLD, before[1], before[2])
+        assert not any(o is alive for o in gc.get_objects())  # frozen: never walked
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 # -- the monitor agent's batch handler ------------------------------------------------

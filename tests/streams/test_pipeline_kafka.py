@@ -137,6 +137,10 @@ def test_poison_messages_reach_dead_letters_and_the_worker_keeps_going(
              "the good interactions", worker)
     assert worker.metric("driftline_interactions_processed_total") == len(good)
     assert worker.metric("driftline_dead_letters_published_total") == len(POISON)
+    # /healthz: interactions fed to the detectors, and every record taken in.
+    health = worker.health()
+    assert (health["interactions_processed"], health["records_consumed"]) == (
+        len(good), len(records))
     assert worker.proc.poll() is None
 
 
