@@ -12,9 +12,12 @@ pre-filled with interactions for 100 models, then consumed from the beginning by
 
 raw and driftline alternate ``--repeat`` times on the same topic (the worker with a new
 group and an emptied state topic each time); the table shows medians, then every pair.
-Then: the scalar stream with 1% poison messages against the same stream clean, two
-workers side by side (each rate over the window in which both ran: the same spells of a
-busy host for both); produce -> drift event latency at half of driftline's measured
+Then: a scalar stream of ``--poison-events`` with 1% poison messages against the same
+stream clean, two workers side by side (each measured over the window in which both ran,
+once both are past the models' warm-ups: the same spells of a busy host for both; which
+one starts first alternates), as records per second and per CPU-second of each worker
+(``--poison-share 0`` puts the same clean stream on both sides: the method's own noise);
+produce -> drift event latency at half of driftline's measured
 scalar rate (and at any other ``--latency-rate``), and the worker's resident memory with
 1,000 active models with 384-d embeddings. The broker's data (several GB) is deleted at
 the end unless ``BENCH_KEEP=1``.
