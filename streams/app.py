@@ -28,7 +28,7 @@ from detectors import MonitorConfig
 from streams.config import Settings
 from streams.logger_agent import LoggerAgent
 from streams.metrics import Metrics
-from streams.monitor_agent import MonitorAgent
+from streams.monitor_agent import STATE_RECORD_MAX_BYTES, MonitorAgent
 from streams.processor import MonitorProcessor
 
 log = logging.getLogger("driftline")
@@ -164,7 +164,8 @@ async def ensure_topics(settings: Settings, extra: Sequence[str] = ()) -> list[s
     from streams.config import TOPICS
 
     names = [settings.topic(t) for t in TOPICS] + list(extra)
-    configs = {settings.topic("monitor-state"): {"cleanup.policy": "compact"}}
+    configs = {settings.topic("monitor-state"): {
+        "cleanup.policy": "compact", "max.message.bytes": str(STATE_RECORD_MAX_BYTES)}}
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:

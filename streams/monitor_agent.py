@@ -53,6 +53,11 @@ DEAD_LETTER_BUFFER_BYTES = 1 << 20
 # letter keeps the first bytes, and H_TRUNCATED names the original size (the whole record
 # stays at its source offset for the topic's retention).
 DEAD_LETTER_MAX_BYTES = 1_000_000
+# A state record holds a model's warm-up values until the warm-up ends: two scalar signals
+# of a 70,000-event warm-up are 1.1 MB, past the producer's and the broker's 1 MiB
+# defaults. The state topic is created to take records up to this size, and the
+# producer sends them (the default warm-up, 2,000, stays under 1 MB with embeddings).
+STATE_RECORD_MAX_BYTES = 16 << 20
 
 
 def dead_letter_headers(rej: Reject) -> list[tuple[str, bytes]]:
@@ -159,7 +164,8 @@ class MonitorAgent(Service):
         tune_gc()
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
-            enable_idempotence=True, linger_ms=5, max_batch_size=1 << 20)
+            enable_idempotence=True, linger_ms=5, max_batch_size=1 << 20,
+            max_request_size=STATE_RECORD_MAX_BYTES + (64 << 10))
         await self.producer.start()
         await self.consumer.start()
 

@@ -655,3 +655,36 @@ def test_embedding_dimension_change_and_keyless_feedback_reach_dead_letters(
     assert len(_read_all(kafka_bootstrap, f"{p}.dead-letters")) == 3
     assert w.proc.poll() is None
 
+
+
+def test_a_state_record_past_one_mebibyte_is_checkpointed_and_restored(
+        run_worker: Any, kafka_bootstrap: str, topic_prefix: str, postgres_dsn: str) -> None:
+    """A warm-up keeps its values in the state record until it ends: 70,000 of a long
+    one (DRIFTLINE_WARMUP=80,000), two scalar signals, are 1.1 MB -- past the broker's
+    and the producer's 1 MiB defaults. The checkpoint writes it; a new worker restores
+    it and the warm-up goes on."""
+    p, model, n, extra = topic_prefix, "long-warmup", 70_000, 5_000
+    topic = f"{p}.interactions"
+    docs = _latency(model, n + extra, seed=5)
+    for k, d in enumerate(docs):
+        d["output_tokens"] = 100 + k % 50
+    env = _env(postgres_dsn, 80_000)
+    w = run_worker(env, name="a")
+    produce(kafka_bootstrap, _msgs(topic, docs[:n]))
+    wait_for(lambda: w.metric(PROCESSED) >= n, 120, f"{n} interactions", w)
+    wait_for(lambda: _drained(kafka_bootstrap, p), 60, "everything committed", w)
+    assert w.proc.poll() is None, w.tail()
+    biggest = max(len(m.value or b"") for m in _read_all(kafka_bootstrap, f"{p}.monitor-state"))
+    assert biggest > 1 << 20, biggest
+    assert _seen(_states(kafka_bootstrap, p), model) == n
+    assert w.proc.poll() is None
+    w.stop()
+
+    w = run_worker(env, name="b")
+    produce(kafka_bootstrap, _msgs(topic, docs[n:]))
+    wait_for(lambda: w.metric(PROCESSED) >= extra, 120, f"{extra} more interactions", w)
+    wait_for(lambda: _drained(kafka_bootstrap, p), 60, "everything committed", w)
+    assert w.metric(PROCESSED) == extra
+    states = _states(kafka_bootstrap, p)
+    assert _seen(states, model) == _seen(states, model, "output_length") == n + extra
+    assert states[model].monitor.phase == "warmup"
