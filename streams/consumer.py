@@ -94,6 +94,11 @@ class BatchConsumer(Service):
         # partitions as of their last fetch): 0 when the consumer has caught up.
         self.lag = 0
         self._in_flight: asyncio.Future[None] | None = None  # the last checkpoint's commit
+        # A checkpoint whose output failed (to be sent or acknowledged): from then on
+        # nothing is committed, not even at stop or revoke. The output it lost (a
+        # model's state) is not in any later checkpoint, which would otherwise commit
+        # offsets past it; the next owner replays from the last good commit.
+        self.failed: Exception | None = None
 
     async def on_start(self) -> None:
         self.consumer = AIOKafkaConsumer(
@@ -122,8 +127,14 @@ class BatchConsumer(Service):
         ``wait=False``: return once the output is sent; the commit follows its
         acknowledgement in the background (awaited by the next checkpoint).
         """
-        await self.settle()
-        durable = await self.checkpoint() if self.checkpoint is not None else None
+        if self.failed is not None:
+            return
+        try:
+            await self.settle()
+            durable = await self.checkpoint() if self.checkpoint is not None else None
+        except Exception as exc:
+            self.failed = exc
+            raise
         self._last_checkpoint = time.monotonic()
         offsets, self._uncommitted = self._uncommitted, {}
         if durable is None and not offsets:
@@ -143,7 +154,11 @@ class BatchConsumer(Service):
     async def _commit_after(self, durable: Awaitable[Any] | None,
                             offsets: dict[TopicPartition, int]) -> None:
         if durable is not None:
-            await durable  # a failed send raises: nothing is committed
+            try:
+                await durable  # a failed send raises: nothing is committed
+            except Exception as exc:
+                self.failed = exc
+                raise
         consumer = self.consumer
         if not offsets or consumer is None:
             return

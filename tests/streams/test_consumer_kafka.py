@@ -92,31 +92,50 @@ async def test_commit_waits_for_the_checkpoint_output(kafka_bootstrap: str) -> N
         b"w%d" % i for i in range(5)]
 
 
-async def test_failed_checkpoint_output_commits_nothing(kafka_bootstrap: str) -> None:
+@pytest.mark.parametrize("how", ["acknowledgement", "send"])
+async def test_failed_checkpoint_output_commits_nothing_then_or_at_stop(
+        kafka_bootstrap: str, how: str) -> None:
+    """A checkpoint's output fails: its acknowledgement, or the send itself (e.g. a state
+    record too big for the producer). Nothing is committed -- nor later, when stop()
+    checkpoints again: that checkpoint finds nothing left to send (the failed one had
+    taken it), and committing its offsets would skip records whose state was lost."""
     topic, group = f"c{uuid.uuid4().hex[:10]}", f"g{uuid.uuid4().hex[:10]}"
     tp = TopicPartition(topic, 0)
     await _produce(kafka_bootstrap, [(topic, b"k", b"v%d" % i) for i in range(10)])
     handled: list[Any] = []
     fail: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    calls = 0
 
     async def checkpoint() -> Any:
-        return fail if handled else None
+        nonlocal calls
+        if not handled:
+            return None
+        calls += 1
+        if calls > 1:
+            return None  # "nothing changed since": the lost output is not sent again
+        if how == "send":
+            raise RuntimeError("state topic unavailable")
+        return fail
 
     bc = await _consumer(kafka_bootstrap, topic, group, handled, checkpoint)
     try:
-        async def all_handled() -> bool:
-            return len(handled) == 10 and bc._in_flight is not None
-        await _until(all_handled, "the records and a checkpoint in flight")
-        fail.set_exception(RuntimeError("state topic unavailable"))
+        if how == "acknowledgement":
+            async def all_handled() -> bool:
+                return len(handled) == 10 and bc._in_flight is not None
+            await _until(all_handled, "the records and a checkpoint in flight")
+            fail.set_exception(RuntimeError("state topic unavailable"))
+        # ("send": the checkpoint once caught up, after the 10 records, raises.)
 
         async def crashed() -> bool:  # the stream stops rather than commit past a loss
             return bc.crash_reason is not None
         await _until(crashed, "the consumer to stop on the failed checkpoint")
+        assert len(handled) == 10
         assert "state topic unavailable" in str(bc.crash_reason)
         assert await _committed(kafka_bootstrap, group, tp) is None
     finally:
-        bc.checkpoint = None  # (stop() checkpoints again; nothing failing this time)
         await bc.stop()
+    assert calls == 1  # stop() did not checkpoint again...
+    assert await _committed(kafka_bootstrap, group, tp) is None  # ...nor commit
 
 
 def test_an_empty_fetch_checkpoints_only_when_caught_up_or_due() -> None:
