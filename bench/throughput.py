@@ -262,23 +262,23 @@ class Worker:
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if line.startswith(name + "{") or line.startswith(name + " "))
 
-    def processed(self) -> float | None:
-        """Interactions fed to monitors so far, from the cheap ``/healthz``."""
+    def _health(self, field: str) -> float | None:
+        """One figure of the cheap ``/healthz`` (None while the worker does not answer)."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
-                return float(orjson.loads(r.read())["interactions_processed"])
+                return float(orjson.loads(r.read())[field])
         except OSError:
             return None
 
+    def processed(self) -> float | None:
+        """Interactions fed to monitors so far."""
+        return self._health("interactions_processed")
+
     def consumed(self) -> float | None:
-        """Input records (good or bad) taken in so far, from ``/healthz``. Smoother than
-        the interactions processed: while the worker is behind, runs wait (up to 512 per
-        model, ~10% of this benchmark's stream) and are fed to the detectors in bursts."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
-                return float(orjson.loads(r.read())["records_consumed"])
-        except OSError:
-            return None
+        """Input records (good or bad) taken in so far. Smoother than the interactions
+        processed: while the worker is behind, runs wait (up to 512 per model, ~10% of
+        this benchmark's stream) and are fed to the detectors in bursts."""
+        return self._health("records_consumed")
 
     def rss_bytes(self) -> int:
         with open(f"/proc/{self.proc.pid}/status") as fh:
@@ -397,7 +397,8 @@ async def latency_run(bootstrap: str, prefix: str, rate: float, warmup: int, per
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2,
                                 max_batch_size=1 << 20)
     await producer.start()
-    lat_slots: dict[str, Any] = {}  # event id -> send slot, slot -> when it was sent
+    slot_of: dict[str, int] = {}  # measured event id -> its send slot
+    sent_slot: list[float] = []  # slot -> when it was handed to the producer
     lat: list[float] = []
 
     async def follow() -> None:
@@ -407,9 +408,9 @@ async def latency_run(bootstrap: str, prefix: str, rate: float, warmup: int, per
             for msgs in batch.values():
                 for m in msgs:
                     ev = orjson.loads(m.value)
-                    s = lat_slots.get("slot_of", {}).get(ev["trigger_event_id"])
-                    if s is not None and lat_slots["sent"][s]:
-                        lat.append(now - lat_slots["sent"][s])
+                    s = slot_of.get(ev["trigger_event_id"])
+                    if s is not None and s < len(sent_slot) and sent_slot[s]:
+                        lat.append(now - sent_slot[s])
             if len(lat) >= MODELS:
                 return
 
@@ -452,8 +453,8 @@ async def latency_run(bootstrap: str, prefix: str, rate: float, warmup: int, per
     n_slots = math.ceil((total - head) / per_slot)
     t0 = time.time() + 2.0 + (total - head) * 10e-6  # (building takes ~5 us a record)
     slots: list[list[tuple[int, Any]]] = [[] for _ in range(n_slots)]
-    slot_of: dict[str, int] = {}
-    current: dict[int, Any] = {}  # partition -> the batch being filled, this slot
+    current: dict[int, Any] = {}  # partition -> the batch being filled, in slot ``filling``
+    filling = 0
     for k in range(head, total):
         event_id, key, value = values[k]
         planned = t0 + (k - head) / rate
@@ -461,8 +462,8 @@ async def latency_run(bootstrap: str, prefix: str, rate: float, warmup: int, per
         d["ts"] = planned
         value = orjson.dumps(d)
         s = int((k - head) / per_slot)
-        if s != slot_of.get(values[k - 1][0], s):
-            current = {}
+        if s != filling:
+            current, filling = {}, s
         slot_of[event_id] = s
         p = partition_of[key]
         batch = current.get(p)
@@ -471,8 +472,7 @@ async def latency_run(bootstrap: str, prefix: str, rate: float, warmup: int, per
             batch = current[p] = producer.create_batch()  # the slot's first, or one full
             slots[s].append((p, batch))
             batch.append(key=key, value=value, timestamp=int(planned * 1000))
-    sent_slot = [0.0] * n_slots
-    lat_slots.update(slot_of=slot_of, sent=sent_slot)
+    sent_slot.extend([0.0] * n_slots)
     late = time.time() - t0
     if late > 0:
         log(f"  (sending starts {late:.1f}s after the planned time: built slowly)")
