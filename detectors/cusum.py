@@ -135,6 +135,95 @@ def scan_many(dets: list[Cusum], incs: list[np.ndarray] | np.ndarray
     return _scan_interpreted(dets, incs)
 
 
+# How :func:`_table_scan_rows` finds the column of the increment table for a value.
+BY_RANK = 0  # twice the mid-rank in a sorted reference of distinct values (+inf appended)
+BY_RANK_TIES = 1  # the same in a reference with ties
+BY_EVENT = 2  # 1 for an event (a value > 0.5), else 0
+
+
+def _table_scan_rows(x: np.ndarray, ref: np.ndarray, mode: int, table: np.ndarray,
+                     state: np.ndarray, hit: np.ndarray) -> None:
+    """A CUSUM bank fed ``table[:, column(x_i)]`` value by value, the column found once for
+    all detectors: :func:`scan_many` of a table lookup without the (detectors, n) array of
+    increments in between. ``state`` holds the detectors' (s, run, h) one after the other
+    and is updated in place up to the first value where a detector reaches h; ``hit``
+    then holds that value's index and the first such detector (else it stays -1, -1).
+    The column of a value is BY_RANK ``#(ref < x) + #(ref <= x)``, as
+    ``NormalScores.positions`` (binary searches as numpy's ``searchsorted``), or BY_EVENT
+    ``x > 0.5``. Compiled by numba (:func:`_compiled_table_scan`)."""
+    n = ref.shape[0] - 1  # (the appended +inf)
+    k = table.shape[0]
+    for i in range(x.shape[0]):
+        v = x[i]
+        if mode == 2:
+            c = 1 if v > 0.5 else 0
+        else:
+            lo = 0
+            hi = n
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if ref[mid] < v:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if mode == 1:
+                r = lo
+                hi = n
+                while r < hi:
+                    mid = (r + hi) // 2
+                    if ref[mid] <= v:
+                        r = mid + 1
+                    else:
+                        hi = mid
+                c = lo + r
+            else:
+                c = 2 * lo + (1 if ref[lo] == v else 0)
+        for j in range(k):
+            s = state[3 * j] + table[j, c]
+            if s > 0:
+                state[3 * j + 1] += 1
+            else:
+                s = 0
+                state[3 * j + 1] = 0
+            state[3 * j] = s
+        for j in range(k):
+            if state[3 * j] >= state[3 * j + 2]:
+                hit[0] = i
+                hit[1] = j
+                return
+
+
+def _compiled_table_scan() -> Any:
+    """:func:`_table_scan_rows` compiled, or None without numba."""
+    return calibration.compiled(_table_scan_rows)
+
+
+_NO_REF = np.full(1, np.inf)
+
+
+def table_scan(dets: list[Cusum], x: np.ndarray, table: np.ndarray, mode: int,
+               ref: np.ndarray = _NO_REF) -> list[tuple[int, int, int]] | None:
+    """:func:`scan_many` of the increments ``table[:, column(x)]`` in one compiled pass
+    (see :func:`_table_scan_rows`; ``ref`` sorted, +inf appended), or None without numba.
+
+    Only the first alarm of the bank is reported (the detector, the statistic and the run
+    there; the others' entries are those of the same index, with -1): a signal re-baselines
+    on it and drops the bank, so the later alarms :func:`scan_many` would report for the
+    other detectors are never read.
+    """
+    kernel = _compiled_table_scan()
+    if kernel is None:
+        return None
+    if table.dtype != np.int64 or not table.flags.c_contiguous:
+        raise TypeError("a CUSUM increment table must be C-contiguous int64")
+    state = np.array([v for d in dets for v in (d.s, d.run, d.h)], dtype=np.int64)
+    hit = np.array([-1, -1], dtype=np.int64)
+    kernel(np.ascontiguousarray(x, dtype=np.float64), ref, mode, table, state, hit)
+    out = state.tolist()
+    at, first = hit.tolist()
+    return [(at if j == first else -1, out[3 * j], out[3 * j + 1]) for j in range(len(dets))]
+
+
 def _scan_interpreted(dets: list[Cusum], incs: list[np.ndarray] | np.ndarray
                       ) -> list[tuple[int, int, int]]:
     """:func:`scan_many` without numba: a plain loop for runs of at most

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from detectors import calibration, state
-from detectors.cusum import Cusum, bernoulli_design
+from detectors.cusum import BY_EVENT, Cusum, bernoulli_design, table_scan
 from detectors.signal import Alarm, Signal
 
 
@@ -41,6 +41,7 @@ class RateSignal(Signal):
         self.floor = floor
         self.p0 = math.nan
         self._designs: list[tuple[int, float, bool]] = []
+        self._table = np.zeros((0, 2), dtype=np.int64)  # increments: (detectors, no/event)
         self._warm_reset()
 
     def _warm_reset(self) -> None:
@@ -92,11 +93,17 @@ class RateSignal(Signal):
             h = calibration.bernoulli_threshold(a, unit, p, float(max(self._events, 1)), fa, up)
             self.dets.append(Cusum("bernoulli_cusum_up" if up else "bernoulli_cusum_down", h))
             self._designs.append((a, unit, up))
+        self._table = np.array([[-1, a] if up else [1, -a] for a, _, up in self._designs],
+                               dtype=np.int64)
 
     def _increments(self, seg: np.ndarray) -> list[np.ndarray]:
         ev = seg > 0.5
         return [np.where(ev, a, -1) if up else np.where(ev, -a, 1)
                 for a, _, up in self._designs]
+
+    def _scan(self, seg: np.ndarray) -> list[tuple[int, int, int]]:
+        out = table_scan(self.dets, seg, self._table, BY_EVENT)
+        return super()._scan(seg) if out is None else out
 
     def _track(self, seg: np.ndarray) -> None:
         self._ewma_add(seg)

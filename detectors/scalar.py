@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from detectors import calibration, state
-from detectors.cusum import SCALE, Cusum
+from detectors.cusum import BY_RANK, BY_RANK_TIES, SCALE, Cusum, table_scan
 from detectors.signal import (
     Alarm,
     NormalScores,
@@ -72,6 +72,13 @@ class ScalarSignal(Signal):
     def _increments(self, seg: np.ndarray) -> np.ndarray:
         assert self.scores is not None
         return self._tables[:, self.scores.positions(seg)]
+
+    def _scan(self, seg: np.ndarray) -> list[tuple[int, int, int]]:
+        sc = self.scores
+        assert sc is not None
+        out = table_scan(self.dets, seg, self._tables, BY_RANK_TIES if sc.ties else BY_RANK,
+                         sc.ext)
+        return super()._scan(seg) if out is None else out
 
     def _track(self, seg: np.ndarray) -> None:
         self._ewma_add(seg)

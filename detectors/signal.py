@@ -62,8 +62,7 @@ class Signal(abc.ABC):
                 continue
             due = self._until_refresh()
             seg = values[i:] if due is None else values[i: i + due]
-            incs = self._increments(seg)
-            scans = scan_many(self.dets, incs)
+            scans = self._scan(seg)
             hits = [(sc[0], j) for j, sc in enumerate(scans) if sc[0] >= 0]
             self._track(seg if not hits else seg[: min(hits)[0] + 1])
             if not hits:
@@ -135,6 +134,11 @@ class Signal(abc.ABC):
                 d.h = r.integer(f"det.{k}.h")
 
     # -- per signal ---------------------------------------------------------------
+    def _scan(self, seg: np.ndarray) -> list[tuple[int, int, int]]:
+        """Each detector's (first alarm index or -1, s, run) over ``seg``: at least the
+        bank's first alarm, as :func:`scan_many` reports it (the bank is dropped there)."""
+        return scan_many(self.dets, self._increments(seg))
+
     def _until_refresh(self) -> int | None:
         """Values until the reference may absorb quiet monitored data (None: never)."""
         return None
@@ -222,17 +226,17 @@ class NormalScores:
         self.m = float(loo.mean())
         self.sd = float(loo.std()) or 1.0
         self.z = (score - self.m) / self.sd
-        self._ties = bool((hi - lo > 1).any())
-        self._ext = np.append(self.ref, np.inf)
+        self.ties = bool((hi - lo > 1).any())
+        self.ext = np.append(self.ref, np.inf)  # (sorted, +inf appended)
         self._median: float | None = None
 
     def positions(self, x: np.ndarray) -> np.ndarray:
         """``#(ref < x) + #(ref <= x)``: twice the mid-rank of each value."""
         lo = np.searchsorted(self.ref, x, "left")
-        if self._ties:
+        if self.ties:
             return lo + np.searchsorted(self.ref, x, "right")
         # Distinct reference values: at most one equals x.
-        return 2 * lo + (self._ext[lo] == x)
+        return 2 * lo + (self.ext[lo] == x)
 
     def table(self, shape: tuple[float, float, float]) -> np.ndarray:
         c2, c1, c0 = shape

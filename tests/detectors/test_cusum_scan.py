@@ -4,6 +4,8 @@ length."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -63,3 +65,90 @@ def test_reference_median_is_numpys(n: int) -> None:
     rng = np.random.default_rng(n)
     ref = np.round(rng.lognormal(5.0, 0.5, n))  # ties on purpose
     assert NormalScores(ref).median() == float(np.median(ref))
+
+
+def _first_alarm(scans: list[tuple[int, int, int]]) -> tuple[int, int] | None:
+    hits = [(sc[0], j) for j, sc in enumerate(scans) if sc[0] >= 0]
+    return min(hits) if hits else None
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_table_scan_equals_scan_many_of_the_looked_up_increments(seed: int) -> None:
+    from detectors.signal import NormalScores
+
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, 5))
+    mode = seed % 3
+    if mode == cusum.BY_EVENT:
+        x = (rng.random(int(rng.integers(0, 150))) < rng.random()).astype(np.float64)
+        cols = x > 0.5
+        ref = np.full(1, np.inf)
+        table = rng.integers(-20, 20, size=(k, 2))
+    else:
+        ref_vals = rng.normal(size=int(rng.integers(2, 60)))
+        if mode == cusum.BY_RANK_TIES:
+            ref_vals = np.round(ref_vals, 1)  # ties
+            ref_vals[0] = ref_vals[-1]
+        scores = NormalScores(ref_vals)
+        assert scores.ties == (mode == cusum.BY_RANK_TIES)
+        # Values on, between, below and above the reference's.
+        x = np.concatenate([rng.choice(ref_vals, 30), rng.normal(size=60) * 1.5, [-9.0, 9.0]])
+        rng.shuffle(x)
+        cols = scores.positions(x)
+        ref = scores.ext
+        table = rng.integers(-20, 20, size=(k, 2 * ref_vals.shape[0] + 1))
+    table = np.ascontiguousarray(table + int(rng.integers(-6, 7)), dtype=np.int64)
+    dets = _bank(rng, k)
+
+    fused = cusum.table_scan(dets, x, table, mode, ref)
+    assert fused is not None
+    looked_up = scan_many(dets, table[:, cols.astype(np.int64)] if x.shape[0]
+                          else np.zeros((k, 0), dtype=np.int64))
+    first = _first_alarm(looked_up)
+    assert _first_alarm(fused) == first
+    if first is None:  # no alarm: every detector's state at the end
+        assert fused == looked_up
+    else:  # the alarm's statistic and run (the bank is dropped there)
+        assert fused[first[1]] == looked_up[first[1]]
+    assert all(type(v) is int for row in fused for v in row)
+
+
+def test_table_scan_refuses_a_table_it_cannot_index() -> None:
+    with pytest.raises(TypeError, match="int64"):
+        cusum.table_scan([Cusum("d", 10)], np.zeros(2), np.zeros((1, 2)), cusum.BY_EVENT)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_monitor_finds_the_same_drifts_with_and_without_the_fused_scans(
+        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every scalar and rate signal scanned by the fused kernel or by scan_many of its
+    increments: the same findings, in the same runs, and the same state after."""
+    from detectors import ModelMonitor, MonitorConfig
+
+    rng = np.random.default_rng(seed)
+    n = 12_000
+    shift = rng.integers(3000, 9000)
+    up = np.arange(n) >= shift
+    cols = {
+        "latency_ms": rng.lognormal(5.0 + 0.3 * up * (seed % 2),
+                                    0.4 * (1 + 0.6 * up * (seed % 3 == 2))),
+        "output_tokens": np.round(rng.lognormal(5.0, 0.5, n)),  # ties in the reference
+        "refusal": (rng.random(n) < 0.02 + 0.04 * up).astype(np.float64),
+        "feedback": np.where(rng.random(n) < 0.3, rng.integers(-1, 2, n), np.nan),
+        "correct": (rng.random(n) < 0.9 - 0.1 * up * (seed % 2 == 0)).astype(np.float64),
+    }
+    ids = [f"e{i}" for i in range(n)]
+    cuts = np.unique(np.concatenate([[0, n], rng.integers(0, n, 40)]))
+
+    def run() -> tuple[list[tuple[str, str, str]], bytes]:
+        m = ModelMonitor("m", MonitorConfig(warmup=500, target_false_alarm_rate=1e-4))
+        found = []
+        for a, b in itertools.pairwise(cuts.tolist()):
+            found += m.observe_columns(ids[a:b], np.arange(a, b, dtype=np.float64),
+                                       **{c: v[a:b] for c, v in cols.items()})
+        return [(f.signal, f.detector, f.event_id) for f in found], m.snapshot()
+
+    fused = run()
+    monkeypatch.setattr(cusum, "_compiled_table_scan", lambda: None)
+    assert run() == fused
+    assert len(fused[0]) >= 1  # (the stream has drifts to find)
