@@ -14,15 +14,14 @@ import logging
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import groupby
-from operator import attrgetter, itemgetter
+from itertools import groupby, repeat
+from operator import attrgetter
 from typing import Any, Protocol
 
 import numpy as np
 import orjson
-from msgspec.structs import astuple
 
 from detectors import Finding, InvalidValue, ModelMonitor, MonitorConfig, state
 from streams.events import drift_event
@@ -38,7 +37,13 @@ from streams.schema import (
 log = logging.getLogger("driftline.monitor")
 
 _TOPIC = attrgetter("topic")
-_FIELDS = {name: k for k, name in enumerate(FastInteraction.__struct_fields__)}
+# What the monitor reads of an interaction, as the rows of a run's (6, n) float64 matrix
+# (NaN where absent; bools as 1.0/0.0): timestamp, then the five scalar signals' inputs.
+_COLUMNS = ("ts", "latency_ms", "output_tokens", "refusal", "feedback", "correct")
+_ROW = attrgetter(*_COLUMNS)
+# Stands in for a rejected record when a batch's columns are built (never read after).
+_BLANK = FastInteraction(event_id="-", model_id="-", ts=0.0)
+_CODE_MEMO = 100_000  # model ids kept with their batch-grouping codes
 STATE_VERSION = 2  # 2: big arrays may live in records of their own (``state_records``)
 _HEADER = struct.Struct("<BI")  # version, length of the JSON offsets header
 # A snapshot array at least this big is by default stored in a record of its own, rewritten
@@ -226,6 +231,57 @@ def latest_states(records: Iterable[tuple[bytes | None, bytes | None, int]]
     return latest.result()
 
 
+class _Run:
+    """A model's interactions waiting for its monitor, as slices of the decoded batches
+    they came in: (records, decoded interactions, positions of this model's, its
+    columns). The columns are cut while the batch is still in the CPU's cache; reading
+    the scattered interactions back when the run is fed cost three times as much."""
+
+    __slots__ = ("n", "parts")
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[list[RecordLike], list[Any], np.ndarray, np.ndarray]] = []
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def add(self, seg: list[RecordLike], its: list[Any], idx: np.ndarray,
+            cols: np.ndarray) -> None:
+        self.parts.append((seg, its, idx, cols))
+        self.n += idx.shape[0]
+
+    def records(self) -> list[RecordLike]:
+        return [seg[i] for seg, _, idx, _ in self.parts for i in idx.tolist()]
+
+    def interactions(self) -> list[FastInteraction]:
+        return [its[i] for _, its, idx, _ in self.parts for i in idx.tolist()]
+
+    def columns(self) -> np.ndarray:
+        if len(self.parts) == 1:
+            return self.parts[0][3]
+        return np.concatenate([p[3] for p in self.parts], axis=1)
+
+
+class _EventIds(Sequence[str]):
+    """The event ids of a run, looked up only for the rows that raised an alarm."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+
+    def __len__(self) -> int:
+        return self.run.n
+
+    def __getitem__(self, row: Any) -> Any:
+        if not isinstance(row, int) or not 0 <= row < self.run.n:
+            raise IndexError(row)
+        for _, its, idx, _ in self.run.parts:
+            if row < idx.shape[0]:
+                return its[int(idx[row])].event_id
+            row -= idx.shape[0]
+        raise IndexError(row)  # pragma: no cover - the bounds were checked
+
+
 class MonitorProcessor:
     """Routes records of the three input topics to per-model monitors."""
 
@@ -259,7 +315,8 @@ class MonitorProcessor:
         # checkpoints (``flush()``), every run is fed.
         self.min_run = min_run
         self.max_delay_s = max_delay_s
-        self._pending: dict[str, tuple[list[RecordLike], list[FastInteraction]]] = {}
+        self._pending: dict[str, _Run] = {}
+        self._codes: dict[str | None, int] = {None: -1}  # model id -> code (grouping)
         self._since: dict[str, float] = {}
         self.processed = 0  # interactions fed to their monitor
         self.apart_bytes = apart_bytes
@@ -352,8 +409,9 @@ class MonitorProcessor:
         """
         out = BatchResult()
         interactions_t = self.topics[0]
-        # Per model, in stream order: ("i", records, FastInteractions) chunks of
-        # interactions, ("f", rec, Feedback) labels, ("u", rec, ModelUpdate) deploys.
+        # Per model, in stream order: ("i", records, FastInteractions, positions, columns)
+        # slices of interaction batches, ("f", rec, Feedback) labels, ("u", rec,
+        # ModelUpdate) deploys.
         work: dict[str, list[tuple[Any, ...]]] = {}
         for topic, group in groupby(records, _TOPIC):
             if topic == interactions_t:  # a stretch of interactions, decoded together
@@ -375,10 +433,9 @@ class MonitorProcessor:
             for item in items:
                 if item[0] == "i":
                     if run is None:
-                        run = ([], [])
+                        run = _Run()
                         self._since[model_id] = tick
-                    run[0].extend(item[1])
-                    run[1].extend(item[2])
+                    run.add(*item[1:])
                     continue
                 if run is not None:
                     findings += self._observe(model_id, st, run, out)
@@ -394,7 +451,7 @@ class MonitorProcessor:
                 pending[model_id] = run
         for model_id in list(pending):
             run = pending[model_id]
-            if (drain or len(run[1]) >= self.min_run
+            if (drain or run.n >= self.min_run
                     or tick - self._since[model_id] >= self.max_delay_s):
                 del pending[model_id]
                 findings += self._observe(model_id, self.models[model_id], run, out)
@@ -428,40 +485,50 @@ class MonitorProcessor:
 
     def _interactions(self, seg: list[RecordLike], work: dict[str, list[tuple[Any, ...]]],
                       out: BatchResult) -> None:
-        """Decode a stretch of interactions and append them to their models' work."""
+        """Decode a stretch of interactions and append each model's slice of it (its
+        records' positions and columns) to its work, models in order of appearance."""
         its, ids, bad = self._fast.decode_batch([r.value for r in seg], [r.key for r in seg])
         if bad:
             self._validate_rest(seg, its, ids, bad, out)
-        # Group positions by model (the one loop per record left on this path).
-        groups: dict[str, list[int]] = {}
-        get = groups.get
-        for i, model_id in enumerate(ids):
-            if model_id is not None:
-                g = get(model_id)
-                if g is None:
-                    groups[model_id] = [i]
-                else:
-                    g.append(i)
+        n = len(seg)
+        # Group by model in C: a code per model id, a stable sort, the cuts.
+        codes = self._codes
+        if len(codes) > _CODE_MEMO:
+            codes.clear()
+            codes[None] = -1
+        code = np.fromiter(map(codes.get, ids, repeat(-2)), dtype=np.int64, count=n)
+        if (code == -2).any():
+            for i in np.flatnonzero(code == -2).tolist():
+                code[i] = codes.setdefault(ids[i], len(codes))
+        order = np.argsort(code, kind="stable")
+        code = code[order]
+        starts = np.flatnonzero(code[1:] != code[:-1]) + 1
+        bounds = list(zip([0, *starts.tolist()], [*starts.tolist(), n], strict=True))
+        if len(bounds) > 1:  # models in order of their first record (stable: order[start])
+            bounds.sort(key=lambda se: int(order[se[0]]))
+        rows = its if not bad else [_BLANK if it is None else it for it in its]
+        cols = np.array(list(map(_ROW, rows)), dtype=np.float64)[order].T.copy()
         topic = seg[0].topic
         vectors = self._fast.vectors_seen
-        for model_id, idx in groups.items():
+        for start, end in bounds:
+            if code[start] == -1:  # rejected records
+                continue
+            idx = order[start:end]
+            part = cols[:, start:end]
             first = seg[idx[0]]
+            model_id = ids[idx[0]]
+            assert model_id is not None
             st = self._model(model_id, first.partition)
             done = st.offsets.get(topic, -1)
             if first.offset <= done:  # applied before a crash: the state already has them
-                idx = [i for i in idx if seg[i].offset > done]
-                if not idx:
+                keep = [k for k, i in enumerate(idx.tolist()) if seg[i].offset > done]
+                if not keep:
                     continue
+                idx, part = idx[keep], part[:, keep]
             st.offsets[topic] = seg[idx[-1]].offset
-            if len(idx) == 1:
-                recs: list[Any] = [seg[idx[0]]]
-                mits: list[Any] = [its[idx[0]]]
-            else:
-                pick = itemgetter(*idx)
-                recs, mits = list(pick(seg)), list(pick(its))
             if vectors:
-                recs, mits = self._check_dims(st, recs, mits, out)
-            work.setdefault(model_id, []).append(("i", recs, mits))
+                idx, part = self._check_dims(st, seg, its, idx, part, out)
+            work.setdefault(model_id, []).append(("i", seg, its, idx, part))
 
     def _validate_rest(self, seg: list[RecordLike], its: list[FastInteraction | None],
                        ids: list[str | None], bad: list[int], out: BatchResult) -> None:
@@ -482,21 +549,24 @@ class MonitorProcessor:
             if it.embedding is not None:
                 self._fast.vectors_seen = True
 
-    def _check_dims(self, st: _ModelState, recs: list[Any], mits: list[Any],
-                    out: BatchResult) -> tuple[list[Any], list[Any]]:
+    def _check_dims(self, st: _ModelState, seg: list[RecordLike], its: list[Any],
+                    idx: np.ndarray, part: np.ndarray, out: BatchResult
+                    ) -> tuple[np.ndarray, np.ndarray]:
         """Drop (dead-letter) vectors whose size differs within a model version."""
-        keep_recs, keep_its = [], []
-        for rec, it in zip(recs, mits, strict=True):
+        keep = []
+        for k, i in enumerate(idx.tolist()):
+            it = its[i]
             try:
                 if it.embedding is not None:
                     self._check_dim(st, it.model_version, len(it.embedding) // 4)
             except InvalidEvent as exc:
-                self._reject(out, rec, exc.reason, exc.message)
+                self._reject(out, seg[i], exc.reason, exc.message)
                 self._unordered = True  # found after the records that follow it
                 continue
-            keep_recs.append(rec)
-            keep_its.append(it)
-        return keep_recs, keep_its
+            keep.append(k)
+        if len(keep) == idx.shape[0]:
+            return idx, part
+        return idx[keep], part[:, keep]
 
     def flush(self) -> BatchResult:
         """Feed every pending interaction to its monitor (before a checkpoint)."""
@@ -522,34 +592,36 @@ class MonitorProcessor:
     def _reject(out: BatchResult, rec: RecordLike, reason: str, message: str) -> None:
         out.rejects.append(Reject(rec, reason, message))  # (counted in ``_publish``)
 
-    def _observe(self, model_id: str, st: _ModelState,
-                 run: tuple[list[RecordLike], list[FastInteraction]],
+    def _observe(self, model_id: str, st: _ModelState, run: _Run,
                  out: BatchResult) -> list[tuple[str, Finding]]:
         """Feed a run of interactions to the model's monitor as columns."""
-        its = run[1]
-        if not its:
+        n = run.n
+        if not n:
             return []
-        cols = list(zip(*map(astuple, its), strict=True))  # a tuple per field (_FIELDS)
-        n = len(its)
-        vecs = cols[_FIELDS["embedding"]]
+        cols = run.columns()
+        absent = np.isnan(cols).all(axis=1).tolist()
+        signal = [None if absent[k] else cols[k] for k in range(len(_COLUMNS))]
         embeddings = None
         emb_rows: list[int] = []
-        if vecs.count(None) != n:
-            emb_rows = [k for k, v in enumerate(vecs) if v is not None]
-            embeddings = _matrix([vecs[k] for k in emb_rows])
-            if embeddings is None:  # vectors of two sizes (two versions): one by one
-                return self._observe_slowly(model_id, st, run, out)
+        its: list[FastInteraction] | None = None
+        if self._fast.vectors_seen:
+            its = run.interactions()
+            emb_rows = [k for k, it in enumerate(its) if it.embedding is not None]
+            if emb_rows:
+                embeddings = _matrix([its[k].embedding for k in emb_rows])  # type: ignore[misc]
+                if embeddings is None:  # vectors of two sizes (two versions): one by one
+                    return self._observe_slowly(model_id, st, run, out)
+        version = None
+        if st.monitor.model_version is None:  # (the monitor keeps the first one it sees)
+            its = run.interactions() if its is None else its
+            version = next((it.model_version for it in its if it.model_version is not None),
+                           None)
         try:
             found = st.monitor.observe_columns(
-                cols[_FIELDS["event_id"]], np.array(cols[_FIELDS["ts"]], dtype=np.float64),
-                latency_ms=_column(cols[_FIELDS["latency_ms"]], n),
-                output_tokens=_column(cols[_FIELDS["output_tokens"]], n),
-                refusal=_column(cols[_FIELDS["refusal"]], n),
-                feedback=_column(cols[_FIELDS["feedback"]], n),
-                correct=_column(cols[_FIELDS["correct"]], n), embeddings=embeddings,
-                embedding_rows=np.array(emb_rows, dtype=np.int64),
-                model_version=next((v for v in cols[_FIELDS["model_version"]]
-                                    if v is not None), None))
+                _EventIds(run), cols[0], latency_ms=signal[1], output_tokens=signal[2],
+                refusal=signal[3], feedback=signal[4], correct=signal[5],
+                embeddings=embeddings, embedding_rows=np.array(emb_rows, dtype=np.int64),
+                model_version=version)
         except InvalidValue:
             # The monitor validates a batch before it changes state: find the culprit(s).
             return self._observe_slowly(model_id, st, run, out)
@@ -557,19 +629,18 @@ class MonitorProcessor:
             # A fault of the detectors, not of the input: the run may be half applied,
             # so neither retry it nor blame the records. Keep the worker alive.
             log.exception("monitor of %s failed on a run of %d interactions; skipped",
-                          model_id, len(its))
+                          model_id, n)
             return []
-        self.metrics.interactions.labels(self.metrics.model(model_id)).inc(len(its))
-        self.processed += len(its)
-        self.metrics.event_age.observe(max(0.0, self.clock() - its[-1].ts))
+        self.metrics.interactions.labels(self.metrics.model(model_id)).inc(n)
+        self.processed += n
+        self.metrics.event_age.observe(max(0.0, self.clock() - float(cols[0, -1])))
         return [(model_id, f) for f in found]
 
-    def _observe_slowly(self, model_id: str, st: _ModelState,
-                        run: tuple[list[RecordLike], list[FastInteraction]],
+    def _observe_slowly(self, model_id: str, st: _ModelState, run: _Run,
                         out: BatchResult) -> list[tuple[str, Finding]]:
         found: list[tuple[str, Finding]] = []
         ok = 0
-        for rec in run[0]:
+        for rec in run.records():
             try:
                 it = parse_interaction(rec.value, rec.key, self.max_payload_bytes)
                 found += [(model_id, f) for f in st.monitor.observe(it.obs)]
@@ -581,13 +652,6 @@ class MonitorProcessor:
         self.metrics.interactions.labels(self.metrics.model(model_id)).inc(ok)
         self.processed += ok
         return found
-
-
-def _column(values: tuple[Any, ...], n: int) -> np.ndarray | None:
-    """One signal as float64 (bools as 1.0/0.0, NaN where absent); None if all absent."""
-    if values.count(None) == n:
-        return None
-    return np.array(values, dtype=np.float64)
 
 
 def _matrix(rows: list[bytes]) -> np.ndarray | None:

@@ -770,3 +770,55 @@ def test_runs_wait_while_behind_and_are_fed_once_caught_up() -> None:
     assert [e["drift_id"] for _, e in caught_up.drift_events] == \
         [e["drift_id"] for _, e in reference.drift_events]
     assert caught_up.drift_events
+
+
+@pytest.mark.parametrize(("batch", "min_run"), [(7, 0), (64, 0), (300, 0), (64, 10_000),
+                                                (1000, 150)])
+def test_interleaved_models_with_poison_find_what_one_record_at_a_time_finds(
+        batch: int, min_run: int) -> None:
+    """Models interleaved at random, poison among them, runs cut across batches: the
+    drift events (ids, events, in order per model) and the rejects are those of feeding
+    one record at a time."""
+    rng = np.random.default_rng(batch)
+    models = ["m1", "m2", "m3", "m4"]
+    log = Log({m: k % 2 for k, m in enumerate(models)})
+    count = dict.fromkeys(models, 0)
+    for _ in range(2400):
+        m = models[int(rng.integers(0, 4))]
+        i = count[m]
+        count[m] += 1
+        shifted = m in ("m1", "m3") and i >= 300
+        log.add(IT, _doc(m, i, rng, latency_factor=1.8 if shifted else 1.0))
+        if rng.random() < 0.01:
+            log.add(IT, None, key=m.encode(), raw=b'{"event_id": "x", "model_id": ')
+    drained = 0 if min_run == 0 else len(log.records) - batch
+
+    def feed(proc: MonitorProcessor, size: int) -> BatchResult:
+        total = BatchResult()
+        for k in range(0, len(log.records), size):
+            r = proc.process(log.records[k:k + size], drain=k >= drained)
+            total.drift_events += r.drift_events
+            total.rejects += r.rejects
+        r = proc.flush()
+        total.drift_events += r.drift_events
+        return total
+
+    proc = MonitorProcessor(
+        interactions_topic=IT, feedback_topic=FB, updates_topic=UP,
+        monitor_config=MonitorConfig(warmup=WARMUP), metrics=Metrics(CollectorRegistry()),
+        clock=lambda: NOW, min_run=min_run, max_delay_s=3600.0)
+    got = feed(proc, batch)
+    want = feed(_processor(), 1)
+
+    def by_model(res: BatchResult) -> dict[str, list[tuple[str, str, str]]]:
+        out: dict[str, list[tuple[str, str, str]]] = {}
+        for m, e in res.drift_events:
+            out.setdefault(m, []).append((e["drift_id"], e["trigger_event_id"], e["detected_at"]))
+        return out
+
+    assert by_model(got) == by_model(want)
+    assert {"m1", "m3"} <= set(by_model(got))
+    assert [(r.record.offset, r.reason) for r in got.rejects] == \
+        [(r.record.offset, r.reason) for r in want.rejects]
+    assert len(got.rejects) >= 10
+    assert proc.processed == sum(count.values())
