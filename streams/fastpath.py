@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from itertools import compress, repeat
-from operator import is_, ne
+from operator import attrgetter, ne
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -25,7 +25,10 @@ from msgspec import Meta
 from streams.schema import _MODEL_ID as MODEL_ID_RE
 from streams.schema import MAX_EMBEDDING_DIM, MAX_TS, MIN_EMBEDDING_DIM, Interaction
 
-_MISS = object()
+_MODEL_ID = attrgetter("model_id")
+# The key memo's value for no key or a key that is no valid model id: equal to no decoded
+# model id (nor to None, a failed decode's).
+_NO_MODEL = object()
 
 _Text = Annotated[str, Meta(min_length=1, max_length=256)]
 # Bounds inside what both parsers read the same way (orjson turns integer literals
@@ -75,26 +78,26 @@ class FastPath:
     def __init__(self, max_payload_bytes: int, key_memo: int = 100_000) -> None:
         self.limit = max_payload_bytes
         self._decode = msgspec.json.Decoder(FastInteraction).decode
-        self._keys: dict[bytes | None, str | None] = {None: None}  # (no key: no model)
+        # Kafka key -> its model id, or _NO_MODEL.
+        self._keys: dict[bytes | None, str | object] = {None: _NO_MODEL}
         self._key_memo = key_memo
         self._packers: dict[int, Any] = {}
         # Set once any vector passed: from then on runs check embedding dimensions.
         self.vectors_seen = False
         self._failed = False  # set by _one when a decode fails
 
-    def _model_of_key(self, key: bytes | None) -> str | None:
-        if key is None:
-            return None
-        hit = self._keys.get(key, False)
-        if hit is False:
+    def _model_of_key(self, key: bytes | None) -> str | object:
+        """The key's model id, or _NO_MODEL (no key, not UTF-8, outside the pattern)."""
+        hit = self._keys.get(key)
+        if hit is None:
             try:
-                text = key.decode()
+                text = key.decode()  # type: ignore[union-attr]
             except UnicodeDecodeError:
                 text = None
-            hit = text if text is not None and MODEL_ID_RE.match(text) else None
+            hit = text if text is not None and MODEL_ID_RE.match(text) else _NO_MODEL
             if len(self._keys) < self._key_memo:
                 self._keys[key] = hit
-        return hit  # type: ignore[return-value]
+        return hit
 
     def decode(self, value: bytes | None, key: bytes | None) -> FastInteraction | None:
         """The interaction, with ``embedding`` as float32 bytes, or None (full validator)."""
@@ -117,33 +120,31 @@ class FastPath:
         """:meth:`decode_many`, with each record's model id (None where the decode
         failed) and the positions that failed, in order.
 
-        The clean batch pays nothing for bad records: no scan for None unless a decode
-        failed, and where one did the positions are found by C calls (a Python loop
-        over the batch, or a rich comparison of every struct with None, cost as much as
-        10% of it).
+        Past the decode every step is one C call over the batch: the keys' model ids
+        from the memo, the decoded ones, one list comparison; a batch with a failure or
+        a mismatch takes one more C scan to find them all (a Python loop over the batch
+        cost as much as 10% of it).
         (Not one JSON-lines call: msgspec reads a stream of values separated by any
         whitespace, so crafted records could parse into a neighbour's fields.)
         """
         self._failed = False
         out = list(map(self._one, values))
-        known = self._keys
-        texts = [known.get(k, _MISS) for k in keys]
-        if _MISS in texts:
-            texts = [self._model_of_key(k) for k in keys]
-        bad: list[int] = []
-        if self._failed:
-            bad = list(compress(range(len(out)), map(is_, out, repeat(None))))
-            for i in bad:
-                texts[i] = None  # (nothing to compare there)
-            ids = [None if it is None else it.model_id for it in out]
+        try:
+            texts = list(map(self._keys.__getitem__, keys))
+        except KeyError:  # a key not seen yet
+            texts = list(map(self._model_of_key, keys))
+        if self._failed:  # (None.model_id: None)
+            ids: list[str | None] = list(map(getattr, out, repeat("model_id"), repeat(None)))
         else:
-            ids = [it.model_id for it in out]  # type: ignore[union-attr]
-        if ids != texts:  # a key that differs from model_id, or no valid model id
-            wrong = list(compress(range(len(ids)), map(ne, ids, texts)))
-            for i in wrong:
+            ids = list(map(_MODEL_ID, out))
+        bad: list[int] = []
+        # A failed decode (None) or a key that is not the model id differs from the key's
+        # model id (or _NO_MODEL): one C scan finds both.
+        if self._failed or ids != texts:
+            bad = list(compress(range(len(ids)), map(ne, ids, texts)))
+            for i in bad:
                 out[i] = None
                 ids[i] = None
-            bad = sorted(bad + wrong)
         return out, ids, bad
 
     def _one(self, value: bytes | None) -> FastInteraction | None:

@@ -234,8 +234,9 @@ def latest_states(records: Iterable[tuple[bytes | None, bytes | None, int]]
 class _Run:
     """A model's interactions waiting for its monitor, as slices of the decoded batches
     they came in: (records, decoded interactions, positions of this model's, its
-    columns). The columns are cut while the batch is still in the CPU's cache; reading
-    the scattered interactions back when the run is fed cost three times as much."""
+    columns). The columns are cut once per batch, while it is in the CPU's cache, in a
+    few C calls; transposing each run's interactions when it was fed cost ~1.2 µs a
+    record (processor replay, 500,000 scalar interactions: ~4.1 -> ~2.9 µs a record)."""
 
     __slots__ = ("n", "parts")
 
@@ -506,7 +507,12 @@ class MonitorProcessor:
         bounds = list(zip([0, *starts.tolist()], [*starts.tolist(), n], strict=True))
         if len(bounds) > 1:  # models in order of their first record (stable: order[start])
             bounds.sort(key=lambda se: int(order[se[0]]))
-        rows = its if not bad else [_BLANK if it is None else it for it in its]
+        rows = its
+        if bad:
+            rows = list(its)
+            for i in bad:
+                if rows[i] is None:
+                    rows[i] = _BLANK
         cols = np.array(list(map(_ROW, rows)), dtype=np.float64)[order].T.copy()
         topic = seg[0].topic
         vectors = self._fast.vectors_seen
