@@ -155,7 +155,7 @@ def _table_scan_rows(x: np.ndarray, ref: np.ndarray, mode: int, table: np.ndarra
     k = table.shape[0]
     for i in range(x.shape[0]):
         v = x[i]
-        if mode == 2:
+        if mode == BY_EVENT:
             c = 1 if v > 0.5 else 0
         else:
             lo = 0
@@ -166,7 +166,7 @@ def _table_scan_rows(x: np.ndarray, ref: np.ndarray, mode: int, table: np.ndarra
                     lo = mid + 1
                 else:
                     hi = mid
-            if mode == 1:
+            if mode == BY_RANK_TIES:
                 r = lo
                 hi = n
                 while r < hi:

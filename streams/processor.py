@@ -499,9 +499,8 @@ class MonitorProcessor:
             codes.clear()
             codes[None] = -1
         code = np.fromiter(map(codes.get, ids, repeat(-2)), dtype=np.int64, count=n)
-        if (code == -2).any():
-            for i in np.flatnonzero(code == -2).tolist():
-                code[i] = codes.setdefault(ids[i], len(codes))
+        for i in np.flatnonzero(code == -2).tolist():  # model ids new to the memo
+            code[i] = codes.setdefault(ids[i], len(codes))
         order = np.argsort(code, kind="stable")
         code = code[order]
         starts = np.flatnonzero(code[1:] != code[:-1]) + 1
