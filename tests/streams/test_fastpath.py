@@ -99,6 +99,27 @@ def test_decode_many_equals_one_by_one_at_every_position(size: int) -> None:
                [None if o is None else _values(o) for o in one]
 
 
+@pytest.mark.parametrize("size", [1, 2, CHUNK, 3 * CHUNK + 7])
+def test_decode_batch_names_each_failure_and_key_mismatch_in_order(size: int) -> None:
+    """Failed decodes, keys naming another model (or none), both in one batch or
+    neither: the positions, the model ids and the records of decoding one at a time."""
+    fast = FastPath(64 * 1024)
+    for seed in range(40):
+        rng = random.Random(seed)
+        cases = _cases(1000 * size + seed, size)
+        # Keys of another (valid) model on records that decode: a mismatch the decode
+        # alone does not see.
+        share = rng.choice([0.0, 0.05, 0.5])
+        keys = [b"m2" if rng.random() < share else k for _, k in cases]
+        values = [v for v, _ in cases]
+        its, ids, bad = fast.decode_batch(values, keys)
+        one = [fast.decode(v, k) for v, k in zip(values, keys, strict=True)]
+        assert bad == [i for i, o in enumerate(one) if o is None]
+        assert ids == [None if o is None else o.model_id for o in one]
+        assert [None if b is None else _values(b) for b in its] == \
+               [None if o is None else _values(o) for o in one]
+
+
 def test_records_that_only_parse_together_are_not_merged() -> None:
     """Two halves of an object, a value holding two objects, blank values: a JSON-lines
     or array reading of the batch would shift them into neighbours; the decoder must not."""
