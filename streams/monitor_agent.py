@@ -15,6 +15,8 @@ import asyncio
 import gc
 import logging
 import time
+from collections import Counter
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,7 @@ from streams.config import Settings
 from streams.consumer import BatchConsumer
 from streams.metrics import Metrics
 from streams.processor import (
+    REJECT_REASON,
     BatchResult,
     LatestStates,
     MonitorProcessor,
@@ -36,6 +39,8 @@ from streams.processor import (
 )
 
 log = logging.getLogger("driftline.monitor")
+
+_REJECT_VALUE = attrgetter("record.value")
 
 # Dead-letter headers, modelled on Kafka Connect's ``__connect.errors.*``.
 H_REASON = "driftline.error.reason"
@@ -61,10 +66,12 @@ STATE_RECORD_MAX_BYTES = 16 << 20
 
 
 def dead_letter_headers(rej: Reject) -> list[tuple[str, bytes]]:
+    message = rej.message.encode()
+    if len(message) > 1000:  # cut without splitting a UTF-8 sequence
+        message = message[:1000].decode(errors="ignore").encode()
     return [
         (H_REASON, rej.reason.encode()),
-        # Cut at 1000 bytes without splitting a UTF-8 sequence.
-        (H_MESSAGE, rej.message.encode()[:1000].decode(errors="ignore").encode()),
+        (H_MESSAGE, message),
         (H_TOPIC, rej.record.topic.encode()),
         (H_PARTITION, str(rej.record.partition).encode()),
         (H_OFFSET, str(rej.record.offset).encode()),
@@ -209,11 +216,12 @@ class MonitorAgent(Service):
         send = self.producer.send
         s = self.settings
         futures = self._pending
-        if result.rejects:
-            for rej in result.rejects:
-                self._log_reject(rej)
-                self._reject_bytes += len(rej.record.value or b"") + 200
-            self._rejects += result.rejects
+        rejects = result.rejects
+        if rejects:
+            self._log_rejects(rejects)
+            self._reject_bytes += (sum(map(len, filter(None, map(_REJECT_VALUE, rejects))))
+                                   + 200 * len(rejects))
+            self._rejects += rejects
             if self._reject_bytes >= DEAD_LETTER_BUFFER_BYTES:
                 await self._publish_dead_letters()
         for model_id, ev in result.drift_events:
@@ -261,19 +269,22 @@ class MonitorAgent(Service):
             self._pending.append(await producer.send_batch(batch, topic, partition=p))
         count_rejects(self.metrics.dead_letters, rejects)
 
-    def _log_reject(self, rej: Reject) -> None:
+    def _log_rejects(self, rejects: list[Reject]) -> None:
         """One warning per reason per ``REJECT_LOG_EVERY_S`` (with a count of the rest):
         every reject is in the dead-letter topic and the metrics, a flood of bad input
-        should not also flood the log and slow the worker down."""
+        should not also flood the log and slow the worker down. (Counted per batch: a
+        loop over the rejects cost the worker more than the rest of their handling.)"""
         now = time.monotonic()
-        since, hidden = self._reject_log.get(rej.reason, (-REJECT_LOG_EVERY_S, 0))
-        if now - since < REJECT_LOG_EVERY_S:
-            self._reject_log[rej.reason] = (since, hidden + 1)
-            return
-        self._reject_log[rej.reason] = (now, 0)
-        more = f" ({hidden} more {rej.reason} rejects before it, not logged)" if hidden else ""
-        log.warning("rejected %s[%d]@%d: %s: %s%s", rej.record.topic, rej.record.partition,
-                    rej.record.offset, rej.reason, rej.message, more)
+        for reason, n in Counter(map(REJECT_REASON, rejects)).items():
+            since, hidden = self._reject_log.get(reason, (-REJECT_LOG_EVERY_S, 0))
+            if now - since < REJECT_LOG_EVERY_S:
+                self._reject_log[reason] = (since, hidden + n)
+                continue
+            self._reject_log[reason] = (now, n - 1)
+            rej = next(r for r in rejects if r.reason == reason)
+            more = f" ({hidden} more {reason} rejects before it, not logged)" if hidden else ""
+            log.warning("rejected %s[%d]@%d: %s: %s%s", rej.record.topic, rej.record.partition,
+                        rej.record.offset, reason, rej.message, more)
 
     async def checkpoint(self) -> asyncio.Future[Any] | None:
         """Publish the state of every model changed since the last checkpoint; returns

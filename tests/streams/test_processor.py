@@ -729,21 +729,27 @@ def test_reject_warnings_are_rate_limited_per_reason(caplog: pytest.LogCaptureFi
     monkeypatch.setattr(monitor_agent.time, "monotonic", lambda: clock[0])
     agent = types.SimpleNamespace(_reject_log={})
 
-    def reject(reason: str, offset: int) -> None:
-        monitor_agent.MonitorAgent._log_reject(
-            agent, Reject(Record(IT, 0, offset, b"m1", b"x"), reason, "why"))  # type: ignore[arg-type]
+    def batch(*rejects: tuple[str, int]) -> None:
+        monitor_agent.MonitorAgent._log_rejects(agent, [  # type: ignore[arg-type]
+            Reject(Record(IT, 0, offset, b"m1", b"x"), reason, "why")
+            for reason, offset in rejects])
 
     with caplog.at_level(logging.WARNING, logger="driftline.monitor"):
-        for off in range(5):
-            reject("bad_json", off)
-        reject("bad_type", 5)
+        for off in range(3):  # one at a time, then in a batch: the same count
+            batch(("bad_json", off))
+        batch(("bad_type", 3), ("bad_json", 4), ("bad_json", 5), ("bad_type", 6))
         clock[0] += monitor_agent.REJECT_LOG_EVERY_S
-        reject("bad_json", 6)
+        batch(("bad_json", 7), ("bad_type", 8), ("bad_json", 9))
+        batch(("bad_json", 10))
+        clock[0] += monitor_agent.REJECT_LOG_EVERY_S
+        batch(("bad_json", 11))
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
         f"rejected {IT}[0]@0: bad_json: why",
-        f"rejected {IT}[0]@5: bad_type: why",
-        f"rejected {IT}[0]@6: bad_json: why (4 more bad_json rejects before it, not logged)",
+        f"rejected {IT}[0]@3: bad_type: why",
+        f"rejected {IT}[0]@7: bad_json: why (4 more bad_json rejects before it, not logged)",
+        f"rejected {IT}[0]@8: bad_type: why (1 more bad_type rejects before it, not logged)",
+        f"rejected {IT}[0]@11: bad_json: why (2 more bad_json rejects before it, not logged)",
     ]
 
 
