@@ -13,10 +13,11 @@ pre-filled with interactions for 100 models, then consumed from the beginning by
 raw and driftline alternate ``--repeat`` times on the same topic (the worker with a new
 group and an emptied state topic each time); the table shows medians, then every pair.
 Then: a scalar stream of ``--poison-events`` with 1% poison messages against the same
-stream clean, two workers side by side (each measured over the window in which both ran,
-once both are past the models' warm-ups: the same spells of a busy host for both; which
-one starts first alternates), as records per second and per CPU-second of each worker
-(``--poison-share 0`` puts the same clean stream on both sides: the method's own noise);
+stream clean, two workers side by side (the same spells of a busy host for both; each on
+a core of its own, trading cores twice a second; each measured over the same stretch of
+its stream, past the models' warm-ups; which one starts first alternates), as records
+per second and per CPU-second of each worker (``--poison-share 0`` puts the same clean
+stream on both sides: the method's own noise);
 produce -> drift event latency at half of driftline's measured
 scalar rate (and at any other ``--latency-rate``), and the worker's resident memory with
 1,000 active models with 384-d embeddings. The broker's data (several GB) is deleted at
@@ -39,8 +40,10 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import urllib.request
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +256,14 @@ class Worker:
                                       "--loglevel", "warning"], env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
 
+    def pin(self, cpus: set[int]) -> None:
+        """Run the worker (every thread of it) on these cores."""
+        for tid in os.listdir(f"/proc/{self.proc.pid}/task"):
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except OSError:  # a thread that just ended
+                pass
+
     def metric(self, name: str) -> float | None:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
@@ -338,44 +349,82 @@ def wait_metric(worker: Worker, name: str, value: float, timeout: float = 60) ->
     return got
 
 
-def side_by_side(workers: dict[str, Worker], targets: dict[str, int], after: int = 1,
-                 timeout: float = 3600) -> dict[str, tuple[float, float]]:
-    """Workers running at the same time, each measured over the window in which all of
-    them were processing (from the first poll where every one had taken in ``after``
-    records -- past the models' warm-ups, say -- to the last poll before the first of
-    them had taken in its target count): records taken in per second of wall time, and
-    per second of the worker's own CPU time.
+def side_by_side(workers: dict[str, Worker], stretch: tuple[int, int], total: int,
+                 timeout: float = 3600, swap_s: float = 0.05
+                 ) -> dict[str, tuple[float, float]]:
+    """Workers running at the same time on streams of ``total`` records, each measured
+    over the same stretch of its stream (from its ``stretch[0]``-th record taken in to
+    its ``stretch[1]``-th: past the models' warm-ups, say): records per second of wall
+    time, and per second of the worker's own CPU time.
 
-    The second is a CPU-bound worker's throughput with the machine's share taken out:
-    two workers and the broker on two cores do not split them evenly, nor the same way
-    from one run to the next."""
+    Each worker has a core of its own, and they trade cores every ``swap_s`` seconds
+    (with fewer cores than workers they float). On the 2-core host of the README's runs
+    a plain CPU loop pinned to either core did 41-69 loops per CPU-second from one second
+    to the next -- the host's other load, which the guest's CPU time does not show --
+    and not the same on both cores at once. The same clean stream on both sides
+    (``--poison-share 0``), 8 pairs each: floating, 0.91-1.16 per CPU-second; pinned to
+    fixed cores, the side on core 0 came out ~30% ahead; trading cores every 0.5 s,
+    0.94-1.06 (two loops: 0.92-1.06 over 2-second spells); every 0.05 s, 0.96-1.05,
+    median 1.00 (the loops: 0.99-1.02). The stretch is counted in records, not seconds:
+    a worker that starts ahead would otherwise be measured on another part of the
+    stream. A stretch must lie where every worker was running (each had taken in records
+    and none had finished its stream), or this raises.
+    """
+    lo, hi = stretch
+    cores = sorted(os.sched_getaffinity(0))
+    stop = threading.Event()
+
+    def trade() -> None:
+        turn = 0
+        while not stop.is_set():
+            for j, w in enumerate(workers.values()):
+                w.pin({cores[(j + turn) % len(cores)]})
+            turn += 1
+            stop.wait(swap_s)
+
+    trader = threading.Thread(target=trade, daemon=True)
+    if len(cores) >= len(workers) > 1:
+        trader.start()
+    polls: dict[str, list[tuple[float, float, float]]] = {k: [] for k in workers}
     deadline = time.monotonic() + timeout
-    start: tuple[float, dict[str, tuple[float, float]]] | None = None
-    last: tuple[float, dict[str, tuple[float, float]]] | None = None
-    while time.monotonic() < deadline:
-        seen = {}
-        for kind, w in workers.items():
-            if w.proc.poll() is not None:
-                raise RuntimeError(f"driftline worker {kind} exited")
-            seen[kind] = (w.consumed() or 0.0, w.cpu_seconds())
-        now = time.perf_counter()
-        if start is None:
-            if all(count >= after for count, _ in seen.values()):
-                start = (now, seen)
-        elif any(seen[k][0] >= targets[k] for k in seen):
-            if last is None:
-                raise RuntimeError("a worker finished before the others started: "
-                                   "use more --events")
-            dt = last[0] - start[0]
-            out = {}
-            for k in seen:
-                n = last[1][k][0] - start[1][k][0]
-                out[k] = (n / dt, n / max(1e-9, last[1][k][1] - start[1][k][1]))
-            return out
-        else:
-            last = (now, seen)
-        time.sleep(0.25)
-    raise TimeoutError("the workers did not finish")
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the workers did not finish")
+            for kind, w in workers.items():
+                if w.proc.poll() is not None:
+                    raise RuntimeError(f"driftline worker {kind} exited")
+                polls[kind].append((w.consumed() or 0.0, w.cpu_seconds(),
+                                    time.perf_counter()))
+            if all(p[-1][0] >= hi for p in polls.values()):
+                break
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        if trader.is_alive():
+            trader.join()
+
+    def at(track: list[tuple[float, float, float]], count: float) -> tuple[float, float]:
+        """(CPU seconds, time) when the worker had taken in ``count`` records."""
+        for (c0, u0, t0), (c1, u1, t1) in pairwise(track):
+            if c0 <= count <= c1 and c1 > c0:
+                f = (count - c0) / (c1 - c0)
+                return u0 + f * (u1 - u0), t0 + f * (t1 - t0)
+        raise RuntimeError(f"no poll around record {count:,.0f}")
+
+    def running(track: list[tuple[float, float, float]], t: float) -> bool:
+        seen = [c for c, _, tp in track if tp <= t]
+        return bool(seen) and 0 < seen[-1] < total
+
+    out = {}
+    for kind, track in polls.items():
+        (u0, t0), (u1, t1) = at(track, lo), at(track, hi)
+        for other, theirs in polls.items():
+            if other != kind and not (running(theirs, t0) and running(theirs, t1)):
+                raise RuntimeError(f"{other} was not running through {kind}'s stretch: "
+                                   "use more --poison-events")
+        out[kind] = ((hi - lo) / (t1 - t0), (hi - lo) / max(1e-9, u1 - u0))
+    return out
 
 
 async def latency_run(bootstrap: str, prefix: str, rate: float, warmup: int, per_model: int,
@@ -586,9 +635,10 @@ def main() -> int:
                 pair = {kind: Worker(boot, kind, tmp, args.warmup, 100 + run)
                         for kind in kinds}
                 try:
-                    # Measured once both are past the models' warm-ups (fits, thresholds).
-                    got = side_by_side(pair, {"bclean": n, "bpoison": n},
-                                       after=2 * args.warmup * MODELS)
+                    # Measured once past the models' warm-ups (fits, thresholds), up to
+                    # as far before the end.
+                    past = 2 * args.warmup * MODELS
+                    got = side_by_side(pair, (past, n - past), n)
                     # (Dead letters go out at checkpoints: read once all are out.)
                     dead = wait_metric(pair["bpoison"], "driftline_dead_letters_published_total",
                                        bad)
@@ -620,7 +670,8 @@ def main() -> int:
         if poison_row:
             share, bad, dead, walls, cpus = poison_row
             print(f"scalar with {share:.0%} poison ({bad:,} bad records, {dead:,.0f} "
-                  f"dead-lettered per run), two workers side by side, {args.repeat} pairs:")
+                  f"dead-lettered per run), two workers side by side (cores traded), "
+                  f"{args.repeat} pairs:")
             for what, pairs in (("per CPU-second", cpus), ("per second", walls)):
                 ratios = [p / c for p, c in pairs]
                 print(f"  {what:<15} {float(np.median([p for p, _ in pairs])):>9,.0f} = "
