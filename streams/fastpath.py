@@ -137,27 +137,20 @@ class FastPath:
         except KeyError:  # a key not seen yet
             texts = list(map(self._model_of_key, keys))
         failed = self._failed
-        if not failed:
-            ids: list[str | None] = list(map(_MODEL_ID, out))
-            if ids == texts:
-                return out, ids, []
-            bad: list[int] = []
-        else:  # (None.model_id: None)
-            ids = list(map(getattr, out, repeat("model_id"), repeat(None)))
-            bad = []
+        bad: list[int] = []
+        if failed:  # (None.model_id: None)
+            ids: list[str | None] = list(map(getattr, out, repeat("model_id"), repeat(None)))
             i = -1
             for _ in range(failed):
                 i = ids.index(None, i + 1)
                 bad.append(i)
                 ids[i] = texts[i]  # type: ignore[call-overload]
-            if ids == texts:  # no key mismatch
-                for i in bad:
-                    ids[i] = None
-                return out, ids, bad
-        # A key that is not the model id (or no valid model id: _NO_MODEL) differs from
-        # every decoded id; failed decodes compare equal here, their key's own id.
-        mismatched = list(compress(range(len(ids)), map(ne, ids, texts)))
-        bad = sorted(bad + mismatched) if bad else mismatched
+        else:
+            ids = list(map(_MODEL_ID, out))
+        if ids != texts:
+            # A key that is not the model id (or no valid model id: _NO_MODEL) differs
+            # from every decoded id; failed decodes compare equal here, their key's own id.
+            bad = sorted(bad + list(compress(range(len(ids)), map(ne, ids, texts))))
         for i in bad:
             out[i] = None
             ids[i] = None
