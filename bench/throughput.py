@@ -14,7 +14,7 @@ raw and driftline alternate ``--repeat`` times on the same topic (the worker wit
 group and an emptied state topic each time); the table shows medians, then every pair.
 Then: a scalar stream of ``--poison-events`` with 1% poison messages against the same
 stream clean, two workers side by side (the same spells of a busy host for both; each on
-a core of its own, trading cores twice a second; each measured over the same stretch of
+a core of its own, trading cores every 0.05 s; each measured over the same stretch of
 its stream, past the models' warm-ups; which one starts first alternates), as records
 per second and per CPU-second of each worker (``--poison-share 0`` puts the same clean
 stream on both sides: the method's own noise);
