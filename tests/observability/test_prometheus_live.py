@@ -341,11 +341,15 @@ def fed(prometheus: Prometheus, target: Target) -> Fed:
     wait_for("the driftline target to be up", target_up)
     start = time.time()
     target.feed(prometheus)
-    # Two more scrapes of the final state, so that every rate window ends in data.
-    last = 'max(timestamp(up{job="driftline"}))'
-    scraped = prometheus.scalar(last) or 0.0
-    wait_for("two more scrapes", lambda: (prometheus.scalar(last) or 0.0) >= scraped + 2)
     body = httpx.get(f"http://{target.address}/metrics", timeout=10).text
+    read_at = time.time()
+    # Every series of ``body`` existed when these scrapes started, and the range ends on
+    # the last of them, so each rate window at its end holds two samples of each series.
+    # (The body itself decides what is required: a series can appear late in the feed,
+    # e.g. a retrain decision when its grouping window closes 5 s after the detection.)
+    last = 'max(timestamp(up{job="driftline"}))'
+    end = wait_for("three scrapes after reading /metrics",
+                   lambda: (ts := prometheus.scalar(last) or 0.0) >= read_at + 3 and ts)
     available: dict[str, set[tuple[str, str, str]]] = {}
     for family in text_string_to_metric_families(body):
         counts = [x.value for x in family.samples if x.name.endswith("_count")]
@@ -356,7 +360,7 @@ def fed(prometheus: Prometheus, target: Target) -> Fed:
                 labels = sample.labels
                 available.setdefault(sample.name, set()).add(
                     (labels.get("kind", ""), labels.get("signal", ""), labels.get("model", "")))
-    return Fed(start, time.time(), available)
+    return Fed(start, end, available)
 
 
 # --- queries of the dashboard --------------------------------------------------------------
