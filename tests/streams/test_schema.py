@@ -95,6 +95,17 @@ REJECTIONS: list[tuple[str, bytes | None, bytes | None, int, str]] = [
      MAX_PAYLOAD_BYTES, "non_finite"),
     ("-Infinity literal", _with(latency_ms=1.0).replace(b"1.0", b"-Infinity"), None,
      MAX_PAYLOAD_BYTES, "non_finite"),
+    ("NaN literal, then cut", _with(latency_ms=1.0).replace(b"1.0", b"NaN")[:-1], None,
+     MAX_PAYLOAD_BYTES, "non_finite"),  # the first thing wrong, in reading order
+    ("NaN in a string, cut", _with(event_id="NaN-1")[:-3], None, MAX_PAYLOAD_BYTES,
+     "bad_json"),
+    ("cut before an Infinity", _with(latency_ms=1.0).replace(b'"ts"', b'"ts":,"x"')
+     .replace(b"1.0", b"Infinity"), None, MAX_PAYLOAD_BYTES, "bad_json"),
+    ("Infinity in a string, lone surrogate", _with(event_id="Infinity")
+     .replace(b'"ts"', b'"x":"\\ud800","ts"'), None,
+     MAX_PAYLOAD_BYTES, "bad_json"),
+    ("NaN deep inside", b"[" * 5_000 + b"NaN" + b"]" * 5_000, None, MAX_PAYLOAD_BYTES,
+     "bad_json"),  # orjson's depth limit (Python's json: RecursionError)
     ("NaN in embedding", _with(embedding=VEC8).replace(b"0.5", b"NaN"), None,
      MAX_PAYLOAD_BYTES, "non_finite"),
     ("float32 overflow", _with(embedding=[*VEC8[:7], 1e39]), None, MAX_PAYLOAD_BYTES,
