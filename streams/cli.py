@@ -22,8 +22,8 @@ from streams.config import Settings  # noqa: E402
 def _kafka(args: argparse.Namespace) -> int:
     from streams.kafka_local import KafkaError, LocalKafka
 
-    kafka = LocalKafka.from_env()
     try:
+        kafka = LocalKafka.from_env()
         if args.action == "up":
             kafka.start(progress=lambda m: print(m, file=sys.stderr))
             print(f"Kafka running at {kafka.bootstrap} (logs: {kafka.log_file})")

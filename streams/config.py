@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -39,9 +40,12 @@ class Secret:
     __str__ = __repr__
 
 
-def _home() -> Path:
-    # An empty value means the default, as for every other variable.
-    return Path(os.environ.get("DRIFTLINE_HOME") or Path.home() / ".driftline")
+def home(env: Mapping[str, str] | None = None) -> Path:
+    """``DRIFTLINE_HOME`` of ``env`` (the process environment by default): the local
+    broker's, the demo's and the embedded store's state. Unset or empty: ``~/.driftline``
+    (an empty value means the default, as for every other variable)."""
+    env = os.environ if env is None else env
+    return Path(env.get("DRIFTLINE_HOME") or Path.home() / ".driftline")
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class Settings:
     app_id: str = field(default="driftline", metadata={"env": "DRIFTLINE_APP_ID"})
     web_port: int = field(default=6066, metadata={"env": "DRIFTLINE_WEB_PORT"})
     web_host: str = field(default="127.0.0.1", metadata={"env": "DRIFTLINE_WEB_HOST"})
-    data_dir: Path = field(default_factory=lambda: _home() / "data",
+    data_dir: Path = field(default_factory=lambda: home() / "data",
                            metadata={"env": "DRIFTLINE_DATA_DIR"})
     warmup: int = field(default=2000, metadata={"env": "DRIFTLINE_WARMUP"})
     max_payload_bytes: int = field(default=64 * 1024,
@@ -111,6 +115,8 @@ class Settings:
                     values[f.name] = Secret(raw)
                 else:
                     values[f.name] = raw
+        if "data_dir" not in values:
+            values["data_dir"] = home(env) / "data"
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from streams import config
 from streams.config import Settings
 from streams.kafka_local import LocalKafka, free_port
 from streams.simulate import Progress, Scenario, demo_scenario, event_id, to_kafka
@@ -121,7 +122,7 @@ def _wait(cond: Any, timeout: float, what: str) -> None:
 def main(events_per_model: int = 4000, seed: int = 7, keep: bool = False) -> int:
     for name in ("pgserver", "aiokafka"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    home = Path(os.environ.get("DRIFTLINE_HOME", Path.home() / ".driftline")) / "demo"
+    home = config.home() / "demo"
     kafka = LocalKafka(home=home / "kafka", port=free_port(), controller_port=free_port())
     kafka.stop()  # a broker left over from an interrupted demo
     shutil.rmtree(home, ignore_errors=True)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from streams import config
+
 KAFKA_VERSION = "4.1.1"
 MAVEN_CENTRAL = "https://repo.maven.apache.org/maven2"  # unless DRIFTLINE_MAVEN_URL is set
 MIN_JAVA = 17
@@ -39,6 +41,14 @@ DEFAULT_JVM_OPTS = "-Xms256m -Xmx1g -XX:+UseG1GC -XX:TieredStopAtLevel=1"
 
 class KafkaError(RuntimeError):
     """The local broker could not be obtained, started or stopped."""
+
+
+def _port_env(name: str, default: int) -> int:
+    """A port from the environment variable ``name`` (unset or empty: ``default``)."""
+    raw = os.environ.get(name) or str(default)
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise KafkaError(f"{name}={raw!r} is not a port number (1-65535)")
+    return int(raw)
 
 
 def _cache_dir() -> Path:
@@ -168,10 +178,9 @@ class LocalKafka:
 
     @classmethod
     def from_env(cls) -> LocalKafka:
-        home = Path(os.environ.get("DRIFTLINE_HOME", Path.home() / ".driftline")) / "kafka"
-        return cls(home=home,
-                   port=int(os.environ.get("DRIFTLINE_KAFKA_PORT", "9092")),
-                   controller_port=int(os.environ.get("DRIFTLINE_KAFKA_CONTROLLER_PORT", "9093")))
+        return cls(home=config.home() / "kafka",
+                   port=_port_env("DRIFTLINE_KAFKA_PORT", 9092),
+                   controller_port=_port_env("DRIFTLINE_KAFKA_CONTROLLER_PORT", 9093))
 
     @property
     def bootstrap(self) -> str:

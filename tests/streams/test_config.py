@@ -99,10 +99,17 @@ def test_empty_values_mean_default() -> None:
 
 def test_empty_driftline_home_means_default(monkeypatch: pytest.MonkeyPatch,
                                             _home: Path) -> None:
-    monkeypatch.setenv("DRIFTLINE_HOME", "")
+    assert Settings.from_env({"DRIFTLINE_HOME": ""}).data_dir == _home / ".driftline" / "data"
+    assert Settings.from_env({"DRIFTLINE_HOME": "/srv/dl"}).data_dir == Path("/srv/dl/data")
+    assert Settings.from_env({"DRIFTLINE_HOME": "/srv/dl", "DRIFTLINE_DATA_DIR": "/d"}
+                             ).data_dir == Path("/d")
+    # The process environment's DRIFTLINE_HOME counts only when no env is given.
+    monkeypatch.setenv("DRIFTLINE_HOME", "/srv/os")
     assert Settings.from_env({}).data_dir == _home / ".driftline" / "data"
-    monkeypatch.setenv("DRIFTLINE_HOME", "/srv/dl")
-    assert Settings.from_env({}).data_dir == Path("/srv/dl/data")
+    assert Settings.from_env().data_dir == Path("/srv/os/data")
+    assert Settings().data_dir == Path("/srv/os/data")
+    monkeypatch.setenv("DRIFTLINE_HOME", "")
+    assert Settings.from_env().data_dir == _home / ".driftline" / "data"
 
 
 def test_env_defaults_to_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:

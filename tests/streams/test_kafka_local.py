@@ -225,6 +225,24 @@ def test_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert (k.home, k.port, k.controller_port) == (tmp_path / "kafka", 29092, 29093)
 
 
+def test_from_env_empty_values_mean_defaults(monkeypatch: pytest.MonkeyPatch,
+                                             tmp_path: Path) -> None:
+    monkeypatch.setattr(Path, "home", lambda: tmp_path)
+    for name in ("DRIFTLINE_HOME", "DRIFTLINE_KAFKA_PORT", "DRIFTLINE_KAFKA_CONTROLLER_PORT"):
+        monkeypatch.setenv(name, "")
+    k = LocalKafka.from_env()
+    assert (k.home, k.port, k.controller_port) == (tmp_path / ".driftline" / "kafka", 9092,
+                                                   9093)
+
+
+@pytest.mark.parametrize("raw", ["x", "0", "65536", "-1", "90 92"])
+def test_from_env_names_a_bad_port(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    monkeypatch.setenv("DRIFTLINE_KAFKA_PORT", "9092")
+    monkeypatch.setenv("DRIFTLINE_KAFKA_CONTROLLER_PORT", raw)
+    with pytest.raises(KafkaError, match=f"DRIFTLINE_KAFKA_CONTROLLER_PORT='{raw}' is not a port"):
+        LocalKafka.from_env()
+
+
 def test_jvm_options_default_and_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("DRIFTLINE_KAFKA_JVM_OPTS", raising=False)
     cmd = LocalKafka(home=tmp_path).command("/jars/*", "-Dlog4j2.configurationFile=x",
