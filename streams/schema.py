@@ -8,7 +8,6 @@ dead-letter header and as a metric label) and a human-readable message.
 from __future__ import annotations
 
 import base64
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -85,30 +84,6 @@ def _reject_constant(name: str) -> Any:
     raise InvalidEvent("non_finite", f"{name} is not a finite number")
 
 
-class _NonFinite(Exception):
-    """A NaN/Infinity literal met by :func:`_non_finite_literals`' parse."""
-
-
-def _non_finite_literal(name: str) -> None:
-    raise _NonFinite
-
-
-def _non_finite_literals(text: bytes) -> bool:
-    """Whether orjson refused ``text`` for a NaN/Infinity literal: Python's json reads
-    them (as numbers) and is otherwise as strict, so its parse names the first thing
-    wrong in reading order. Those words inside a string, or a document broken before
-    them, make it "bad json"."""
-    if b"NaN" not in text and b"Infinity" not in text:
-        return False
-    try:
-        json.loads(text, parse_constant=_non_finite_literal)
-    except _NonFinite:
-        return True
-    except (ValueError, RecursionError):  # broken in another way (or nested too deep)
-        return False
-    return False  # parsed without a literal: refused for something else (a lone surrogate)
-
-
 def decode_object(raw: bytes | bytearray | memoryview | None,
                   max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
     """Decode one JSON object, enforcing the size limit and the schema version."""
@@ -119,7 +94,9 @@ def decode_object(raw: bytes | bytearray | memoryview | None,
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        if _non_finite_literals(bytes(raw)):
+        # orjson stops at the first thing wrong; name a NaN/Infinity literal there
+        # (not those words elsewhere: in a string of a document broken in another way).
+        if exc.doc.startswith(("NaN", "Infinity"), exc.pos):  # ("-Infinity": after "-")
             raise InvalidEvent("non_finite", "NaN/Infinity is not valid JSON") from None
         raise InvalidEvent("bad_json", f"invalid JSON: {exc}") from None
     if not isinstance(doc, dict):

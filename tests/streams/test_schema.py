@@ -105,7 +105,11 @@ REJECTIONS: list[tuple[str, bytes | None, bytes | None, int, str]] = [
      .replace(b'"ts"', b'"x":"\\ud800","ts"'), None,
      MAX_PAYLOAD_BYTES, "bad_json"),
     ("NaN deep inside", b"[" * 5_000 + b"NaN" + b"]" * 5_000, None, MAX_PAYLOAD_BYTES,
-     "bad_json"),  # orjson's depth limit (Python's json: RecursionError)
+     "bad_json"),  # orjson's depth limit comes first
+    ("NaN after bad UTF-8", _with(event_id="\xff", latency_ms=1.0).replace(b"\xc3\xbf", b"\xff")
+     .replace(b"1.0", b"NaN"), None, MAX_PAYLOAD_BYTES, "bad_json"),
+    ("NaN after 2-byte characters", _with(event_id="\u00e9\u00e9", latency_ms=1.0)
+     .replace(b"1.0", b"NaN"), None, MAX_PAYLOAD_BYTES, "non_finite"),
     ("NaN in embedding", _with(embedding=VEC8).replace(b"0.5", b"NaN"), None,
      MAX_PAYLOAD_BYTES, "non_finite"),
     ("float32 overflow", _with(embedding=[*VEC8[:7], 1e39]), None, MAX_PAYLOAD_BYTES,
