@@ -46,7 +46,7 @@ class KafkaError(RuntimeError):
 def _port_env(name: str, default: int) -> int:
     """A port from the environment variable ``name`` (unset or empty: ``default``)."""
     raw = os.environ.get(name) or str(default)
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 65536:
         raise KafkaError(f"{name}={raw!r} is not a port number (1-65535)")
     return int(raw)
 

@@ -235,7 +235,7 @@ def test_from_env_empty_values_mean_defaults(monkeypatch: pytest.MonkeyPatch,
                                                    9093)
 
 
-@pytest.mark.parametrize("raw", ["x", "0", "65536", "-1", "90 92"])
+@pytest.mark.parametrize("raw", ["x", "0", "65536", "-1", "90 92", "\u00b2"])
 def test_from_env_names_a_bad_port(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
     monkeypatch.setenv("DRIFTLINE_KAFKA_PORT", "9092")
     monkeypatch.setenv("DRIFTLINE_KAFKA_CONTROLLER_PORT", raw)
