@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench clean
+.PHONY: demo test lint unit bench clean typecheck-links
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,19 +17,25 @@ demo: $(STAMP)
 	$(BIN)/driftline demo
 
 ## Lint, type-check and run every test (starts its own Kafka, Postgres and Prometheus).
-test: $(STAMP)
+test: $(STAMP) typecheck-links
 	bash scripts/system-deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-lint: $(STAMP)
+lint: $(STAMP) typecheck-links
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# mypy reads the driftline namespace through links to the source folders (pyproject.toml).
+typecheck-links:
+	@mkdir -p build/typecheck/driftline
+	@ln -sfn ../../../streams build/typecheck/driftline/streams
+	@ln -sfn ../../../detectors build/typecheck/driftline/detectors
 
 ## Only the tests that need no broker, database or Prometheus.
 unit: $(STAMP)
 	$(BIN)/pytest -m "not kafka and not postgres and not prometheus"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build

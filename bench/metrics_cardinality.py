@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from driftline.streams.metrics import Metrics
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-
-from streams.metrics import Metrics
 
 SIGNALS = (("embedding", "embedding"), ("latency", "behavior"), ("correct", "accuracy"))
 

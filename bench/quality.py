@@ -30,10 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from driftline.detectors import ModelMonitor, MonitorConfig
 from river import drift
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from detectors import ModelMonitor, MonitorConfig
 
 CHANGE = 50_000
 HORIZON = 5_000

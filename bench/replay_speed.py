@@ -24,9 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from streams import replay
+from driftline.streams.offline import replay
 
 TARGETS = {"scalar": 200_000, "embedding-384": 40_000}
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,13 +36,10 @@ from typing import Any
 
 import numpy as np
 from aiohttp import web
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from streams.store.base import INTERACTION_COLUMNS
-from streams.store.embedded import EmbeddedPostgres
-from streams.store.postgres import PostgresStore, interaction_record
-from streams.store.rest import RestStore
+from driftline.streams.store.base import INTERACTION_COLUMNS
+from driftline.streams.store.embedded import EmbeddedPostgres
+from driftline.streams.store.postgres import PostgresStore, interaction_record
+from driftline.streams.store.rest import RestStore
 
 
 def make_rows(n: int, dim: int, seed: int = 0) -> list[dict[str, Any]]:

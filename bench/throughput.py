@@ -49,10 +49,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from streams.kafka_local import LocalKafka, free_port
+from driftline.streams.tooling.local_kafka import LocalKafka, free_port, free_ports
 
 MODELS = 100
 
@@ -188,8 +185,8 @@ async def raw_rate(bootstrap: str, topic: str, n: int) -> float:
 FAUST_APP = textwrap.dedent('''
     import os, sys, time
     import faust
-    from detectors import ModelMonitor, MonitorConfig
-    from streams.schema import parse_interaction
+    from driftline.detectors import ModelMonitor, MonitorConfig
+    from driftline.streams.ingest.contract import parse_interaction
 
     N = int(os.environ["N"])
     app = faust.App(os.environ["APP"], broker="kafka://" + os.environ["BOOT"], store="memory://",
@@ -252,7 +249,7 @@ class Worker:
                "DRIFTLINE_BATCH_WITHIN_S": "0.02",
                "DATABASE_URL": os.environ.get("BENCH_DATABASE_URL", "")}
         self.log = open(tmp / f"worker-{prefix}-{run}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker",
+        self.proc = subprocess.Popen([sys.executable, "-m", "driftline.streams.cli", "worker",
                                       "--loglevel", "warning"], env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
 
@@ -575,7 +572,8 @@ def main() -> int:
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     tmp = Path(tempfile.mkdtemp(prefix="driftline-bench-"))
-    kafka = LocalKafka(home=tmp / "kafka", port=free_port(), controller_port=free_port())
+    port, controller_port = free_ports(2)
+    kafka = LocalKafka(home=tmp / "kafka", port=port, controller_port=controller_port)
     kafka.start(progress=log, tied=True)
     boot = kafka.bootstrap
     rows = []

@@ -161,7 +161,7 @@ def _arls_kernel() -> Any:
 def compile_kernels() -> None:
     """Import and compile (or load from numba's cache) the compiled recursions and the
     CUSUM scans now, not at the first threshold a monitor needs or its first run."""
-    from detectors.cusum import BY_RANK, Cusum, scan_many, table_scan
+    from driftline.detectors.cusum import BY_RANK, Cusum, scan_many, table_scan
 
     bernoulli_arls(1, 0.5, 4, True)
     scan_many([Cusum("warm", 1)], np.zeros((1, 1), dtype=np.int64))

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from driftline.detectors import calibration
 from river import base
-
-from detectors import calibration
 
 SCALE = 1 << 24  # fixed-point resolution of log-likelihood-ratio increments
 

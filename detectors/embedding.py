@@ -17,11 +17,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from detectors import calibration, state
-from detectors.cusum import SCALE, Cusum, bernoulli_design
-from detectors.signal import Alarm, NormalScores, Signal, mean_alarm, mean_shape
-from detectors.types import InvalidValue
+from driftline.detectors import calibration, state
+from driftline.detectors.cusum import SCALE, Cusum, bernoulli_design
+from driftline.detectors.signal import Alarm, NormalScores, Signal, mean_alarm, mean_shape
+from driftline.detectors.types import InvalidValue
 
 FIT_BUFFER_BYTES = 800_000  # 1000 vectors of 384-d; fewer for wider embeddings
 

@@ -23,13 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from detectors import state
-from detectors.embedding import EmbeddingSignal
-from detectors.rate import RateSignal
-from detectors.scalar import ScalarSignal
-from detectors.signal import Signal
-from detectors.types import Finding, InvalidValue, Observation, SignalStats
+from driftline.detectors import state
+from driftline.detectors.embedding import EmbeddingSignal
+from driftline.detectors.rate import RateSignal
+from driftline.detectors.scalar import ScalarSignal
+from driftline.detectors.signal import Signal
+from driftline.detectors.types import Finding, InvalidValue, Observation, SignalStats
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
-from detectors import calibration, state
-from detectors.cusum import BY_EVENT, Cusum, bernoulli_design, table_scan
-from detectors.signal import Alarm, Signal
+from driftline.detectors import calibration, state
+from driftline.detectors.cusum import BY_EVENT, Cusum, bernoulli_design, table_scan
+from driftline.detectors.signal import Alarm, Signal
 
 
 class RateSignal(Signal):

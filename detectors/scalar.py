@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-
-from detectors import calibration, state
-from detectors.cusum import BY_RANK, BY_RANK_TIES, SCALE, Cusum, table_scan
-from detectors.signal import (
+from driftline.detectors import calibration, state
+from driftline.detectors.cusum import BY_RANK, BY_RANK_TIES, SCALE, Cusum, table_scan
+from driftline.detectors.signal import (
     Alarm,
     NormalScores,
     Signal,

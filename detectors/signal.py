@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
-
-from detectors import state
-from detectors.cusum import SCALE, Cusum, scan_many, to_fixed
-from detectors.types import SignalStats
+from driftline.detectors import state
+from driftline.detectors.cusum import SCALE, Cusum, scan_many, to_fixed
+from driftline.detectors.types import SignalStats
 
 _EWMA = 0.01  # smoothing of the "current" value shown in stats()
 _EWMA_TAIL = 2000  # older values weigh < 0.99**2000 = 2e-9

@@ -7,8 +7,8 @@ Read top-down in topic order:
   interactions -> logger agent -> store (interactions, sampled)
 
 The monitor and logger agents take their topics in batches straight from aiokafka
-(see ``streams.consumer`` for why); the retrain agent is a Faust stream, and the worker,
-its web server (``/metrics``), timers and lifecycle are Faust's.
+(see ``driftline.streams.ingest.consumer`` for why); the retrain agent is a Faust
+stream, and the worker, its web server (``/metrics``), timers and lifecycle are Faust's.
 """
 
 from __future__ import annotations
@@ -22,14 +22,13 @@ from typing import Any
 
 import faust
 import orjson
+from driftline.detectors import MonitorConfig
+from driftline.streams.config import Settings
+from driftline.streams.metrics import Metrics
+from driftline.streams.monitor.agent import STATE_RECORD_MAX_BYTES, MonitorAgent
+from driftline.streams.monitor.processor import MonitorProcessor
+from driftline.streams.store.logger_agent import LoggerAgent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from detectors import MonitorConfig
-from streams.config import Settings
-from streams.logger_agent import LoggerAgent
-from streams.metrics import Metrics
-from streams.monitor_agent import STATE_RECORD_MAX_BYTES, MonitorAgent
-from streams.processor import MonitorProcessor
 
 log = logging.getLogger("driftline")
 
@@ -160,8 +159,7 @@ async def ensure_topics(settings: Settings, extra: Sequence[str] = ()) -> list[s
     """Create driftline's topics (idempotent) so the first worker subscribes to all of them."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
-
-    from streams.config import TOPICS
+    from driftline.streams.config import TOPICS
 
     names = [settings.topic(t) for t in TOPICS] + list(extra)
     configs = {settings.topic("monitor-state"): {

@@ -16,11 +16,11 @@ import logging  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from streams.config import Settings  # noqa: E402
+from driftline.streams.config import Settings  # noqa: E402
 
 
 def _kafka(args: argparse.Namespace) -> int:
-    from streams.kafka_local import KafkaError, LocalKafka
+    from driftline.streams.tooling.local_kafka import KafkaError, LocalKafka
 
     try:
         kafka = LocalKafka.from_env()
@@ -41,14 +41,14 @@ def _kafka(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from streams import worker
+    from driftline.streams import worker
 
     worker.run(Settings.from_env(), loglevel=args.loglevel)
     return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from streams.store import open_store
+    from driftline.streams.store import open_store
 
     async def go() -> list[str]:
         store = open_store(Settings.from_env())
@@ -64,7 +64,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from streams import simulate
+    from driftline.streams.offline import simulate
 
     sc = simulate.demo_scenario(args.events, seed=args.seed)
     sc.embedding_format = args.embedding_format
@@ -87,9 +87,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     import orjson
-
-    from streams import replay
-    from streams.simulate import Progress
+    from driftline.streams.offline import replay
+    from driftline.streams.offline.simulate import Progress
 
     truth = orjson.loads(Path(args.truth).read_bytes()) if args.truth else None
     size = Path(args.input).stat().st_size
@@ -105,7 +104,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from streams import demo
+    from driftline.streams.offline import demo
 
     return demo.main(events_per_model=args.events, seed=args.seed, keep=args.keep)
 

@@ -7,8 +7,8 @@ Every label here has a bounded set of values:
 * ``kind`` — ``embedding | behavior | accuracy`` (``detectors.KINDS``);
 * ``signal``, ``detector``, ``action``, ``outcome``, ``table``, ``buffer`` — closed sets
   chosen by driftline's own code, never copied from a payload;
-* ``reason`` — ``streams.schema.REASONS``; ``topic`` and ``partition`` — driftline's topics
-  and their configured partitions.
+* ``reason`` — ``driftline.streams.ingest.contract.REASONS``; ``topic`` and ``partition``
+  — driftline's topics and their configured partitions.
 
 The catalogue, with the alerts and dashboard panels built on it, is in ``docs/runbook.md``.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import platform
 from typing import Any
 
+from driftline.streams import __version__
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -26,8 +27,6 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
-
-from streams import __version__
 
 OTHER = "other"
 

@@ -8,12 +8,11 @@ import logging
 from typing import Any
 
 import orjson
-
-from streams.app import Driftline, create_app, ensure_topics
-from streams.config import Settings
-from streams.metrics import Metrics
-from streams.retrain import RetrainService
-from streams.store import Store, open_store
+from driftline.streams.app import Driftline, create_app, ensure_topics
+from driftline.streams.config import Settings
+from driftline.streams.metrics import Metrics
+from driftline.streams.retrain import RetrainService
+from driftline.streams.store import Store, open_store
 
 log = logging.getLogger("driftline.worker")
 

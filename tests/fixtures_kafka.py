@@ -21,9 +21,8 @@ from typing import Any
 
 import orjson
 import pytest
-
-from streams.config import Settings
-from streams.kafka_local import LocalKafka, free_port
+from driftline.streams.config import Settings
+from driftline.streams.tooling.local_kafka import LocalKafka, free_port, free_ports
 
 __all__ = [
     "WorkerProcess",
@@ -41,8 +40,9 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if existing:
         yield existing
         return
-    kafka = LocalKafka(home=tmp_path_factory.mktemp("kafka"), port=free_port(),
-                       controller_port=free_port())
+    port, controller_port = free_ports(2)
+    kafka = LocalKafka(home=tmp_path_factory.mktemp("kafka"), port=port,
+                       controller_port=controller_port)
     kafka.start(timeout=180, tied=True)  # no broker left behind if pytest is killed
     try:
         yield kafka.bootstrap
@@ -145,7 +145,8 @@ def run_worker(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Itera
                 **(env or {})}
         log = tmp_path / f"worker-{name}-{len(started)}.log"
         with open(log, "wb") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=full,
+            proc = subprocess.Popen([sys.executable, "-m", "driftline.streams.cli", "worker"],
+                                    env=full,
                                     stdout=fh, stderr=subprocess.STDOUT)
         w = WorkerProcess(proc, Settings.from_env(full), log, port)
         started.append(w)

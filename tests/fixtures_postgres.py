@@ -17,11 +17,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
-
-from streams.store.base import RetryPolicy
-from streams.store.embedded import EmbeddedPostgres
-from streams.store.migrate import apply_migrations
-from streams.store.postgres import PostgresStore
+from driftline.streams.store.base import RetryPolicy
+from driftline.streams.store.embedded import EmbeddedPostgres
+from driftline.streams.store.migrate import apply_migrations
+from driftline.streams.store.postgres import PostgresStore
 
 __all__ = ["FAST_RETRY", "SUPABASE_ROLES_SQL", "TRUNCATE_SQL", "clean_dsn", "pg_store",
            "postgres_dsn", "postgres_server", "truncate_all"]

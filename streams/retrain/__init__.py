@@ -1,8 +1,8 @@
 """The retraining loop: policy (pure), triggers (webhook, command) and the coordinator."""
 
-from streams.retrain.policy import Decision, PolicyConfig, RetrainPolicy
-from streams.retrain.service import RetrainService, request_of
-from streams.retrain.triggers import (
+from driftline.streams.retrain.policy import Decision, PolicyConfig, RetrainPolicy
+from driftline.streams.retrain.service import RetrainService, request_of
+from driftline.streams.retrain.triggers import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     CommandTrigger,

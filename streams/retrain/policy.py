@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from streams.events import action_id
+from driftline.streams.drift.events import action_id
 
 ACTIONS = ("alert", "reindex", "retrain")  # weakest to strongest
 ACT = "act"

@@ -25,12 +25,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from detectors.types import KINDS
-from streams.config import Settings
-from streams.metrics import Metrics
-from streams.retrain.policy import Decision, PolicyConfig, RetrainPolicy
-from streams.retrain.triggers import CommandTrigger, TriggerResult, WebhookTrigger
-from streams.store.base import Store, iso
+from driftline.detectors.types import KINDS
+from driftline.streams.config import Settings
+from driftline.streams.metrics import Metrics
+from driftline.streams.retrain.policy import Decision, PolicyConfig, RetrainPolicy
+from driftline.streams.retrain.triggers import CommandTrigger, TriggerResult, WebhookTrigger
+from driftline.streams.store.base import Store, iso
 
 log = logging.getLogger("driftline.retrain")
 

@@ -31,9 +31,8 @@ from typing import Any
 
 import httpx
 import orjson
-
-from streams.config import Secret
-from streams.store.base import RetryPolicy
+from driftline.streams.config import Secret
+from driftline.streams.store.base import RetryPolicy
 
 SIGNATURE_HEADER = "X-Driftline-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"

@@ -17,9 +17,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import numpy as np
-
-from streams.metrics import Metrics
-from streams.store.errors import StoreError, StoreUnavailable, redact
+from driftline.streams.metrics import Metrics
+from driftline.streams.store.errors import StoreError, StoreUnavailable, redact
 
 T = TypeVar("T")
 

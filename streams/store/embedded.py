@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from streams.store.postgres import PostgresStore
+from driftline.streams.store.postgres import PostgresStore
 
 
 class EmbeddedPostgres:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from streams.store.base import Store
+from driftline.streams.store.base import Store
 
 
 class InteractionLogger:

@@ -10,8 +10,7 @@ import re
 from pathlib import Path
 
 import asyncpg
-
-from streams.store.errors import redact
+from driftline.streams.store.errors import redact
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "supabase" / "migrations"
 _NAME = re.compile(r"^(\d{14})_([A-Za-z0-9_]+)\.sql$")

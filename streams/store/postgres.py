@@ -18,9 +18,8 @@ from typing import Any, TypeVar
 import asyncpg
 import numpy as np
 import orjson
-
-from streams.metrics import Metrics
-from streams.store.base import (
+from driftline.streams.metrics import Metrics
+from driftline.streams.store.base import (
     INTERACTION_COLUMNS,
     TABLES,
     RetryPolicy,
@@ -35,7 +34,7 @@ from streams.store.base import (
     observed,
     to_datetime,
 )
-from streams.store.migrate import apply_on
+from driftline.streams.store.migrate import apply_on
 
 T = TypeVar("T")
 log = logging.getLogger("driftline.store")

@@ -20,10 +20,8 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 import orjson
-from postgrest import APIError, CountMethod, ReturnMethod
-
-from streams.metrics import Metrics
-from streams.store.base import (
+from driftline.streams.metrics import Metrics
+from driftline.streams.store.base import (
     JOB_STATES,
     TABLES,
     RetryPolicy,
@@ -38,6 +36,8 @@ from streams.store.base import (
     now_iso,
     observed,
 )
+from postgrest import APIError, CountMethod, ReturnMethod
+
 from supabase import AsyncClient, AsyncClientOptions
 
 T = TypeVar("T")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from detectors import Observation
+from driftline.detectors import Observation
 
 
 def latency(seed: int, n: int, change: int = 10**9, shift: float = 0.0,

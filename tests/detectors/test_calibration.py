@@ -6,9 +6,8 @@ import math
 
 import numpy as np
 import pytest
-
-from detectors import calibration
-from detectors.cusum import bernoulli_design
+from driftline.detectors import calibration
+from driftline.detectors.cusum import bernoulli_design
 
 
 def _dense_arl(a: int, p: float, h: int, up: bool) -> float:

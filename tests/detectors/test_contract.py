@@ -12,8 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from driftline.detectors import (
+    CUSUM,
+    BernoulliCUSUM,
+    Finding,
+    ModelMonitor,
+    MonitorConfig,
+    Observation,
+)
 
-from detectors import CUSUM, BernoulliCUSUM, Finding, ModelMonitor, MonitorConfig, Observation
 from tests.detectors import streams
 
 CFG = MonitorConfig(warmup=300, rate_min_events=30)

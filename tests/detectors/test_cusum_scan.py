@@ -8,9 +8,8 @@ import itertools
 
 import numpy as np
 import pytest
-
-from detectors import cusum
-from detectors.cusum import Cusum, scan_many
+from driftline.detectors import cusum
+from driftline.detectors.cusum import Cusum, scan_many
 
 
 def _bank(rng: np.random.Generator, k: int) -> list[Cusum]:
@@ -60,7 +59,7 @@ def test_loop_scan_reports_the_first_alarm_and_the_run_since_zero() -> None:
 
 @pytest.mark.parametrize("n", [1, 2, 7, 200, 2001])
 def test_reference_median_is_numpys(n: int) -> None:
-    from detectors.signal import NormalScores
+    from driftline.detectors.signal import NormalScores
 
     rng = np.random.default_rng(n)
     ref = np.round(rng.lognormal(5.0, 0.5, n))  # ties on purpose
@@ -74,7 +73,7 @@ def _first_alarm(scans: list[tuple[int, int, int]]) -> tuple[int, int] | None:
 
 @pytest.mark.parametrize("seed", range(300))
 def test_table_scan_equals_scan_many_of_the_looked_up_increments(seed: int) -> None:
-    from detectors.signal import NormalScores
+    from driftline.detectors.signal import NormalScores
 
     rng = np.random.default_rng(seed)
     k = int(rng.integers(1, 5))
@@ -123,7 +122,7 @@ def test_monitor_finds_the_same_drifts_with_and_without_the_fused_scans(
         seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every scalar and rate signal scanned by the fused kernel or by scan_many of its
     increments: the same findings, in the same runs, and the same state after."""
-    from detectors import ModelMonitor, MonitorConfig
+    from driftline.detectors import ModelMonitor, MonitorConfig
 
     rng = np.random.default_rng(seed)
     n = 12_000

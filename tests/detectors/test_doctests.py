@@ -5,8 +5,7 @@ from __future__ import annotations
 import doctest
 
 import pytest
-
-from detectors import cusum, monitor
+from driftline.detectors import cusum, monitor
 
 
 @pytest.mark.parametrize("module", [cusum, monitor])

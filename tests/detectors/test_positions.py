@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from driftline.detectors import ModelMonitor
 
-from detectors import ModelMonitor
 from tests.detectors import streams
 
 

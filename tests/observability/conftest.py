@@ -6,10 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from driftline.streams.metrics import Metrics
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-
-from streams.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 

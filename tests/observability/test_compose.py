@@ -14,10 +14,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-
-from streams import __version__
-from streams.config import Settings
-from streams.kafka_local import KAFKA_VERSION
+from driftline.streams import __version__
+from driftline.streams.config import Settings
+from driftline.streams.tooling.local_kafka import KAFKA_VERSION
 
 SERVICES = {"kafka", "postgres", "migrate", "worker", "simulator", "prometheus", "grafana"}
 APP_SERVICES = ("migrate", "worker", "simulator")

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
+from driftline.detectors import KINDS, ModelMonitor, MonitorConfig
 
-from detectors import KINDS, ModelMonitor, MonitorConfig
 from tests.observability.conftest import exposed_labels
 
 # Pinned grafana/dashboard-linter (go install through the Go module proxy).

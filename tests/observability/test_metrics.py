@@ -5,10 +5,10 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from driftline.streams.metrics import OTHER, Metrics, ModelLabels, signal_kind
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.metrics import OTHER, Metrics, ModelLabels, signal_kind
 from tests.observability.conftest import touch_all
 
 N_IDS = 100_000
@@ -135,9 +135,8 @@ def test_exposition_passes_promtool_check_metrics(
 
 
 def test_signal_gauge_children_are_reused_and_removal_forgets_them() -> None:
+    from driftline.streams.metrics import Metrics
     from prometheus_client import CollectorRegistry
-
-    from streams.metrics import Metrics
 
     reg = CollectorRegistry()
     m = Metrics(reg)

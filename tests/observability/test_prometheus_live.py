@@ -36,13 +36,13 @@ import numpy as np
 import orjson
 import pytest
 import yaml
+from driftline.detectors import MonitorConfig
+from driftline.streams.metrics import Metrics
+from driftline.streams.monitor.processor import MonitorProcessor, Record
+from driftline.streams.offline.simulate import demo_scenario
 from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
-from detectors import MonitorConfig
-from streams.metrics import Metrics
-from streams.processor import MonitorProcessor, Record
-from streams.simulate import demo_scenario
 from tests.fixtures_kafka import produce
 
 pytestmark = pytest.mark.prometheus
@@ -233,7 +233,7 @@ class WorkerTarget:
         self.tmp = tmp
         self.log = tmp / "worker.log"
         with self.log.open("wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
+            self.proc = subprocess.Popen([sys.executable, "-m", "driftline.streams.cli", "worker"],
                                          env=self.env, stdout=out, stderr=subprocess.STDOUT)
         self.address = f"127.0.0.1:{port}"
         wait_for("the worker's /metrics", self._serving, deadline_s=120)
@@ -245,7 +245,7 @@ class WorkerTarget:
 
     def feed(self, prometheus: Prometheus) -> None:
         sim = subprocess.run(
-            [sys.executable, "-m", "streams.cli", "simulate", "--to", "kafka",
+            [sys.executable, "-m", "driftline.streams.cli", "simulate", "--to", "kafka",
              "--events", str(self.EVENTS), "--rate", str(self.RATE), "--seed", "7",
              "--truth", str(self.tmp / "truth.json")],
             env=self.env, capture_output=True, text=True, timeout=300, check=False)

@@ -97,9 +97,8 @@ def test_scrape_config_targets_the_worker(repo_root: Path) -> None:
     "driftline_dead_letters_published_total", "driftline_store_up",
 ])
 def test_alerts_use_metrics_the_worker_exposes(repo_root: Path, expr_metric: str) -> None:
+    from driftline.streams.metrics import Metrics
     from prometheus_client import CollectorRegistry
-
-    from streams.metrics import Metrics
 
     names = set()
     for family in Metrics(CollectorRegistry()).registry.collect():

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from streams.report import render_html, write_report
+from driftline.streams.offline.report import render_html, write_report
 
 T0 = 1_767_225_600.0
 

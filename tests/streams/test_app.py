@@ -10,13 +10,11 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry
-
-from detectors import MonitorConfig
-from streams.app import Driftline, create_app
-from streams.config import Settings
-from streams.metrics import Metrics
-from streams.monitor_agent import (
+from driftline.detectors import MonitorConfig
+from driftline.streams.app import Driftline, create_app
+from driftline.streams.config import Settings
+from driftline.streams.metrics import Metrics
+from driftline.streams.monitor.agent import (
     DEAD_LETTER_MAX_BYTES,
     GC_GEN0_THRESHOLD,
     H_MESSAGE,
@@ -29,7 +27,8 @@ from streams.monitor_agent import (
     dead_letter_record,
     tune_gc,
 )
-from streams.processor import Record, Reject
+from driftline.streams.monitor.processor import Record, Reject
+from prometheus_client import CollectorRegistry
 
 T0 = 1_767_225_600.0
 
@@ -282,7 +281,7 @@ async def test_dead_letters_go_to_their_source_partition_modulo_the_topics() -> 
 
 async def test_dead_letters_holding_a_megabyte_go_out_before_the_checkpoint(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from streams import monitor_agent
+    from driftline.streams.monitor import agent as monitor_agent
 
     monkeypatch.setattr(monitor_agent, "DEAD_LETTER_BUFFER_BYTES", 1000)
     dl = _app()
@@ -365,7 +364,7 @@ def test_worker_keeps_the_root_logger_at_the_level_asked_for(level: str) -> None
     record only for the console handler to drop it."""
     import logging
 
-    from streams.worker import _worker_class
+    from driftline.streams.worker import _worker_class
 
     root = logging.getLogger()
     saved = (root.level, list(root.handlers))

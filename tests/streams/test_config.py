@@ -7,8 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
-
-from streams.config import TOPICS, Secret, Settings
+from driftline.streams.config import TOPICS, Secret, Settings
 
 SECRETS = {"DATABASE_URL": "postgresql://u:hunter2-db@h/db",
            "SUPABASE_SERVICE_ROLE_KEY": "sb-hunter2-key",

@@ -1,0 +1,233 @@
+"""Batch consumption for the hot topics, straight from aiokafka, hosted by the Faust worker.
+
+Faust delivers every record through its conductor, an ``Event`` and a stream iteration
+(``wait_first`` on two awaitables per message): measured here at well over ten times
+the cost of fetching and decoding the record. driftline's high-volume paths (the
+monitor and the interaction logger) therefore run as services of the Faust app that own
+a consumer-group member each: a batch is fetched with ``getmany``, handed over whole,
+and its offsets are committed only after everything it produced was acknowledged by the
+broker (at-least-once; deterministic ids make repeats harmless).
+A rebalance waits for the batch in flight: the revoke callback takes the same lock and
+checkpoints. Offsets are committed at checkpoints (every ``commit_interval_s``), after
+the handler's ``checkpoint`` made its output durable, as Kafka Streams commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import CommitFailedError
+from driftline.streams.ingest.leanfetch import LEAN_KEYS
+from driftline.streams.metrics import Metrics
+from driftline.streams.monitor.processor import RecordLike
+from mode import Service
+
+log = logging.getLogger("driftline.consumer")
+
+BatchHandler = Callable[[list[RecordLike]], Awaitable[None]]
+PartitionsHook = Callable[[set[TopicPartition]], Awaitable[None]]
+# A checkpoint starts making the handled batches' output durable and returns what to
+# await for it (None: already durable); the offsets are committed once that completes.
+Checkpoint = Callable[[], Awaitable[Awaitable[Any] | None]]
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: BatchConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        async with self.owner.lock:  # the batch in flight finishes first
+            await self.owner.checkpoint_now()  # state flushed, offsets committed
+            if self.owner.on_revoked is not None:
+                await self.owner.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        async with self.owner.lock:
+            if self.owner.on_assigned is not None:
+                await self.owner.on_assigned(set(assigned))
+
+
+class BatchConsumer(Service):
+    """One consumer-group member that hands whole batches to ``handle``.
+
+    Offsets are committed at a checkpoint: every ``commit_interval_s``, on revoke and on
+    stop. ``checkpoint`` (if given) runs first and sends everything the handled batches
+    produced (e.g. state); the commit waits for the broker's acknowledgement of it, so it
+    never runs ahead of it. The periodic checkpoint does not hold the stream up while it
+    waits: the next batches are handled meanwhile, and a checkpoint first waits for the
+    previous one's commit (one in flight, commits in order). Revoke and stop wait for all.
+    """
+
+    def __init__(self, *, bootstrap: str, group_id: str, topics: list[str],
+                 handle: BatchHandler, on_assigned: PartitionsHook | None = None,
+                 on_revoked: PartitionsHook | None = None, checkpoint: Checkpoint | None = None,
+                 commit_interval_s: float = 1.0, max_records: int = 5000,
+                 within_s: float = 0.05, metrics: Metrics | None = None,
+                 name: str = "batch", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.topics = topics
+        self.handle = handle
+        self.on_assigned = on_assigned
+        self.on_revoked = on_revoked
+        self.checkpoint = checkpoint
+        self.commit_interval_s = commit_interval_s
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._last_checkpoint = time.monotonic()
+        self.max_records = max_records
+        self.within_ms = max(1, int(within_s * 1000))
+        self.metrics = metrics
+        self.kind = name
+        self.lock = asyncio.Lock()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.batches = 0
+        self.records = 0  # handed to ``handle``, good or bad, from every input topic
+        # Records known to wait behind the batch being handled (high watermarks of its
+        # partitions as of their last fetch): 0 when the consumer has caught up.
+        self.lag = 0
+        self._in_flight: asyncio.Future[None] | None = None  # the last checkpoint's commit
+        # A checkpoint whose output failed (to be sent or acknowledged): from then on
+        # nothing is committed, not even at stop or revoke. The output it lost (a
+        # model's state) is not in any later checkpoint, which would otherwise commit
+        # offsets past it; the next owner replays from the last good commit.
+        self.failed: Exception | None = None
+
+    async def on_start(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=self.group_id,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            # Range keeps equal partition numbers of co-partitioned topics together.
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20,
+            # A batch is processed on the event loop: give heartbeats slack on busy hosts.
+            # (A dead member's partitions wait this long before they move.)
+            session_timeout_ms=15_000, heartbeat_interval_ms=3_000,
+            client_id=f"{self.group_id}-{self.kind}",
+            key_deserializer=LEAN_KEYS)  # LeanRecords, not ConsumerRecords (leanfetch)
+        self.consumer.subscribe(self.topics, listener=_Listener(self))
+        await self.consumer.start()
+
+    async def on_stop(self) -> None:
+        if self.consumer is not None:
+            async with self.lock:
+                await self.checkpoint_now()
+                await self.consumer.stop()
+
+    async def checkpoint_now(self, wait: bool = True) -> None:
+        """Make the handled batches durable, then commit their offsets (lock held).
+
+        ``wait=False``: return once the output is sent; the commit follows its
+        acknowledgement in the background (awaited by the next checkpoint).
+        """
+        if self.failed is not None:
+            return
+        try:
+            await self.settle()
+            durable = await self.checkpoint() if self.checkpoint is not None else None
+        except Exception as exc:
+            self.failed = exc
+            raise
+        self._last_checkpoint = time.monotonic()
+        offsets, self._uncommitted = self._uncommitted, {}
+        if durable is None and not offsets:
+            return
+        commit = self._commit_after(durable, offsets)
+        if wait:
+            await commit
+        else:
+            self._in_flight = asyncio.ensure_future(commit)
+
+    async def settle(self) -> None:
+        """Wait for the commit in flight, if any; its failure is raised here."""
+        task, self._in_flight = self._in_flight, None
+        if task is not None:
+            await task
+
+    async def _commit_after(self, durable: Awaitable[Any] | None,
+                            offsets: dict[TopicPartition, int]) -> None:
+        if durable is not None:
+            try:
+                await durable  # a failed send raises: nothing is committed
+            except Exception as exc:
+                self.failed = exc
+                raise
+        consumer = self.consumer
+        if not offsets or consumer is None:
+            return
+        assigned = consumer.assignment()
+        offsets = {tp: o for tp, o in offsets.items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group moved on while we worked; the new owner re-reads these records
+            # and the per-model offsets in the state make that harmless.
+            log.warning("%s: commit failed after a rebalance: %s", self.kind, exc)
+            return
+        self._export_lag(consumer, offsets)
+
+    def idle_checkpoint_due(self) -> bool:
+        """After an empty fetch: make what was handled durable now -- unless the consumer
+        is behind and only waits for its next fetch. A checkpoint there would cut the
+        detectors' runs short and write every state again (three times a second on
+        384-d embeddings, a third of the worker's time); the interval still applies."""
+        if not self._uncommitted:
+            return False
+        return (self.lag == 0 or
+                time.monotonic() - self._last_checkpoint >= self.commit_interval_s)
+
+    @Service.task
+    async def _run(self) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        while not self.should_stop:
+            fetched = await consumer.getmany(timeout_ms=self.within_ms,
+                                             max_records=self.max_records)
+            if not fetched:
+                if self.idle_checkpoint_due():
+                    async with self.lock:
+                        await self.checkpoint_now(wait=False)
+                elif self._in_flight is not None and self._in_flight.done():
+                    await self.settle()  # (raises if it failed)
+                continue
+            async with self.lock:
+                records: list[RecordLike] = []
+                commit: dict[TopicPartition, int] = {}
+                assigned = consumer.assignment()
+                for tp, msgs in fetched.items():
+                    if tp not in assigned:  # revoked while we waited for the lock
+                        continue
+                    records.extend(msgs)  # LeanRecords as they are
+                    commit[tp] = msgs[-1].offset + 1
+                if not records:
+                    continue
+                lag = 0
+                for tp, end in commit.items():
+                    high = consumer.highwater(tp)
+                    if high is not None and high > end:
+                        lag += high - end
+                self.lag = lag
+                await self.handle(records)
+                self.batches += 1
+                self.records += len(records)
+                self._uncommitted.update(commit)
+                if time.monotonic() - self._last_checkpoint >= self.commit_interval_s:
+                    await self.checkpoint_now(wait=False)
+
+    def _export_lag(self, consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int]
+                    ) -> None:
+        if self.metrics is None:
+            return
+        for tp, pos in positions.items():
+            high = consumer.highwater(tp)
+            if high is not None:
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(0, high - pos))

@@ -1,0 +1,111 @@
+"""The retrain policy, pure and on a given clock: exact decisions for exact inputs."""
+
+from __future__ import annotations
+
+import doctest
+import json
+
+import driftline.streams.retrain.policy as policy_mod
+import pytest
+from driftline.streams.drift.events import action_id
+from driftline.streams.retrain.policy import (
+    ACT,
+    BELOW_MIN_SEVERITY,
+    SUPERSEDED,
+    SUPPRESSED_COOLDOWN,
+    PolicyConfig,
+    RetrainPolicy,
+)
+
+
+def ev(i: int, kind: str = "accuracy", model: str = "m", severity: float = 5.0) -> dict:
+    return {"drift_id": f"d{i}", "model_id": model, "model_version": "v1", "kind": kind,
+            "severity": severity, "signal": "s", "detector": "x"}
+
+
+def test_doctest() -> None:
+    assert doctest.testmod(policy_mod).failed == 0
+
+
+def test_events_within_the_window_make_one_decision() -> None:
+    p = RetrainPolicy(PolicyConfig(group_window_s=10, cooldown_s=100))
+    assert p.offer(ev(1), now=0.0) == []
+    assert p.offer(ev(2, "embedding"), now=4.0) == []
+    assert p.offer(ev(3, model="other"), now=9.0) == []
+    assert p.flush(9.9) == []
+    [d] = p.flush(10.0)
+    assert (d.model_id, d.action, d.outcome) == ("m", "retrain", ACT)
+    assert d.drift_ids == ("d1", "d2") and d.kinds == ("accuracy", "embedding")
+    assert d.decision_id == action_id("d1", "d2")
+    # an event after the window closed opens the next group, offer() flushes due ones
+    [d_other] = p.offer(ev(4, "embedding"), now=19.0)
+    assert d_other.model_id == "other" and d_other.drift_ids == ("d3",)
+    [d4] = p.flush(29.0)
+    assert (d4.action, d4.outcome) == ("reindex", ACT)  # cooldown is per action
+
+
+def test_action_by_kind_and_behavior_setting() -> None:
+    p = RetrainPolicy(PolicyConfig(group_window_s=0),
+                      per_model={"b": PolicyConfig(group_window_s=0, behavior_action="retrain")})
+    assert p.offer(ev(1, "embedding"), 0)[0].action == "reindex"
+    assert p.offer(ev(2, "accuracy", model="m2"), 0)[0].action == "retrain"
+    assert p.offer(ev(3, "behavior", model="m3"), 0)[0].action == "alert"
+    assert p.offer(ev(4, "behavior", model="b"), 0)[0].action == "retrain"
+    with pytest.raises(ValueError):
+        p.offer(ev(5, "vibes"), 0)
+    with pytest.raises(ValueError):
+        PolicyConfig(behavior_action="reboot")
+
+
+def test_cooldown_suppresses_and_records_why() -> None:
+    p = RetrainPolicy(PolicyConfig(group_window_s=0, cooldown_s=60))
+    assert p.offer(ev(1), 100.0)[0].outcome == ACT
+    [d] = p.offer(ev(2), 159.0)
+    assert d.outcome == SUPPRESSED_COOLDOWN and d.action == "retrain"
+    assert "cooldown" in d.reason and "59s ago" in d.reason
+    # suppressed decisions do not extend the cooldown
+    assert p.offer(ev(3), 160.0)[0].outcome == ACT
+
+
+def test_min_severity() -> None:
+    p = RetrainPolicy(PolicyConfig(group_window_s=5, min_severity=3.0))
+    p.offer(ev(1, severity=1.0), 0)
+    [d] = p.flush(5)
+    assert d.outcome == BELOW_MIN_SEVERITY and "below the minimum 3" in d.reason
+    # only strong events choose the action: a weak accuracy drift cannot force a retrain
+    p.offer(ev(2, "accuracy", severity=1.0), 10)
+    p.offer(ev(3, "embedding", severity=4.0), 11)
+    [d] = p.flush(15)
+    assert (d.action, d.outcome) == ("reindex", ACT) and d.drift_ids == ("d2", "d3")
+
+
+def test_duplicates_never_act_twice() -> None:
+    p = RetrainPolicy(PolicyConfig(group_window_s=0, cooldown_s=0))
+    assert len(p.offer(ev(1), 0)) == 1
+    assert p.offer(ev(1), 1) == [] and p.offer(ev(1), 10_000) == []
+    assert p.duplicates == 2
+
+
+def test_deploy_supersedes_open_group() -> None:
+    p = RetrainPolicy(PolicyConfig(group_window_s=10))
+    p.offer(ev(1), 0)
+    [d] = p.on_deployed("m", "v2", 3)
+    assert d.outcome == SUPERSEDED and "v2" in d.reason
+    assert p.flush(100) == [] and p.on_deployed("m", "v3", 4) == []
+
+
+def test_state_round_trips_through_json() -> None:
+    p = RetrainPolicy(PolicyConfig(group_window_s=10, cooldown_s=60), remember=3)
+    p.offer(ev(1), 0)
+    p.flush(10)
+    p.offer(ev(2), 20)
+    state = json.loads(json.dumps(p.to_state()))
+    q = RetrainPolicy(PolicyConfig(group_window_s=10, cooldown_s=60), remember=3)
+    q.load_state(state)
+    assert q.offer(ev(1), 21) == []  # remembered
+    [d] = q.flush(30)
+    assert d.outcome == SUPPRESSED_COOLDOWN and d.drift_ids == ("d2",)
+    assert q.next_due() is None and q.pending_count() == 0
+    for i in range(3, 7):  # the memory of drift ids is bounded
+        q.offer(ev(i), 100 + i)
+    assert len(q.to_state()["seen"]) == 3

@@ -1,0 +1,199 @@
+"""The coordinator end to end on a real PostgreSQL, a real webhook server and a real
+command: one action per drift, every decision and job transition recorded."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from driftline.streams.drift.events import action_id
+from driftline.streams.retrain import (
+    CommandTrigger,
+    PolicyConfig,
+    RetrainPolicy,
+    RetrainService,
+    WebhookTrigger,
+    verify,
+)
+from driftline.streams.store.base import RetryPolicy
+from driftline.streams.store.postgres import PostgresStore
+
+from tests.streams.store.events import drift_event
+from tests.streams.store.http_server import RecordingServer
+
+pytestmark = pytest.mark.postgres
+
+SECRET = "whsec-service-test"
+
+
+@pytest.fixture
+async def hook_server() -> AsyncIterator[RecordingServer]:
+    server = await RecordingServer(lambda rec: web.Response(status=202)).start()
+    yield server
+    await server.stop()
+
+
+def service(store: PostgresStore, url: str | None = None, *, window: float = 0.0,
+            cooldown: float = 3600.0, command: CommandTrigger | None = None,
+            policy: RetrainPolicy | None = None) -> RetrainService:
+    hook = (WebhookTrigger(url, SECRET, retry=RetryPolicy(initial_s=0.01, attempts=3),
+                           rng=random.Random(5)) if url else None)
+    policy = policy or RetrainPolicy(PolicyConfig(group_window_s=window, cooldown_s=cooldown))
+    return RetrainService(store, policy, webhook=hook, command=command)
+
+
+async def test_duplicate_drift_event_gives_one_row_and_one_action(
+        pg_store: PostgresStore, hook_server: RecordingServer) -> None:
+    svc = service(pg_store, hook_server.url, cooldown=0)
+    e = drift_event(1)
+    [req] = await svc.handle([e, dict(e)], now=1000.0)
+    assert req["action"] == "retrain" and req["action_id"] == action_id(e["drift_id"])
+    assert await svc.handle([e], now=1001.0) == []          # replayed
+    assert await svc.handle([dict(e)], now=5000.0) == []    # re-emitted much later
+    await svc.drain()
+    # a second service (a restart without state) still does not act again
+    assert await service(pg_store, hook_server.url, cooldown=0).handle([e], now=6000.0) == []
+    counts = await pg_store.counts()
+    assert counts["drift_events"] == 1 and counts["retrain_decisions"] == 1
+    assert counts["retrain_jobs"] == 1
+    assert len(hook_server.requests) == 1
+    rec = hook_server.requests[0]
+    assert rec.headers["Idempotency-Key"] == req["action_id"]
+    assert verify(rec.body, SECRET, rec.headers["X-Driftline-Signature"])
+    assert json.loads(rec.body) == req
+
+
+async def test_job_life_requested_running_succeeded_on_deploy(
+        pg_store: PostgresStore, hook_server: RecordingServer) -> None:
+    svc = service(pg_store, hook_server.url)
+    [req] = await svc.handle([drift_event(1)], now=10.0)
+    await svc.drain()
+    [job] = await pg_store.jobs("m1")
+    assert job["state"] == "running" and job["states"] == ["requested", "running"]
+    assert job["detail"]["triggers"][0]["status"] == 202
+    assert await svc.on_deployed("m1", "v2", now=20.0) == [req["job_id"]]
+    [job] = await pg_store.jobs("m1")
+    assert job["states"] == ["requested", "running", "succeeded"]
+    assert job["deployed_version"] == "v2"
+    rows = await pg_store.fetch("select * from model_versions")
+    assert [(r["model_id"], r["model_version"]) for r in rows] == [("m1", "v2")]
+
+
+async def test_failed_webhook_marks_the_job_failed(pg_store: PostgresStore) -> None:
+    server = await RecordingServer(lambda rec: web.Response(status=503)).start()
+    try:
+        svc = service(pg_store, server.url)
+        await svc.handle([drift_event(1)], now=10.0)
+        await svc.drain()
+    finally:
+        await server.stop()
+    [job] = await pg_store.jobs()
+    assert job["state"] == "failed" and len(server.requests) == 3
+    [t] = job["detail"]["triggers"]
+    assert t == {"trigger": "webhook", "ok": False, "attempts": 3, "status": 503,
+                 "error": "HTTP 503", "duration_s": t["duration_s"]}
+
+
+async def test_command_trigger_gets_the_request_and_its_exit_code_is_recorded(
+        pg_store: PostgresStore, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "req.json"
+    code = f"import sys; open({str(out)!r}, 'w').write(sys.stdin.read()); sys.exit(0)"
+    svc = service(pg_store, command=CommandTrigger([sys.executable, "-c", code]))
+    [req] = await svc.handle([drift_event(1, kind="embedding")], now=10.0)
+    await svc.drain()
+    assert json.loads(out.read_text()) == req and req["action"] == "reindex"
+    [job] = await pg_store.jobs()
+    assert job["state"] == "running"
+    assert job["detail"]["triggers"][0]["exit_code"] == 0
+
+
+async def test_grouping_and_cooldown_are_recorded_with_reasons(
+        pg_store: PostgresStore) -> None:
+    svc = service(pg_store, window=5.0, cooldown=60.0)
+    events = [drift_event(1), drift_event(2), drift_event(3, kind="behavior"), drift_event(4)]
+    assert await svc.handle(events[:2], now=100.0) == []
+    assert await svc.handle(events[2:3], now=103.0) == []
+    [req] = await svc.tick(now=105.0)
+    assert req["drift_ids"] == sorted(e["drift_id"] for e in events[:3])
+    assert await svc.handle(events[3:], now=120.0) == []
+    assert await svc.tick(now=125.0) == []  # decided: suppressed by cooldown
+    rows = await pg_store.fetch(
+        "select outcome, action, reason, cardinality(drift_ids) n from retrain_decisions"
+        " order by decided_at")
+    assert [(r["outcome"], r["action"], r["n"]) for r in rows] == [
+        ("act", "retrain", 3), ("suppressed_cooldown", "retrain", 1)]
+    assert "cooldown" in rows[1]["reason"]
+    assert await pg_store.undecided([e["drift_id"] for e in events]) == []
+    await svc.drain()
+    [job] = await pg_store.jobs()
+    assert job["detail"]["via"] == "topic"  # no webhook/command: Kafka is the trigger
+
+
+async def test_recover_after_a_crash(pg_store: PostgresStore,
+                                     hook_server: RecordingServer) -> None:
+    # 1) crashed with a drift event stored but its group still open (not decided)
+    svc = service(pg_store, hook_server.url, window=30.0)
+    assert await svc.handle([drift_event(1)], now=100.0) == []
+    # 2) and with a job created whose trigger never ran
+    await pg_store.write_jobs([{"job_id": "stuck", "decision_id": "stuck",
+                                "model_id": "m2", "action": "retrain",
+                                "requested_at": 50.0}])
+    fresh = service(pg_store, hook_server.url, window=30.0)  # new process, empty policy
+    reqs = await fresh.recover(now=200.0)
+    await fresh.drain()
+    assert sorted(r["job_id"] for r in reqs) == sorted(
+        ["stuck", action_id(drift_event(1)["drift_id"])])
+    assert {r.headers["Idempotency-Key"] for r in hook_server.requests} == {
+        r["job_id"] for r in reqs}
+    assert {j["state"] for j in await pg_store.jobs()} == {"running"}
+    # the restored cooldown holds for m1 after the restart
+    again = service(pg_store, hook_server.url, window=0.0)
+    await again.recover(now=300.0)
+    assert await again.handle([drift_event(9)], now=301.0) == []
+    rows = await pg_store.fetch("select outcome from retrain_decisions order by decided_at")
+    assert [r["outcome"] for r in rows] == ["act", "suppressed_cooldown"]
+
+
+async def test_invalid_drift_events_are_skipped_not_fatal(pg_store: PostgresStore) -> None:
+    svc = service(pg_store)
+    bad = [{"drift_id": "x"}, dict(drift_event(1), kind="vibes"),
+           dict(drift_event(2), severity=float("nan")), dict(drift_event(3), detected_at=[]),
+           "not even a dict"]
+    [req] = await svc.handle([*bad, drift_event(4)], now=1.0)  # type: ignore[list-item]
+    assert svc.rejected == 5 and req["drift_ids"] == [drift_event(4)["drift_id"]]
+    assert (await pg_store.counts())["drift_events"] == 1
+
+
+async def test_from_settings_and_secrets_stay_out_of_store_and_logs(
+        pg_store: PostgresStore, hook_server: RecordingServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from driftline.streams.config import Settings
+
+    secret = "whsec-do-not-leak-42"
+    settings = Settings.from_env({
+        "DRIFTLINE_WEBHOOK_URL": hook_server.url + "/retrain",
+        "DRIFTLINE_WEBHOOK_SECRET": secret,
+        "DRIFTLINE_RETRAIN_COMMAND": f"{sys.executable} -c 'import sys; sys.stdin.read()'",
+        "DRIFTLINE_COOLDOWN_S": "120"})
+    svc = RetrainService.from_settings(settings, pg_store)
+    assert svc.policy.default.cooldown_s == 120.0
+    assert svc.command is not None and svc.command.argv[0] == sys.executable
+    assert secret not in repr(svc.webhook) and secret not in repr(settings)
+    caplog.set_level("DEBUG")
+    assert await svc.handle([drift_event(1)], now=1.0) == []  # 5 s grouping window
+    [req] = await svc.tick(now=6.0)
+    await svc.drain()
+    [job] = await pg_store.jobs()
+    assert job["state"] == "running" and job["job_id"] == req["job_id"]
+    assert [t["trigger"] for t in job["detail"]["triggers"]] == ["webhook", "command"]
+    rec = hook_server.requests[-1]
+    assert verify(rec.body, secret, rec.headers["X-Driftline-Signature"])
+    tables = " union all ".join(f"select to_jsonb(t)::text x from {t} t" for t in (
+        "drift_events", "retrain_decisions", "retrain_jobs", "retrain_job_transitions"))
+    [dump] = await pg_store.fetch(f"select string_agg(x, '') s from ({tables}) d")
+    assert req["job_id"] in dump["s"] and secret not in dump["s"]
+    assert secret not in caplog.text
