@@ -91,6 +91,9 @@ class Settings:
     webhook_url: str = field(default="", metadata={"env": "DRIFTLINE_WEBHOOK_URL"})
     webhook_secret: Secret = field(default_factory=lambda: Secret(""),
                                    metadata={"env": "DRIFTLINE_WEBHOOK_SECRET"})
+    # One deadline per webhook attempt: connect, send, status and the whole answer.
+    webhook_timeout_s: float = field(default=10.0,
+                                     metadata={"env": "DRIFTLINE_WEBHOOK_TIMEOUT_S"})
     retrain_command: str = field(default="", metadata={"env": "DRIFTLINE_RETRAIN_COMMAND"})
     cooldown_s: float = field(default=3600.0, metadata={"env": "DRIFTLINE_COOLDOWN_S"})
 

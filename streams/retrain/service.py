@@ -104,10 +104,11 @@ class RetrainService:
     def from_settings(cls, settings: Settings, store: Store, *,
                       metrics: Metrics | None = None,
                       policy: RetrainPolicy | None = None) -> RetrainService:
-        """Triggers from ``DRIFTLINE_WEBHOOK_URL``/``_SECRET`` and
+        """Triggers from ``DRIFTLINE_WEBHOOK_URL``/``_SECRET``/``_TIMEOUT_S`` and
         ``DRIFTLINE_RETRAIN_COMMAND``; cooldown from ``DRIFTLINE_COOLDOWN_S``."""
         policy = policy or RetrainPolicy(PolicyConfig(cooldown_s=settings.cooldown_s))
-        webhook = (WebhookTrigger(settings.webhook_url, settings.webhook_secret)
+        webhook = (WebhookTrigger(settings.webhook_url, settings.webhook_secret,
+                                  timeout_s=settings.webhook_timeout_s)
                    if settings.webhook_url else None)
         command = CommandTrigger(settings.retrain_command) if settings.retrain_command else None
         return cls(store, policy, webhook=webhook, command=command, metrics=metrics)

@@ -4,12 +4,19 @@
 Webhook contract (for receivers):
 
 * ``POST <DRIFTLINE_WEBHOOK_URL>``, body = the retrain request as JSON (UTF-8, sorted keys).
-* ``X-Driftline-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes, keyed with
-  DRIFTLINE_WEBHOOK_SECRET>`` — compare with ``hmac.compare_digest``.
+* ``X-Driftline-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body bytes>",
+  keyed with DRIFTLINE_WEBHOOK_SECRET>`` (Stripe's scheme). Receivers check it with
+  :func:`verify`: the MAC (in constant time) and that ``t`` is within their replay window
+  (``tolerance_s``, 5 minutes by default) of their clock, so a captured request replayed
+  later is refused. Every attempt is signed anew, with its own ``t``.
 * ``Idempotency-Key: <action_id>`` — the same action is retried (and may be re-sent after a
-  restart) with the same key: process it once.
+  restart) with the same key: process it once (this also makes a replay within the window
+  harmless).
 * 2xx = accepted. 408, 429 and 5xx (and network errors, timeouts) are retried with
   exponential backoff and jitter; any other status fails at once.
+* Each attempt has one deadline for all of it (``timeout_s``: connect, send, the status
+  and the whole response body), so a receiver that trickles its answer cannot hold a
+  trigger longer than that.
 
 Command contract: ``DRIFTLINE_RETRAIN_COMMAND`` is split with :func:`shlex.split` into an
 argument vector and executed without a shell; the request JSON arrives on stdin; exit code
@@ -25,7 +32,7 @@ import os
 import random
 import shlex
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -35,6 +42,7 @@ from driftline.streams.config import Secret
 from driftline.streams.store.base import RetryPolicy
 
 SIGNATURE_HEADER = "X-Driftline-Signature"
+SIGNATURE_TOLERANCE_S = 300.0  # a receiver's default replay window
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _RETRY_STATUS = {408, 425, 429}
 # never handed to a retrain command
@@ -61,14 +69,45 @@ def body_of(request: Mapping[str, Any]) -> bytes:
     return orjson.dumps(request, option=orjson.OPT_SORT_KEYS)
 
 
-def sign(body: bytes, secret: str) -> str:
-    """The ``X-Driftline-Signature`` value for ``body``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def _mac(body: bytes, secret: str, timestamp: int) -> str:
+    return hmac.new(secret.encode(), b"%d." % timestamp + body, hashlib.sha256).hexdigest()
 
 
-def verify(body: bytes, secret: str, header: str | None) -> bool:
-    """Receiver side: does ``header`` sign ``body``?"""
-    return header is not None and hmac.compare_digest(sign(body, secret), header)
+def sign(body: bytes, secret: str, timestamp: float | None = None) -> str:
+    """The ``X-Driftline-Signature`` value for ``body`` sent at ``timestamp`` (unix
+    seconds; now by default): ``t=<timestamp>,v1=<HMAC-SHA256 of "<t>.<body>">``."""
+    t = int(time.time() if timestamp is None else timestamp)
+    return f"t={t},v1={_mac(body, secret, t)}"
+
+
+def verify(body: bytes, secret: str | Sequence[str], header: str | None, *,
+           tolerance_s: float = SIGNATURE_TOLERANCE_S, now: float | None = None) -> bool:
+    """Receiver side: does ``header`` sign ``body``, made within ``tolerance_s`` of
+    ``now`` (unix seconds; the receiver's clock by default)?
+
+    Refused: no or a malformed header, a timestamp older than the window (a captured
+    request replayed later) or further ahead than it, a MAC that matches no ``secret``
+    (several while a secret is rotated) for none of the header's ``v1`` values.
+    """
+    if not header:
+        return False
+    timestamp: int | None = None
+    macs: list[str] = []
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t" and value.isascii() and value.isdigit() and timestamp is None:
+            timestamp = int(value)
+        elif key == "v1" and value:
+            macs.append(value)
+    if timestamp is None or not macs:
+        return False
+    now = time.time() if now is None else now
+    if abs(now - timestamp) > tolerance_s:
+        return False
+    secrets = [secret] if isinstance(secret, str) else list(secret)
+    expected = [_mac(body, s, timestamp) for s in secrets if s]
+    # Every pair compared (no early exit), in constant time each.
+    return sum(hmac.compare_digest(e, m) for e in expected for m in macs) > 0
 
 
 class WebhookTrigger:
@@ -79,7 +118,8 @@ class WebhookTrigger:
 
     def __init__(self, url: str, secret: Secret | str, *, timeout_s: float = 10.0,
                  retry: RetryPolicy | None = None, rng: random.Random | None = None,
-                 client: httpx.AsyncClient | None = None) -> None:
+                 client: httpx.AsyncClient | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError("webhook url must be http:// or https://")
         self.url = url
@@ -90,6 +130,7 @@ class WebhookTrigger:
         self.retry = retry or RetryPolicy(initial_s=0.5, max_s=30.0, attempts=6)
         self._rng = rng or random.Random()
         self._client = client
+        self._clock = clock  # signature timestamps
 
     def __repr__(self) -> str:
         return f"WebhookTrigger(url={self.url!r}, secret={self._secret!r})"
@@ -98,7 +139,6 @@ class WebhookTrigger:
         body = body_of(request)
         headers = {"Content-Type": "application/json",
                    "User-Agent": "driftline",
-                   SIGNATURE_HEADER: sign(body, self._secret.get()),
                    IDEMPOTENCY_HEADER: str(request["action_id"])}
         client = self._client or httpx.AsyncClient()
         t0 = time.perf_counter()
@@ -109,9 +149,14 @@ class WebhookTrigger:
         try:
             while attempts < limit:
                 attempts += 1
+                # Signed per attempt: a retry after a long backoff is inside the window.
+                headers[SIGNATURE_HEADER] = sign(body, self._secret.get(), self._clock())
                 try:
-                    resp = await client.post(self.url, content=body, headers=headers,
-                                             timeout=self.timeout_s)
+                    # One deadline for the whole attempt: httpx's own timeouts are per
+                    # phase (and per read), which a trickling receiver never trips.
+                    async with asyncio.timeout(self.timeout_s):
+                        resp = await client.post(self.url, content=body, headers=headers,
+                                                 timeout=self.timeout_s)
                     status, error = resp.status_code, None
                     if resp.is_success:
                         return TriggerResult(self.name, True, attempts,
@@ -119,7 +164,9 @@ class WebhookTrigger:
                     error = f"HTTP {status}"
                     if status < 500 and status not in _RETRY_STATUS:
                         break
-                except httpx.TransportError as exc:  # connect errors, timeouts
+                except TimeoutError:
+                    status, error = None, f"timed out after {self.timeout_s:g}s"
+                except httpx.TransportError as exc:  # connect errors, httpx's timeouts
                     status, error = None, type(exc).__name__
                 except Exception as exc:  # e.g. an invalid URL: retrying will not help
                     status, error = None, type(exc).__name__

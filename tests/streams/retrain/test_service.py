@@ -178,9 +178,10 @@ async def test_from_settings_and_secrets_stay_out_of_store_and_logs(
         "DRIFTLINE_WEBHOOK_URL": hook_server.url + "/retrain",
         "DRIFTLINE_WEBHOOK_SECRET": secret,
         "DRIFTLINE_RETRAIN_COMMAND": f"{sys.executable} -c 'import sys; sys.stdin.read()'",
-        "DRIFTLINE_COOLDOWN_S": "120"})
+        "DRIFTLINE_COOLDOWN_S": "120", "DRIFTLINE_WEBHOOK_TIMEOUT_S": "2.5"})
     svc = RetrainService.from_settings(settings, pg_store)
     assert svc.policy.default.cooldown_s == 120.0
+    assert svc.webhook is not None and svc.webhook.timeout_s == 2.5
     assert svc.command is not None and svc.command.argv[0] == sys.executable
     assert secret not in repr(svc.webhook) and secret not in repr(settings)
     caplog.set_level("DEBUG")
