@@ -3,17 +3,31 @@
 Pure: no I/O, the clock is an argument. Per model: drift events that arrive within
 ``group_window_s`` of the first one make one decision; the action follows the strongest
 kind (accuracy → retrain, embedding → reindex, behavior → ``behavior_action``) among the
-events at or above ``min_severity``; an action of the same kind within ``cooldown_s`` of the
-previous one is suppressed. Every group ends in exactly one :class:`Decision`, acted on or
-not, with its reason. A drift_id seen before is ignored.
+events at or above ``min_severity``. Every group ends in exactly one :class:`Decision`,
+acted on or not, with its reason. A drift_id seen before is ignored.
+
+The cooldown is spent only by a job that was accepted: an acted decision's job is *in
+flight* until the caller settles it (:meth:`~RetrainPolicy.settle`). While it is, another
+decision of the same model and action is suppressed (``suppressed_in_flight``: no second
+job for the same drift). Accepted, an action of the same kind within ``cooldown_s`` of
+that decision is suppressed (``suppressed_cooldown``); refused (the receiver was down,
+the command failed), nothing is spent and the next drift acts again.
 
 >>> p = RetrainPolicy(PolicyConfig(group_window_s=0, cooldown_s=60))
 >>> ev = {"drift_id": "d1", "model_id": "m", "kind": "accuracy", "severity": 3.0}
->>> [(d.action, d.outcome) for d in p.offer(ev, now=0.0)]
-[('retrain', 'act')]
+>>> [d] = p.offer(ev, now=0.0)
+>>> (d.action, d.outcome)
+('retrain', 'act')
 >>> p.offer(ev, now=1.0)
 []
->>> [(d.action, d.outcome) for d in p.offer(dict(ev, drift_id="d2"), now=30.0)]
+>>> [(d.action, d.outcome) for d in p.offer(dict(ev, drift_id="d2"), now=5.0)]
+[('retrain', 'suppressed_in_flight')]
+>>> p.settle(d.decision_id, accepted=False)  # the webhook failed: no cooldown spent
+>>> [d] = p.offer(dict(ev, drift_id="d3"), now=20.0)
+>>> d.outcome
+'act'
+>>> p.settle(d.decision_id, accepted=True)
+>>> [(d.action, d.outcome) for d in p.offer(dict(ev, drift_id="d4"), now=30.0)]
 [('retrain', 'suppressed_cooldown')]
 """
 
@@ -29,6 +43,7 @@ from driftline.streams.drift.events import action_id
 ACTIONS = ("alert", "reindex", "retrain")  # weakest to strongest
 ACT = "act"
 SUPPRESSED_COOLDOWN = "suppressed_cooldown"
+SUPPRESSED_IN_FLIGHT = "suppressed_in_flight"
 BELOW_MIN_SEVERITY = "below_min_severity"
 SUPERSEDED = "superseded"
 
@@ -107,6 +122,8 @@ class RetrainPolicy:
         self.per_model = dict(per_model or {})
         self._pending: dict[str, _Group] = {}
         self._last_action: dict[str, dict[str, float]] = {}
+        # Acted decisions whose job is not settled yet: job_id -> (model, action, at).
+        self._in_flight: dict[str, tuple[str, str, float]] = {}
         self._seen: deque[str] = deque(maxlen=remember)
         self._seen_set: set[str] = set()
         self.duplicates = 0
@@ -150,9 +167,25 @@ class RetrainPolicy:
                                f"grouping window closed; no action")]
 
     def note_action(self, model_id: str, action: str, at: float) -> None:
-        """Restore a past action (e.g. from the store's jobs) so its cooldown holds."""
+        """Restore a past accepted action (e.g. from the store's jobs) so its cooldown
+        holds, counted from ``at`` (its decision)."""
         last = self._last_action.setdefault(model_id, {})
         last[action] = max(at, last.get(action, float("-inf")))
+
+    def hold(self, job_id: str, model_id: str, action: str, at: float) -> None:
+        """Mark a job as in flight (e.g. one restored from the store still ``requested``)."""
+        self._in_flight[job_id] = (model_id, action, at)
+
+    def settle(self, job_id: str, accepted: bool) -> None:
+        """The job of an acted decision was accepted (its cooldown starts, from the
+        decision) or refused (nothing spent). Unknown job ids are ignored."""
+        held = self._in_flight.pop(job_id, None)
+        if held is not None and accepted:
+            self.note_action(*held)
+
+    def in_flight(self) -> list[str]:
+        """The job ids not settled yet."""
+        return list(self._in_flight)
 
     def pending_count(self) -> int:
         return sum(len(g.events) for g in self._pending.values())
@@ -190,7 +223,14 @@ class RetrainPolicy:
                             reason=f"{action} suppressed by cooldown: the last {action} of "
                                    f"{model_id} was {now - last:.0f}s ago "
                                    f"(cooldown {cfg.cooldown_s:.0f}s)", **base)
-        self.note_action(model_id, action, now)
+        pending = [at for m, a, at in self._in_flight.values()
+                   if m == model_id and a == action]
+        if pending:
+            return Decision(outcome=SUPPRESSED_IN_FLIGHT,
+                            reason=f"{action} suppressed: a {action} job of {model_id} "
+                                   f"decided {now - max(pending):.0f}s ago is not accepted "
+                                   "yet", **base)
+        self._in_flight[base["decision_id"]] = (model_id, action, now)
         return Decision(outcome=ACT,
                         reason=f"{action}: {len(strong)} of {n} drift event(s) "
                                f"({', '.join(kinds)}) at or above severity "
@@ -205,12 +245,14 @@ class RetrainPolicy:
     # -- state ----------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
-        """A small JSON-able snapshot (pending groups, last actions, recent drift ids)."""
+        """A small JSON-able snapshot (pending groups, last accepted actions, jobs in
+        flight, recent drift ids)."""
         return {
             "v": 1,
             "pending": {m: {"opened_at": g.opened_at, "events": list(g.events)}
                         for m, g in self._pending.items()},
             "last_action": {m: dict(a) for m, a in self._last_action.items()},
+            "in_flight": {j: list(h) for j, h in self._in_flight.items()},
             "seen": list(self._seen),
         }
 
@@ -222,6 +264,8 @@ class RetrainPolicy:
                          for m, g in state["pending"].items()}
         self._last_action = {m: {k: float(v) for k, v in a.items()}
                              for m, a in state["last_action"].items()}
+        self._in_flight = {j: (str(m), str(a), float(at))
+                           for j, (m, a, at) in state.get("in_flight", {}).items()}
         self._seen.clear()
         self._seen_set.clear()
         for d in state["seen"]:

@@ -160,7 +160,12 @@ class RetrainService:
         now = self.clock() if now is None else now
         jobs = await self.store.jobs()
         for j in jobs:
-            self.policy.note_action(j["model_id"], j["action"], _epoch(j["requested_at"]))
+            # Only an accepted job spent its cooldown; one still requested is in flight.
+            at = _epoch(j["requested_at"])
+            if j["state"] in ("running", "succeeded"):
+                self.policy.note_action(j["model_id"], j["action"], at)
+            elif j["state"] == "requested":
+                self.policy.hold(j["job_id"], j["model_id"], j["action"], at)
         out: list[dict[str, Any]] = []
         for j in jobs:
             if j["state"] == "requested" and j["job_id"] not in self._inflight:
@@ -180,27 +185,37 @@ class RetrainService:
     async def _apply(self, decisions: list[Decision], now: float) -> list[dict[str, Any]]:
         if not decisions:
             return []
-        await self.store.write_decisions([d.to_dict() for d in decisions])
-        for d in decisions:
-            log.info("decision %s for %s: %s (%s)", d.decision_id, d.model_id, d.outcome,
-                     d.reason)
-            if self.metrics is not None:
-                self.metrics.retrain_decisions.labels(d.action or "none", d.outcome).inc()
         acted = [d for d in decisions if d.acted]
-        if not acted:
-            return []
         jobs = {d.decision_id: {"job_id": d.decision_id, "decision_id": d.decision_id,
                                 "model_id": d.model_id, "model_version": d.model_version,
                                 "action": d.action, "drift_ids": list(d.drift_ids),
                                 "detail": {"reason": d.reason}, "requested_at": now}
                 for d in acted}
-        new = await self.store.write_jobs(list(jobs.values()))
-        # A job that already existed but never left `requested` is one whose creation
-        # was acknowledged to nobody (connection lost after commit) or whose trigger a
-        # crash interrupted: it is still owed its request and triggers.
-        known = [j for j in jobs if j not in new and j not in self._inflight]
-        owed = [j for j, s in (await self.store.job_states(known)).items()
-                if s == "requested"] if known else []
+        try:
+            await self.store.write_decisions([d.to_dict() for d in decisions])
+            for d in decisions:
+                log.info("decision %s for %s: %s (%s)", d.decision_id, d.model_id,
+                         d.outcome, d.reason)
+                if self.metrics is not None:
+                    self.metrics.retrain_decisions.labels(d.action or "none",
+                                                          d.outcome).inc()
+            if not acted:
+                return []
+            new = await self.store.write_jobs(list(jobs.values()))
+            # A job that already existed but never left `requested` is one whose creation
+            # was acknowledged to nobody (connection lost after commit) or whose trigger a
+            # crash interrupted: it is still owed its request and triggers.
+            known = [j for j in jobs if j not in new and j not in self._inflight]
+            states = await self.store.job_states(known) if known else {}
+        except BaseException:
+            for job_id in jobs:  # no job to wait for: nothing in flight, nothing spent
+                if job_id not in self._inflight:
+                    self.policy.settle(job_id, accepted=False)
+            raise
+        owed = [j for j, s in states.items() if s == "requested"]
+        for job_id, state in states.items():  # settled before: as it went then
+            if state != "requested":
+                self.policy.settle(job_id, accepted=state in ("running", "succeeded"))
         requests = []
         for job_id in [*new, *owed]:
             req = request_of(jobs[job_id])
@@ -217,9 +232,13 @@ class RetrainService:
         task.add_done_callback(self._tasks.discard)
 
     async def _fire(self, request: dict[str, Any]) -> None:
+        """Run the job's triggers and record how they went. Accepted (every trigger
+        succeeded), the job is ``running`` and its cooldown spent; refused, ``failed``
+        and nothing spent: the next drift acts again."""
         job_id = request["job_id"]
         action = request["action"]
         t0 = time.monotonic()
+        accepted = False
         try:
             async with self._sem:
                 results: list[TriggerResult] = []
@@ -232,7 +251,8 @@ class RetrainService:
                 detail["via"] = "topic"
             if self.metrics is not None and results:
                 self.metrics.retrain_job_seconds.labels(action).observe(time.monotonic() - t0)
-            if all(r.ok for r in results):
+            accepted = all(r.ok for r in results)
+            if accepted:
                 await self.store.job_transition(job_id, "running", detail)
                 if action == "alert":  # nothing to deploy: delivered is done
                     await self.store.job_transition(job_id, "succeeded", detail)
@@ -247,6 +267,7 @@ class RetrainService:
         except Exception:  # a background task must never die silently
             log.exception("retrain job %s: recording the trigger outcome failed", job_id)
         finally:
+            self.policy.settle(job_id, accepted)
             self._inflight.discard(job_id)
 
     async def drain(self) -> None:

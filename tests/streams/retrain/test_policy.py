@@ -13,6 +13,7 @@ from driftline.streams.retrain.policy import (
     BELOW_MIN_SEVERITY,
     SUPERSEDED,
     SUPPRESSED_COOLDOWN,
+    SUPPRESSED_IN_FLIGHT,
     PolicyConfig,
     RetrainPolicy,
 )
@@ -59,12 +60,38 @@ def test_action_by_kind_and_behavior_setting() -> None:
 
 def test_cooldown_suppresses_and_records_why() -> None:
     p = RetrainPolicy(PolicyConfig(group_window_s=0, cooldown_s=60))
-    assert p.offer(ev(1), 100.0)[0].outcome == ACT
+    [first] = p.offer(ev(1), 100.0)
+    assert first.outcome == ACT
+    p.settle(first.decision_id, accepted=True)
     [d] = p.offer(ev(2), 159.0)
     assert d.outcome == SUPPRESSED_COOLDOWN and d.action == "retrain"
     assert "cooldown" in d.reason and "59s ago" in d.reason
     # suppressed decisions do not extend the cooldown
     assert p.offer(ev(3), 160.0)[0].outcome == ACT
+
+
+def test_cooldown_is_spent_only_by_an_accepted_job() -> None:
+    """A job in flight holds back a second one; refused, it spends nothing (a receiver
+    outage must not cost an hour without retraining); accepted, the cooldown counts from
+    its decision."""
+    p = RetrainPolicy(PolicyConfig(group_window_s=0, cooldown_s=3600))
+    [d1] = p.offer(ev(1), 0.0)
+    [d2] = p.offer(ev(2), 30.0)
+    assert d2.outcome == SUPPRESSED_IN_FLIGHT and d2.action == "retrain"
+    assert d2.reason == ("retrain suppressed: a retrain job of m decided 30s ago is not "
+                         "accepted yet")
+    assert p.offer(ev(3, "embedding"), 31.0)[0].outcome == ACT  # another action: its own
+    assert sorted(p.in_flight()) == sorted([d1.decision_id, action_id("d3")])
+    p.settle(d1.decision_id, accepted=False)  # the receiver was down for 90 s
+    [d4] = p.offer(ev(4), 90.0)
+    assert d4.outcome == ACT
+    p.settle(d4.decision_id, accepted=True)
+    [d5] = p.offer(ev(5), 3689.0)
+    assert d5.outcome == SUPPRESSED_COOLDOWN and "3599s ago" in d5.reason
+    assert p.offer(ev(6), 3690.0)[0].outcome == ACT  # counted from d4's decision
+    p.settle("unknown-job", accepted=True)  # ignored
+    p.hold("restored", "m2", "retrain", 5.0)  # e.g. a job still requested at a restart
+    assert p.offer(ev(7, model="m2"), 6.0)[0].outcome == SUPPRESSED_IN_FLIGHT
 
 
 def test_min_severity() -> None:
@@ -104,7 +131,11 @@ def test_state_round_trips_through_json() -> None:
     q.load_state(state)
     assert q.offer(ev(1), 21) == []  # remembered
     [d] = q.flush(30)
-    assert d.outcome == SUPPRESSED_COOLDOWN and d.drift_ids == ("d2",)
+    assert d.outcome == SUPPRESSED_IN_FLIGHT and d.drift_ids == ("d2",)  # d1's job
+    q.settle(action_id("d1"), accepted=True)
+    q.offer(ev(8), 40)
+    [d] = q.flush(50)
+    assert d.outcome == SUPPRESSED_COOLDOWN and d.drift_ids == ("d8",)
     assert q.next_due() is None and q.pending_count() == 0
     for i in range(3, 7):  # the memory of drift ids is bounded
         q.offer(ev(i), 100 + i)

@@ -3,10 +3,12 @@ command: one action per drift, every decision and job transition recorded."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -119,6 +121,7 @@ async def test_grouping_and_cooldown_are_recorded_with_reasons(
     assert await svc.handle(events[2:3], now=103.0) == []
     [req] = await svc.tick(now=105.0)
     assert req["drift_ids"] == sorted(e["drift_id"] for e in events[:3])
+    await svc.drain()  # the job is accepted (the topic is its only trigger)
     assert await svc.handle(events[3:], now=120.0) == []
     assert await svc.tick(now=125.0) == []  # decided: suppressed by cooldown
     rows = await pg_store.fetch(
@@ -198,3 +201,75 @@ async def test_from_settings_and_secrets_stay_out_of_store_and_logs(
     [dump] = await pg_store.fetch(f"select string_agg(x, '') s from ({tables}) d")
     assert req["job_id"] in dump["s"] and secret not in dump["s"]
     assert secret not in caplog.text
+
+
+async def _outcomes(store: PostgresStore) -> list[str]:
+    rows = await store.fetch("select outcome from retrain_decisions order by decided_at")
+    return [r["outcome"] for r in rows]
+
+
+async def test_a_receiver_outage_does_not_spend_the_cooldown(pg_store: PostgresStore) -> None:
+    """The webhook receiver is down (503) when the first drift acts: that job fails and
+    the next drift acts again instead of waiting out an hour's cooldown; once a job is
+    accepted, the cooldown holds -- also after a restart, which counts only accepted jobs."""
+    receiver_up = False
+    server = await RecordingServer(
+        lambda rec: web.Response(status=202 if receiver_up else 503)).start()
+    try:
+        svc = service(pg_store, server.url, cooldown=3600.0)
+        [first] = await svc.handle([drift_event(1)], now=100.0)
+        await svc.drain()
+        assert len(server.requests) == 3  # every attempt refused
+        receiver_up = True
+        [second] = await svc.handle([drift_event(2)], now=190.0)  # 90 s later
+        await svc.drain()
+        assert await svc.handle([drift_event(3)], now=200.0) == []
+        states = {j["job_id"]: j["state"] for j in await pg_store.jobs()}
+        assert states == {first["job_id"]: "failed", second["job_id"]: "running"}
+        assert await _outcomes(pg_store) == ["act", "act", "suppressed_cooldown"]
+        # m2's only job failed while the receiver was down.
+        receiver_up = False
+        await svc.handle([drift_event(1, model_id="m2")], now=210.0)
+        await svc.drain()
+        receiver_up = True
+        restarted = service(pg_store, server.url, cooldown=3600.0)
+        await restarted.recover(now=300.0)
+        assert await restarted.handle([drift_event(4)], now=301.0) == []  # m1: accepted
+        [m2] = await restarted.handle([drift_event(2, model_id="m2")], now=302.0)
+        await restarted.drain()
+    finally:
+        await server.stop()
+    assert m2["model_id"] == "m2"
+    rows = await pg_store.fetch("select model_id, outcome, reason from retrain_decisions"
+                                " order by decided_at")
+    assert [(r["model_id"], r["outcome"]) for r in rows] == [
+        ("m1", "act"), ("m1", "act"), ("m1", "suppressed_cooldown"), ("m2", "act"),
+        ("m1", "suppressed_cooldown"), ("m2", "act")]
+    assert "the last retrain of m1 was 111s ago" in rows[4]["reason"]  # from 190, not 100
+
+
+async def test_a_second_drift_waits_for_the_job_in_flight(pg_store: PostgresStore) -> None:
+    """While the receiver has not answered, a new drift of the same model and action makes
+    no second job; once the job is accepted its cooldown suppresses the next."""
+    release = asyncio.Event()
+
+    async def answer(rec: Any) -> web.Response:
+        await release.wait()
+        return web.Response(status=202)
+
+    server = await RecordingServer(answer).start()
+    try:
+        svc = service(pg_store, server.url, cooldown=3600.0)
+        [req] = await svc.handle([drift_event(1)], now=10.0)
+        await server.wait_for(1)
+        assert await svc.handle([drift_event(2)], now=20.0) == []
+        release.set()
+        await svc.drain()
+        assert await svc.handle([drift_event(3)], now=30.0) == []
+    finally:
+        release.set()
+        await server.stop()
+    assert await _outcomes(pg_store) == ["act", "suppressed_in_flight", "suppressed_cooldown"]
+    [job] = await pg_store.jobs()
+    assert (job["job_id"], job["state"]) == (req["job_id"], "running")
+    assert len(server.requests) == 1
