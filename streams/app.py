@@ -23,6 +23,7 @@ from typing import Any
 import faust
 import orjson
 from driftline.detectors import MonitorConfig
+from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
 from driftline.streams.metrics import Metrics
 from driftline.streams.monitor.agent import STATE_RECORD_MAX_BYTES, MonitorAgent
@@ -68,6 +69,7 @@ def create_app(
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=kafka_clients.faust_credentials(settings),  # TLS / SASL
         store="memory://",
         datadir=str(settings.data_dir / "faust"),
         topic_partitions=settings.partitions,
@@ -156,27 +158,28 @@ def create_app(
 
 
 async def ensure_topics(settings: Settings, extra: Sequence[str] = ()) -> list[str]:
-    """Create driftline's topics (idempotent) so the first worker subscribes to all of them."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
+    """Create driftline's topics (idempotent) so the first worker subscribes to all of them.
+
+    The worker's first contact with the broker: a connection, authentication or
+    authorization failure raises ``kafka_clients.KafkaAccessError`` (one line, no secret).
+    """
+    from aiokafka.admin import NewTopic
     from driftline.streams.config import TOPICS
 
     names = [settings.topic(t) for t in TOPICS] + list(extra)
     configs = {settings.topic("monitor-state"): {
         "cleanup.policy": "compact", "max.message.bytes": str(STATE_RECORD_MAX_BYTES)}}
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
+    admin = kafka_clients.admin(settings)
+    await kafka_clients.start(admin, settings)
     try:
         existing = set(await admin.list_topics())
         missing = [n for n in names if n not in existing]
         if missing:
-            try:
-                await admin.create_topics([
-                    NewTopic(n, num_partitions=settings.partitions,
-                             replication_factor=settings.replication,
-                             topic_configs=configs.get(n, {})) for n in missing])
-            except TopicAlreadyExistsError:
-                pass
+            resp = await admin.create_topics([
+                NewTopic(n, num_partitions=settings.partitions,
+                         replication_factor=settings.replication,
+                         topic_configs=configs.get(n, {})) for n in missing])
+            _check_created(resp)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if set(names) <= set(await admin.list_topics()):
@@ -185,3 +188,27 @@ async def ensure_topics(settings: Settings, extra: Sequence[str] = ()) -> list[s
         return missing
     finally:
         await admin.close()
+
+
+def _check_created(response: Any) -> None:
+    """Raise on a topic the broker refused to create (one that exists already is fine)."""
+    from aiokafka import errors
+
+    denied, failed = [], []
+    for name, code, *message in response.topic_errors:
+        error = errors.for_code(code)
+        if error in (errors.NoError, errors.TopicAlreadyExistsError):
+            continue
+        if error in (errors.TopicAuthorizationFailedError,
+                     errors.ClusterAuthorizationFailedError):
+            denied.append(name)
+        else:
+            failed.append(f"{name}: {error.__name__}"
+                          + (f" ({message[0]})" if message and message[0] else ""))
+    if denied:
+        raise kafka_clients.KafkaAccessError(
+            f"not authorized to create the topics {', '.join(sorted(denied))}: grant the "
+            "worker's principal Create on them, or create them as an admin "
+            "(docs/security.md)")
+    if failed:
+        raise RuntimeError(f"the broker refused to create topics: {'; '.join(failed)}")

@@ -75,8 +75,7 @@ def _simulate(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     total = args.events * len(sc.models)
     bar = simulate.Progress(total, "publish")
-    n = asyncio.run(simulate.to_kafka(sc, settings.kafka_bootstrap, settings.topic_prefix,
-                                      rate=args.rate, progress=bar.update))
+    n = asyncio.run(simulate.to_kafka(sc, settings, rate=args.rate, progress=bar.update))
     bar.done(n)
     if args.truth:
         import orjson
@@ -155,7 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except Exception as exc:
+        from driftline.streams.kafka_clients import explain
+
+        message = explain(exc)  # Kafka settings, connection, ACLs: fail closed, one line
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -54,6 +54,23 @@ class Settings:
 
     kafka_bootstrap: str = field(default="127.0.0.1:9092",
                                  metadata={"env": "DRIFTLINE_KAFKA_BOOTSTRAP"})
+    # Kafka security, for every client driftline opens (``driftline.streams.kafka_clients``):
+    # PLAINTEXT, SSL (TLS; mTLS with a client certificate), SASL_PLAINTEXT or SASL_SSL.
+    # File settings are PEM paths, empty = unset (the CA: the system's trust store).
+    kafka_security_protocol: str = field(default="PLAINTEXT",
+                                         metadata={"env": "DRIFTLINE_KAFKA_SECURITY_PROTOCOL"})
+    kafka_sasl_mechanism: str = field(default="SCRAM-SHA-512",
+                                      metadata={"env": "DRIFTLINE_KAFKA_SASL_MECHANISM"})
+    kafka_sasl_username: str = field(default="",
+                                     metadata={"env": "DRIFTLINE_KAFKA_SASL_USERNAME"})
+    kafka_sasl_password: Secret = field(default_factory=lambda: Secret(""),
+                                        metadata={"env": "DRIFTLINE_KAFKA_SASL_PASSWORD"})
+    kafka_ssl_cafile: str = field(default="", metadata={"env": "DRIFTLINE_KAFKA_SSL_CAFILE"})
+    kafka_ssl_certfile: str = field(default="",
+                                    metadata={"env": "DRIFTLINE_KAFKA_SSL_CERTFILE"})
+    kafka_ssl_keyfile: str = field(default="", metadata={"env": "DRIFTLINE_KAFKA_SSL_KEYFILE"})
+    kafka_ssl_key_password: Secret = field(default_factory=lambda: Secret(""),
+                                           metadata={"env": "DRIFTLINE_KAFKA_SSL_KEY_PASSWORD"})
     topic_prefix: str = field(default="driftline", metadata={"env": "DRIFTLINE_TOPIC_PREFIX"})
     partitions: int = field(default=4, metadata={"env": "DRIFTLINE_PARTITIONS"})
     replication: int = field(default=1, metadata={"env": "DRIFTLINE_REPLICATION"})

@@ -8,3 +8,4 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 from tests.fixtures_kafka import *  # noqa: E402, F403
 from tests.fixtures_postgres import *  # noqa: E402, F403
+from tests.fixtures_secure_kafka import *  # noqa: E402, F403

@@ -23,6 +23,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError
+from driftline.streams import kafka_clients
+from driftline.streams.config import Settings
 from driftline.streams.ingest.leanfetch import LEAN_KEYS
 from driftline.streams.metrics import Metrics
 from driftline.streams.monitor.processor import RecordLike
@@ -64,14 +66,14 @@ class BatchConsumer(Service):
     previous one's commit (one in flight, commits in order). Revoke and stop wait for all.
     """
 
-    def __init__(self, *, bootstrap: str, group_id: str, topics: list[str],
+    def __init__(self, *, settings: Settings, group_id: str, topics: list[str],
                  handle: BatchHandler, on_assigned: PartitionsHook | None = None,
                  on_revoked: PartitionsHook | None = None, checkpoint: Checkpoint | None = None,
                  commit_interval_s: float = 1.0, max_records: int = 5000,
                  within_s: float = 0.05, metrics: Metrics | None = None,
                  name: str = "batch", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.bootstrap = bootstrap
+        self.settings = settings  # the connection (and its security) come from here
         self.group_id = group_id
         self.topics = topics
         self.handle = handle
@@ -100,8 +102,8 @@ class BatchConsumer(Service):
         self.failed: Exception | None = None
 
     async def on_start(self) -> None:
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.group_id,
+        self.consumer = kafka_clients.consumer(
+            self.settings, group_id=self.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
             # Range keeps equal partition numbers of co-partitioned topics together.
             partition_assignment_strategy=(RangePartitionAssignor,),

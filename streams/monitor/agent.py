@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from driftline.detectors import ModelMonitor, MonitorConfig, calibration
+from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
 from driftline.streams.ingest.consumer import BatchConsumer
 from driftline.streams.metrics import Metrics
@@ -94,7 +95,7 @@ def dead_letter_record(rej: Reject) -> tuple[bytes | None, bytes | None,
     return key, value, headers
 
 
-async def read_state(bootstrap: str, topic: str, partitions: set[int]
+async def read_state(settings: Settings, topic: str, partitions: set[int]
                      ) -> dict[str, tuple[int, bytes]]:
     """The latest state (self-contained) and its partition per model in the given
     partitions (see ``processor.LatestStates``)."""
@@ -102,9 +103,9 @@ async def read_state(bootstrap: str, topic: str, partitions: set[int]
         return {}
     # "earliest": with the default "latest", the reset that assign() starts can land after
     # seek_to_beginning() and move the position to the end (aiokafka 0.14) -- nothing read.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                group_id=None, max_partition_fetch_bytes=8 << 20,
-                                auto_offset_reset="earliest")
+    consumer = kafka_clients.consumer(settings, enable_auto_commit=False, group_id=None,
+                                      max_partition_fetch_bytes=8 << 20,
+                                      auto_offset_reset="earliest")
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -155,7 +156,7 @@ class MonitorAgent(Service):
         s = settings
         self.inputs = [s.topic("interactions"), s.topic("feedback"), s.topic("model-updates")]
         self.consumer = BatchConsumer(
-            bootstrap=s.kafka_bootstrap, group_id=f"{s.app_id}-monitor", topics=self.inputs,
+            settings=s, group_id=f"{s.app_id}-monitor", topics=self.inputs,
             handle=self.handle, on_assigned=self.assigned, on_revoked=self.revoked,
             checkpoint=self.checkpoint, commit_interval_s=s.commit_interval_s,
             max_records=s.batch_size, within_s=s.batch_within_s, metrics=metrics,
@@ -168,9 +169,8 @@ class MonitorAgent(Service):
         await asyncio.to_thread(prime_calibration, self.processor.config)
         log.info("detector thresholds calibrated in %.1fs", time.perf_counter() - t0)
         tune_gc()
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
-            enable_idempotence=True, linger_ms=5, max_batch_size=1 << 20,
+        self.producer = kafka_clients.producer(
+            self.settings, acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=1 << 20,
             max_request_size=STATE_RECORD_MAX_BYTES + (64 << 10))
         await self.producer.start()
         await self.consumer.start()
@@ -183,8 +183,7 @@ class MonitorAgent(Service):
     async def assigned(self, tps: set[TopicPartition]) -> None:
         parts = {tp.partition for tp in tps if tp.topic == self.inputs[0]}
         t0 = time.perf_counter()
-        state = await read_state(self.settings.kafka_bootstrap,
-                                 self.settings.topic("monitor-state"), parts)
+        state = await read_state(self.settings, self.settings.topic("monitor-state"), parts)
         for model_id, (partition, blob) in state.items():
             self._state[model_id] = blob
             self._partition[model_id] = partition

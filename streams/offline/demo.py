@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from driftline.streams import config
+from driftline.streams import config, kafka_clients
 from driftline.streams.config import Settings
 from driftline.streams.offline.simulate import Progress, Scenario, demo_scenario, event_id, to_kafka
 from driftline.streams.tooling.local_kafka import LocalKafka, free_port, free_ports
@@ -62,12 +62,9 @@ def _scrape(port: int) -> str | None:
 async def _follow(settings: Settings, obs: Observed, index: dict[str, tuple[str, int]],
                   truth: list[dict[str, Any]], stop: asyncio.Event) -> None:
     """Print drift events and retrain requests as they arrive."""
-    from aiokafka import AIOKafkaConsumer
-
     topics = [settings.topic("drift-events"), settings.topic("retrain-requests")]
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                group_id=None)
+    consumer = kafka_clients.consumer(settings, *topics, auto_offset_reset="earliest",
+                                      enable_auto_commit=False, group_id=None)
     await consumer.start()
     starts = {(t["model_id"], t["kind"]): t["start"] for t in truth}
     try:
@@ -96,9 +93,7 @@ async def _follow(settings: Settings, obs: Observed, index: dict[str, tuple[str,
 
 
 async def _deploy(settings: Settings, models: list[str]) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    producer = kafka_clients.producer(settings)
     await producer.start()
     try:
         for m in models:
@@ -191,8 +186,7 @@ async def _run(scenario: Scenario, settings: Settings, web_port: int,
     follower = asyncio.create_task(_follow(settings, obs, index, truth, stop))
     total = scenario.events_per_model * len(scenario.models)
     bar = Progress(total, "  publish")
-    await to_kafka(scenario, settings.kafka_bootstrap, settings.topic_prefix,
-                   progress=bar.update)
+    await to_kafka(scenario, settings, progress=bar.update)
     bar.done(total)
 
     def processed() -> float:

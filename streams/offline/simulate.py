@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from driftline.streams.config import Settings
 
 _NS = uuid.UUID("0b8f9c1e-5a3d-4c55-8f0e-2d7c9a6b1e42")
 SIGNALS = {"latency": "behavior", "output_tokens": "behavior", "refusal": "behavior",
@@ -274,16 +275,17 @@ def to_files(scenario: Scenario, out_dir: Path, progress: bool = True) -> dict[s
     return paths
 
 
-async def to_kafka(scenario: Scenario, bootstrap: str, topic_prefix: str = "driftline",
-                   rate: float = 0.0, progress: Callable[[int], None] | None = None,
+async def to_kafka(scenario: Scenario, settings: Settings, rate: float = 0.0,
+                   progress: Callable[[int], None] | None = None,
                    live_ts: bool = True) -> int:
-    """Publish the scenario to Kafka (keyed by model_id); ``rate`` > 0 paces it (events/s)."""
-    from aiokafka import AIOKafkaProducer
+    """Publish the scenario to Kafka (keyed by model_id) on ``settings``' broker, security
+    and topic prefix; ``rate`` > 0 paces it (events/s)."""
+    from driftline.streams import kafka_clients
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10,
-                                max_batch_size=512 * 1024, acks="all",
-                                enable_idempotence=True)
-    await producer.start()
+    topic_prefix = settings.topic_prefix
+    producer = kafka_clients.producer(settings, linger_ms=10, max_batch_size=512 * 1024,
+                                      acks="all", enable_idempotence=True)
+    await kafka_clients.start(producer, settings)
     sent = 0
     t0 = time.monotonic()
     try:

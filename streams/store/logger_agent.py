@@ -46,7 +46,7 @@ class LoggerAgent(Service):
         self.metrics = metrics
         self.fast = FastPath(settings.max_payload_bytes)
         self.consumer = BatchConsumer(
-            bootstrap=settings.kafka_bootstrap, group_id=f"{settings.app_id}-logger",
+            settings=settings, group_id=f"{settings.app_id}-logger",
             topics=[settings.topic("interactions")], handle=self.handle,
             max_records=2000, within_s=0.5, metrics=None, name="logger",
             loop=kwargs.get("loop"), beacon=self.beacon)

@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 from driftline.streams import config
+from driftline.streams.config import Secret, Settings
 
 KAFKA_VERSION = "4.1.1"
 MAVEN_CENTRAL = "https://repo.maven.apache.org/maven2"  # unless DRIFTLINE_MAVEN_URL is set
@@ -170,6 +171,56 @@ _LOG4J2 = """Configuration:
 """
 
 
+# The authorizer of a KRaft broker; ACLs live in the metadata log.
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+# A certificate's subject ``CN=name[,...]`` is the principal ``User:name``.
+PRINCIPAL_MAPPING = "RULE:^CN=([^,]+).*$/$1/,DEFAULT"
+SCRAM_ITERATIONS = 8192
+
+
+@dataclass(frozen=True)
+class BrokerSecurity:
+    """TLS material, SCRAM users and authorization of a secured local broker.
+
+    The broker then listens with SASL_SSL (SCRAM-SHA-512) on ``LocalKafka.port`` and with
+    SSL requiring a client certificate (mutual TLS) on ``LocalKafka.ssl_port``; its
+    controller listener and inter-broker traffic use mutual TLS with the broker's own
+    certificate. There is no plaintext listener. ``acls``: the StandardAuthorizer is on,
+    so only ``super_users`` (and the broker itself) may do what no ACL grants.
+    """
+
+    ca_file: Path                # PEM: the CA of the broker's and the clients' certificates
+    cert_file: Path              # PEM: the broker's certificate (SAN 127.0.0.1), client-usable
+    key_file: Path               # PEM: its private key, unencrypted PKCS#8
+    broker_principal: str        # the CN of cert_file, a super user
+    scram_users: tuple[tuple[str, Secret], ...] = ()  # SCRAM-SHA-512, created at format
+    super_users: tuple[str, ...] = ()  # names: User:<name> may do anything
+    acls: bool = True
+
+    def admin_settings(self, bootstrap: str) -> Settings:
+        """Settings of a client that connects as the broker itself (a super user) over
+        mutual TLS: for readiness checks and for setting up topics and ACLs."""
+        return Settings(kafka_bootstrap=bootstrap, kafka_security_protocol="SSL",
+                        kafka_ssl_cafile=str(self.ca_file),
+                        kafka_ssl_certfile=str(self.cert_file),
+                        kafka_ssl_keyfile=str(self.key_file))
+
+
+def scram_credential(name: str, password: Secret, iterations: int = SCRAM_ITERATIONS,
+                     salt: bytes | None = None) -> str:
+    """A ``kafka-storage format --add-scram`` argument for a SCRAM-SHA-512 user, with the
+    salted password (RFC 5802 ``Hi``) rather than the password itself, which so appears
+    neither in the process list nor in an error of the storage tool. (The salted form
+    still logs in over SCRAM: the tool runs for a moment, on the broker's machine.)"""
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise KafkaError(f"SCRAM user name {name!r}: use letters, digits, '.', '_', '-'")
+    salt = os.urandom(16) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac("sha512", password.get().encode(), salt, iterations)
+    return (f"SCRAM-SHA-512=[name={name},iterations={iterations},"
+            f'salt="{base64.b64encode(salt).decode()}",'
+            f'saltedpassword="{base64.b64encode(salted).decode()}"]')
+
+
 def _die_with_parent() -> None:
     """(In the child, before exec.) Ask for SIGTERM when the parent dies."""
     import ctypes
@@ -185,6 +236,9 @@ class LocalKafka:
     port: int = 9092
     controller_port: int = 9093
     host: str = "127.0.0.1"
+    # With ``security``: SASL_SSL on ``port``, mutual TLS on ``ssl_port``.
+    security: BrokerSecurity | None = None
+    ssl_port: int | None = None
     jvm_opts: str = field(
         default_factory=lambda: os.environ.get("DRIFTLINE_KAFKA_JVM_OPTS") or DEFAULT_JVM_OPTS)
 
@@ -196,7 +250,19 @@ class LocalKafka:
 
     @property
     def bootstrap(self) -> str:
+        """The client listener: PLAINTEXT, or SASL_SSL on a secured broker."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        """The mutual-TLS listener of a secured broker."""
+        if self.security is None or self.ssl_port is None:
+            raise KafkaError("only a broker with security and an ssl_port has an SSL listener")
+        return f"{self.host}:{self.ssl_port}"
+
+    def _ports(self) -> list[int]:
+        return [self.port, self.controller_port] + (
+            [self.ssl_port] if self.security is not None and self.ssl_port else [])
 
     @property
     def pid_file(self) -> Path:
@@ -249,10 +315,48 @@ class LocalKafka:
             "auto.create.topics.enable": "true",
             "log.retention.hours": "168",
         }
+        if self.security is not None:
+            props.update(self._security_props(self.security))
         cfg = self.home / "server.properties"
         cfg.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.home / "log4j2.yaml").write_text(_LOG4J2)
         return cfg
+
+    def _security_props(self, sec: BrokerSecurity) -> dict[str, str]:
+        if self.ssl_port is None:
+            raise KafkaError("a secured broker needs an ssl_port (its mutual-TLS listener)")
+        # Kafka's PEM key store is one file: the private key, then the certificate chain.
+        keystore = self.home / "broker-keystore.pem"
+        keystore.unlink(missing_ok=True)
+        fd = os.open(keystore, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable
+        with os.fdopen(fd, "w") as fh:                                     # by others
+            fh.write(sec.key_file.read_text() + sec.cert_file.read_text())
+        h = self.host
+        props = {
+            "listeners": f"SASL_SSL://{h}:{self.port},SSL://{h}:{self.ssl_port},"
+                         f"CONTROLLER://{h}:{self.controller_port}",
+            "advertised.listeners": f"SASL_SSL://{h}:{self.port},SSL://{h}:{self.ssl_port}",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:SSL",
+            "inter.broker.listener.name": "SSL",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(sec.ca_file),
+            "ssl.client.auth": "required",  # SSL and CONTROLLER: mutual TLS
+            "listener.name.sasl_ssl.ssl.client.auth": "none",
+            "ssl.principal.mapping.rules": PRINCIPAL_MAPPING,
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        }
+        if sec.acls:
+            supers = [sec.broker_principal, *sec.super_users]
+            props.update({
+                "authorizer.class.name": STANDARD_AUTHORIZER,
+                "super.users": ";".join(f"User:{u}" for u in supers),
+                "allow.everyone.if.no.acl.found": "false",
+            })
+        return props
 
     def start(self, timeout: float = 120.0, progress: Callable[[str], None] | None = None,
               tied: bool = False) -> None:
@@ -274,14 +378,17 @@ class LocalKafka:
         if not meta.exists():
             # A KRaft cluster id is a base64url uuid without padding (StorageTool random-uuid).
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            scram = [] if self.security is None else [
+                arg for name, password in self.security.scram_users
+                for arg in ("--add-scram", scram_credential(name, password))]
             fmt = subprocess.run(
                 ["java", "-cp", cp, log4j, "kafka.tools.StorageTool", "format",
                  f"--cluster-id={cluster_id}",
-                 "-c", str(cfg), "--ignore-formatted"],
+                 "-c", str(cfg), "--ignore-formatted", *scram],
                 capture_output=True, text=True, check=False)
             if fmt.returncode != 0:
                 raise KafkaError(f"formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
-        for p in (self.port, self.controller_port):
+        for p in self._ports():
             if _port_open(self.host, p):
                 raise KafkaError(f"port {self.host}:{p} is already in use; set "
                                  "DRIFTLINE_KAFKA_PORT / DRIFTLINE_KAFKA_CONTROLLER_PORT")
@@ -312,10 +419,16 @@ class LocalKafka:
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
                 raise KafkaError(f"Kafka exited with {proc.returncode}:\n{self._tail()}")
-            if _port_open(self.host, self.port) and asyncio.run(_metadata_ok(self.bootstrap)):
+            if _port_open(self.host, self.port) and asyncio.run(
+                    _metadata_ok(self._admin_settings())):
                 return
             time.sleep(0.2)
         raise KafkaError(f"Kafka did not become ready in {timeout:.0f}s:\n{self._tail()}")
+
+    def _admin_settings(self) -> Settings:
+        if self.security is None:
+            return Settings(kafka_bootstrap=self.bootstrap)
+        return self.security.admin_settings(self.ssl_bootstrap)
 
     def _tail(self, lines: int = 30) -> str:
         try:
@@ -354,10 +467,10 @@ class LocalKafka:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-async def _metadata_ok(bootstrap: str) -> bool:
-    from aiokafka.admin import AIOKafkaAdminClient
+async def _metadata_ok(settings: Settings) -> bool:
+    from driftline.streams import kafka_clients
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    admin = kafka_clients.admin(settings, request_timeout_ms=3000)
     try:
         await asyncio.wait_for(admin.start(), 5)
         await asyncio.wait_for(admin.describe_cluster(), 5)

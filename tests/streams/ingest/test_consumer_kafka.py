@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from driftline.streams.config import Settings
 from driftline.streams.ingest.consumer import BatchConsumer
 
 from tests.fixtures_kafka import _produce
@@ -45,8 +46,9 @@ async def _consumer(bootstrap: str, topic: str, group: str, handled: list[Any],
     async def handle(records: list[Any]) -> None:
         handled.extend(records)
 
-    bc = BatchConsumer(bootstrap=bootstrap, group_id=group, topics=[topic], handle=handle,
-                       checkpoint=checkpoint, commit_interval_s=3600.0, within_s=0.05)
+    bc = BatchConsumer(settings=Settings(kafka_bootstrap=bootstrap), group_id=group,
+                       topics=[topic], handle=handle, checkpoint=checkpoint,
+                       commit_interval_s=3600.0, within_s=0.05)
     await bc.start()
     return bc
 
@@ -144,8 +146,8 @@ def test_an_empty_fetch_checkpoints_only_when_caught_up_or_due() -> None:
     async def handle(records: list[Any]) -> None:
         pass
 
-    bc = BatchConsumer(bootstrap="127.0.0.1:9", group_id="g", topics=["t"], handle=handle,
-                       checkpoint=None, commit_interval_s=1.0)
+    bc = BatchConsumer(settings=Settings(kafka_bootstrap="127.0.0.1:9"), group_id="g",
+                       topics=["t"], handle=handle, checkpoint=None, commit_interval_s=1.0)
     assert not bc.idle_checkpoint_due()  # nothing handled
     bc._uncommitted[TopicPartition("t", 0)] = 10
     bc._last_checkpoint = time.monotonic()

@@ -317,3 +317,52 @@ def test_free_ports_are_distinct() -> None:
     for _ in range(20):
         ports = kafka_local.free_ports(8)
         assert len(set(ports)) == 8
+
+
+def test_secured_broker_config_has_no_plaintext_listener(tmp_path: Path) -> None:
+    from driftline.streams.config import Secret
+    from driftline.streams.tooling.local_kafka import BrokerSecurity
+
+    (tmp_path / "ca.pem").write_text("CA\n")
+    (tmp_path / "b.crt").write_text("-----CERT-----\n")
+    (tmp_path / "b.key").write_text("-----KEY-----\n")
+    sec = BrokerSecurity(tmp_path / "ca.pem", tmp_path / "b.crt", tmp_path / "b.key",
+                         broker_principal="broker", super_users=("admin",),
+                         scram_users=(("admin", Secret("pw")),))
+    k = LocalKafka(home=tmp_path / "kafka", port=19092, controller_port=19093,
+                   ssl_port=19094, security=sec)
+    props = dict(line.split("=", 1) for line in k._write_config().read_text().splitlines())
+    assert props["listeners"] == ("SASL_SSL://127.0.0.1:19092,SSL://127.0.0.1:19094,"
+                                  "CONTROLLER://127.0.0.1:19093")
+    assert props["advertised.listeners"] == "SASL_SSL://127.0.0.1:19092,SSL://127.0.0.1:19094"
+    assert props["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:SSL"
+    assert props["inter.broker.listener.name"] == "SSL"
+    assert props["ssl.client.auth"] == "required"  # mutual TLS on SSL and CONTROLLER
+    assert props["listener.name.sasl_ssl.ssl.client.auth"] == "none"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["super.users"] == "User:broker;User:admin"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    keystore = Path(props["ssl.keystore.location"])
+    assert keystore.read_text() == "-----KEY-----\n-----CERT-----\n"
+    assert keystore.stat().st_mode & 0o077 == 0  # the key is the owner's alone
+    assert "pw" not in "".join(f"{k}={v}" for k, v in props.items() if "jaas" in k)
+    assert (k.bootstrap, k.ssl_bootstrap) == ("127.0.0.1:19092", "127.0.0.1:19094")
+    with pytest.raises(KafkaError, match="needs an ssl_port"):
+        LocalKafka(home=tmp_path / "k2", security=sec)._write_config()
+
+
+def test_scram_credentials_carry_no_password() -> None:
+    import base64
+    import hashlib
+
+    from driftline.streams.config import Secret
+
+    arg = kafka_local.scram_credential("driftline-worker", Secret("s3cret-pw"),
+                                       iterations=4096, salt=b"0123456789abcdef")
+    salted = hashlib.pbkdf2_hmac("sha512", b"s3cret-pw", b"0123456789abcdef", 4096)
+    assert arg == ("SCRAM-SHA-512=[name=driftline-worker,iterations=4096,"
+                   f'salt="{base64.b64encode(b"0123456789abcdef").decode()}",'
+                   f'saltedpassword="{base64.b64encode(salted).decode()}"]')
+    assert "s3cret-pw" not in arg
+    with pytest.raises(KafkaError, match="SCRAM user name"):
+        kafka_local.scram_credential("a,b=c", Secret("x"))
