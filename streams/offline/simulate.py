@@ -283,7 +283,11 @@ async def to_kafka(scenario: Scenario, bootstrap: str, topic_prefix: str = "drif
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10,
                                 max_batch_size=512 * 1024, acks="all",
                                 enable_idempotence=True)
-    await producer.start()
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()  # a producer that never started still holds its client
+        raise
     sent = 0
     t0 = time.monotonic()
     try:
