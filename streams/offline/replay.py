@@ -515,7 +515,7 @@ def _record(models: _Models, mon: ModelMonitor, model_id: str, ids: list[str], t
         for f in fs:
             rec.detection(drift_event(model_id, f), at[f.event_id])
         count += n_int
-        rec.sample(model_id, count, mon.stats())
+        rec.sample(model_id, count, mon)
         out += fs
     models.count[model_id] = count
     return out
