@@ -23,6 +23,7 @@ import enum  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
+import warnings  # noqa: E402
 from collections.abc import Iterator, Sequence  # noqa: E402
 from dataclasses import fields  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -502,6 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # pgserver's platformdirs warns on every start where XDG_RUNTIME_DIR is unset (a
+    # container, CI): noise on stderr that says nothing about driftline.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     args = build_parser().parse_args(argv)
     quiet = args.command in ("replay", "migrate", "config", "simulate")
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
