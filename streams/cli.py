@@ -203,6 +203,9 @@ def _kafka(args: argparse.Namespace) -> int:
     _layers(args)
     try:
         kafka = LocalKafka.from_env()
+    except KafkaError as exc:  # its port variables
+        raise Failure(Exit.CONFIG, str(exc)) from None
+    try:
         if args.action == "up":
             kafka.start(progress=lambda m: print(m, file=sys.stderr))
             print(f"Kafka running at {kafka.bootstrap} (logs: {kafka.log_file})")

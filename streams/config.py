@@ -231,7 +231,8 @@ class Layers:
         found = problems(s)
         if found:
             name, problem = found[0]
-            raise ConfigError(self._where(f"{name}={self.env.get(name, '')!r} {problem}"))
+            value = "'***'" if name in _SECRETS else repr(self.env.get(name, ""))
+            raise ConfigError(self._where(f"{name}={value} {problem}"))
         return s
 
     def _where(self, message: str) -> str:
@@ -264,10 +265,22 @@ _AT_LEAST_ONE = ("partitions", "replication", "batch_size", "store_batch_size", 
 _POSITIVE = ("commit_interval_s", "batch_within_s", "run_hold_s")
 
 
+_SECRETS = {f.metadata["env"] for f in fields(Settings) if f.type in ("Secret", Secret)}
+
+
 def problems(s: Settings) -> list[tuple[str, str]]:
     """``(variable, what is wrong)`` for values of the right type but out of range."""
     env = {f.name: f.metadata["env"] for f in fields(Settings)}
     out: list[tuple[str, str]] = []
+    if s.database_url and not s.database_url.get().startswith(("postgres://",
+                                                                "postgresql://")):
+        out.append((env["database_url"], "is not a postgresql:// URL"))
+    for name in ("supabase_url", "webhook_url"):
+        value = getattr(s, name)
+        if value and not value.startswith(("https://", "http://")):
+            out.append((env[name], "is not an http(s):// URL"))
+    if s.supabase_url and not s.supabase_key and not s.database_url:
+        out.append((env["supabase_url"], f"needs {env['supabase_key']} as well"))
     for server in s.kafka_bootstrap.split(","):
         host, _, port = server.strip().rpartition(":")
         if not host or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):

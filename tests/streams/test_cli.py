@@ -188,7 +188,15 @@ def test_a_real_postgres_refusing_and_then_migrating(postgres_dsn: str) -> None:
     (("replay", "--input", "x", "--output", "y"), {"DRIFTLINE_FALSE_ALARM_RATE": "0.5"},
      "error: DRIFTLINE_FALSE_ALARM_RATE='0.5' must be in (0, 0.1): false alarms per event "
      "per signal, e.g. 1e-6 (from environment)"),
-    (("migrate",), {"SUPABASE_URL": "https://x.supabase.co"}, None),
+    (("migrate",), {"SUPABASE_URL": "https://x.supabase.co"},
+     "error: SUPABASE_URL='https://x.supabase.co' needs SUPABASE_SERVICE_ROLE_KEY as well "
+     "(from environment)"),
+    (("migrate",), {"SUPABASE_URL": "https://x.supabase.co",
+                    "SUPABASE_SERVICE_ROLE_KEY": "k"}, None),
+    (("migrate",), {"DATABASE_URL": "mysql://u:hunter2@h/db"},  # the secret stays hidden
+     "error: DATABASE_URL='***' is not a postgresql:// URL (from environment)"),
+    (("kafka", "status"), {"DRIFTLINE_KAFKA_PORT": "90000"},
+     "error: DRIFTLINE_KAFKA_PORT='90000' is not a port number (1-65535)"),
 ])
 def test_bad_configuration(args: tuple[str, ...], env: dict[str, str],
                            expected: str | None) -> None:
@@ -206,6 +214,20 @@ def test_bad_config_files(tmp_path: Path) -> None:
         (tmp_path / "driftline.toml").write_text(text)
         line = one_error_line(run("config", cwd=tmp_path), Exit.CONFIG)
         assert expected in line, (text, line)
+
+
+def test_a_local_broker_without_java(tmp_path: Path) -> None:
+    """No JDK on PATH: the local broker cannot start (exit 7), and says what to install."""
+    line = one_error_line(run("kafka", "up", env={"PATH": str(tmp_path), "JAVA_HOME": "",
+                                                   "DRIFTLINE_HOME": str(tmp_path / "h")}),
+                          Exit.LOCAL)
+    assert line.startswith("error: local Kafka: Java 17+ is needed") and "apt-get" in line
+
+
+def test_traceback_on_request(tmp_path: Path) -> None:
+    proc = run("--traceback", "replay", "--input", str(tmp_path / "nope.jsonl"), "--output",
+               str(tmp_path / "x.jsonl"))
+    assert proc.returncode != 0 and "Traceback (most recent call last)" in proc.stderr
 
 
 def test_usage_errors_are_one_line_too() -> None:
