@@ -226,10 +226,24 @@ def _worker(args: argparse.Namespace) -> int:
     from driftline.streams.app import ensure_topics
 
     settings = _settings(args)
+    _port_free(settings.web_host, settings.web_port)
     with _kafka_errors(settings.kafka_bootstrap):  # fail fast, before Faust starts
         asyncio.run(ensure_topics(settings))
     worker.run(settings, loglevel=args.loglevel)
     return Exit.OK
+
+
+def _port_free(host: str, port: int) -> None:
+    """The worker's web port must be free (Faust would fail deep in its start-up)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise Failure(Exit.CONFIG, f"DRIFTLINE_WEB_PORT={port}: cannot listen on "
+                          f"{host}:{port}: {exc.strerror} (--web-port)") from None
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -147,6 +147,13 @@ def test_unreachable_kafka_for_simulate_and_worker(tmp_path: Path) -> None:
     one_error_line(proc, Exit.KAFKA)
 
 
+def test_worker_web_port_in_use(silent_server: int) -> None:
+    line = one_error_line(run("worker", "--web-port", str(silent_server),
+                              "--bootstrap-servers", f"127.0.0.1:{closed_port()}"), Exit.CONFIG)
+    assert line == (f"error: DRIFTLINE_WEB_PORT={silent_server}: cannot listen on "
+                    f"127.0.0.1:{silent_server}: Address already in use (--web-port)")
+
+
 def test_refused_database() -> None:
     port = closed_port()
     proc = run("migrate", env={"DATABASE_URL": f"postgresql://u:hunter2@127.0.0.1:{port}/db"})
