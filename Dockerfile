@@ -6,20 +6,22 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /app
-COPY . /app
+# Installed like any wheel, then the source is removed: the image runs the installed
+# package only (the SQL migrations travel inside it as package data).
+WORKDIR /src
+COPY . /src
 RUN pip install . \
+    && rm -rf /src \
     && useradd --system --uid 10001 --home-dir /data driftline \
     && mkdir -p /data \
     && chown driftline /data
 
-# streams/store/migrate.py finds supabase/migrations relative to the source tree, so the
-# source tree (not the installed copy) is what runs. /metrics must listen beyond loopback.
-ENV PYTHONPATH=/app \
-    DRIFTLINE_DATA_DIR=/data \
+# /metrics must listen beyond loopback.
+ENV DRIFTLINE_DATA_DIR=/data \
     DRIFTLINE_WEB_HOST=0.0.0.0 \
     DRIFTLINE_WEB_PORT=6066
 
+WORKDIR /data
 USER driftline
 EXPOSE 6066
 ENTRYPOINT ["driftline"]

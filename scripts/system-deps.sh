@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Python packages: a JDK >= 17 (for the local
-# Kafka broker) and Prometheus (server + promtool). Debian/Ubuntu via apt when root;
-# otherwise it says what is missing.
+# Kafka broker), Prometheus (server + promtool) and Chromium (the report's browser test
+# renders the HTML in it headless). Debian/Ubuntu via apt when root; otherwise it says what
+# is missing.
 set -euo pipefail
 
 need=()
@@ -10,6 +11,7 @@ if ! command -v java >/dev/null 2>&1 || [ "$(java_major)" -lt 17 ]; then
   need+=(openjdk-17-jre-headless)
 fi
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -65,7 +65,7 @@ def create_app(
 ) -> Driftline:
     """Build the Faust app with every topic and agent of driftline."""
     metrics = metrics or Metrics(max_models=settings.max_model_labels)
-    monitor_config = monitor_config or MonitorConfig(warmup=settings.warmup)
+    monitor_config = monitor_config or settings.monitor_config()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",

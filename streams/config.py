@@ -1,15 +1,26 @@
 """Settings: one typed object, every field read from one environment variable.
 
 Secrets are held as ``Secret`` so that ``repr`` / logs never show them.
+
+The same variables can come from a TOML config file (``driftline.toml`` in the working
+directory, or ``--config PATH`` / ``DRIFTLINE_CONFIG``) with the same names; see
+:func:`layered`: command-line flags win over the environment, the environment over the
+file, the file over the defaults.
 """
 
 from __future__ import annotations
 
 import hmac
+import math
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from driftline.detectors import MonitorConfig
 
 
 class Secret:
@@ -80,6 +91,9 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: home() / "data",
                            metadata={"env": "DRIFTLINE_DATA_DIR"})
     warmup: int = field(default=2000, metadata={"env": "DRIFTLINE_WARMUP"})
+    # Target false alarms per event per signal (the detectors' thresholds are computed
+    # for it); the worker and `driftline replay` use the same value.
+    false_alarm_rate: float = field(default=1e-6, metadata={"env": "DRIFTLINE_FALSE_ALARM_RATE"})
     max_payload_bytes: int = field(default=64 * 1024,
                                    metadata={"env": "DRIFTLINE_MAX_PAYLOAD_BYTES"})
     batch_size: int = field(default=5000, metadata={"env": "DRIFTLINE_BATCH_SIZE"})
@@ -144,7 +158,165 @@ class Settings:
         """Full topic name, e.g. ``driftline.interactions``."""
         return f"{self.topic_prefix}.{name}"
 
+    def monitor_config(self) -> MonitorConfig:
+        """The detectors' settings of this configuration (the worker's and replay's)."""
+        from driftline.detectors import MonitorConfig
+
+        return MonitorConfig(warmup=self.warmup, target_false_alarm_rate=self.false_alarm_rate)
+
 
 TOPICS = ("interactions", "feedback", "model-updates", "drift-events", "dead-letters",
           "monitor-state",
           "retrain-requests")
+
+
+# -- the config file and the layering ---------------------------------------------------
+
+CONFIG_FILE = "driftline.toml"
+CONFIG_VARIABLE = "DRIFTLINE_CONFIG"
+# Variables read outside Settings (the local broker, the demo's and the store's home); a
+# config file may set them too. tests/streams/test_config.py checks the list against
+# every DRIFTLINE_* name in the source.
+OTHER_VARIABLES = ("DRIFTLINE_HOME", "DRIFTLINE_KAFKA_PORT", "DRIFTLINE_KAFKA_CONTROLLER_PORT",
+                   "DRIFTLINE_KAFKA_JVM_OPTS", "DRIFTLINE_CACHE", "DRIFTLINE_MAVEN_URL")
+
+
+class ConfigError(ValueError):
+    """A configuration driftline cannot use: a malformed value or file, an unknown name."""
+
+
+def variables() -> tuple[str, ...]:
+    """Every variable a config file may set: Settings' fields, then the others."""
+    return tuple(f.metadata["env"] for f in fields(Settings)) + OTHER_VARIABLES
+
+
+def config_file(env: Mapping[str, str], explicit: str | None = None) -> Path | None:
+    """The config file in use: ``explicit`` (``--config``), else ``DRIFTLINE_CONFIG``, else
+    ``./driftline.toml`` when it exists. A file named explicitly must exist
+    (``FileNotFoundError`` otherwise)."""
+    named = explicit or env.get(CONFIG_VARIABLE) or None
+    if named is not None:
+        path = Path(named)
+        if not path.is_file():
+            raise FileNotFoundError(2, "No such config file", str(path))
+        return path
+    path = Path(CONFIG_FILE)
+    return path if path.is_file() else None
+
+
+def read_config_file(path: Path) -> dict[str, str]:
+    """The variables of a TOML config file, as the strings the environment would hold.
+
+    Keys are the environment variables' names (``DRIFTLINE_WARMUP = 500``); strings,
+    numbers and booleans are accepted. An unknown name is an error, so a typo does not
+    pass silently.
+    """
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    known = set(variables())
+    out: dict[str, str] = {}
+    for key, value in doc.items():
+        if key not in known:
+            raise ConfigError(f"{path}: unknown setting {key!r} (`driftline config` lists "
+                              "every setting)")
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, int | float | str):
+            out[key] = value if isinstance(value, str) else repr(value)
+        else:
+            raise ConfigError(f"{path}: {key} must be a string, a number or a boolean, "
+                              f"not a TOML {type(value).__name__}")
+    return out
+
+
+@dataclass(frozen=True)
+class Layers:
+    """The effective variables and where each came from."""
+
+    env: dict[str, str]
+    sources: dict[str, str]  # variable -> "flag --x" | "environment" | "<file>"
+    file: Path | None = None
+
+    def settings(self) -> Settings:
+        """Settings of these variables; a malformed or out-of-range value is a
+        :class:`ConfigError` naming the variable and where its value came from."""
+        try:
+            s = Settings.from_env(self.env)
+        except ValueError as exc:
+            raise ConfigError(self._where(str(exc))) from None
+        found = problems(s)
+        if found:
+            name, problem = found[0]
+            value = "'***'" if name in _SECRETS else repr(self.env.get(name, ""))
+            raise ConfigError(self._where(f"{name}={value} {problem}"))
+        return s
+
+    def _where(self, message: str) -> str:
+        name = message.split("=", 1)[0]
+        source = self.sources.get(name)
+        return f"{message} (from {source})" if source else message
+
+
+def layered(environ: Mapping[str, str], file: Path | None = None,
+            flags: Mapping[str, tuple[str, str]] | None = None) -> Layers:
+    """Merge ``file`` < ``environ`` < ``flags`` (variable -> (flag, value)); an empty
+    environment value means unset, as everywhere."""
+    env: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    if file is not None:
+        for key, value in read_config_file(file).items():
+            env[key], sources[key] = value, str(file)
+    for key, value in environ.items():
+        if value != "" or key not in env:
+            env[key] = value
+            if value != "":
+                sources[key] = "environment"
+    for key, (flag, value) in (flags or {}).items():
+        env[key], sources[key] = value, f"flag {flag}"
+    return Layers(env, sources, file)
+
+
+_AT_LEAST_ONE = ("partitions", "replication", "batch_size", "store_batch_size", "run_min",
+                 "max_model_labels", "max_payload_bytes")
+_POSITIVE = ("commit_interval_s", "batch_within_s", "run_hold_s")
+
+
+_SECRETS = {f.metadata["env"] for f in fields(Settings) if f.type in ("Secret", Secret)}
+
+
+def problems(s: Settings) -> list[tuple[str, str]]:
+    """``(variable, what is wrong)`` for values of the right type but out of range."""
+    env = {f.name: f.metadata["env"] for f in fields(Settings)}
+    out: list[tuple[str, str]] = []
+    if s.database_url and not s.database_url.get().startswith(("postgres://",
+                                                                "postgresql://")):
+        out.append((env["database_url"], "is not a postgresql:// URL"))
+    for name in ("supabase_url", "webhook_url"):
+        value = getattr(s, name)
+        if value and not value.startswith(("https://", "http://")):
+            out.append((env[name], "is not an http(s):// URL"))
+    if s.supabase_url and not s.supabase_key and not s.database_url:
+        out.append((env["supabase_url"], f"needs {env['supabase_key']} as well"))
+    for server in s.kafka_bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            out.append((env["kafka_bootstrap"], "is not a list of host:port"))
+            break
+    if not 1 <= s.web_port <= 65535:
+        out.append((env["web_port"], "is not a port (1-65535)"))
+    if s.warmup < 20:
+        out.append((env["warmup"], "is too short: a warm-up needs at least 20 interactions"))
+    if not 0.0 < s.false_alarm_rate < 0.1 or math.isnan(s.false_alarm_rate):
+        out.append((env["false_alarm_rate"], "must be in (0, 0.1): false alarms per event "
+                    "per signal, e.g. 1e-6"))
+    if not 0.0 <= s.log_sample_rate <= 1.0:
+        out.append((env["log_sample_rate"], "must be between 0 and 1"))
+    if not s.cooldown_s >= 0:
+        out.append((env["cooldown_s"], "must be 0 or more seconds"))
+    out += [(env[n], "must be at least 1") for n in _AT_LEAST_ONE if getattr(s, n) < 1]
+    out += [(env[n], "must be more than 0") for n in _POSITIVE if not getattr(s, n) > 0]
+    return out

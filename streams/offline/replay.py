@@ -20,7 +20,7 @@ from __future__ import annotations
 import gc
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
@@ -259,14 +259,17 @@ class _Models:
 
 def run(input_path: str | Path, output_path: str | Path, feedback_path: str | Path | None = None,
         config: MonitorConfig | None = None, progress: Callable[[int], None] | None = None,
-        report_path: str | Path | None = None, truth: list[dict[str, Any]] | None = None
-        ) -> ReplayStats:
+        report_path: str | Path | Sequence[str | Path] | None = None,
+        truth: list[dict[str, Any]] | None = None) -> ReplayStats:
     """Replay interactions (and feedback) through per-model monitors; write drift events.
 
-    With ``report_path`` also write an HTML (or ``.png``) report of every model's signals,
-    baselines and detections, with ``truth`` (the simulator's injected drifts) marked.
+    With ``report_path`` (one path or several) also write a report of every model's
+    signals, baselines, warm-ups and detections, with ``truth`` (the simulator's injected
+    drifts) marked: HTML, PNG or a JSON summary, by each path's suffix.
     """
-    recorder = SeriesRecorder() if report_path is not None else None
+    reports = ([] if report_path is None else [report_path]
+               if isinstance(report_path, str | Path) else list(report_path))
+    recorder = SeriesRecorder() if reports else None
     # Chunks hold ~10^5 fresh dicts: the cyclic GC would rescan them for nothing.
     enabled = gc.isenabled()
     gc.disable()
@@ -277,8 +280,9 @@ def run(input_path: str | Path, output_path: str | Path, feedback_path: str | Pa
     finally:
         if enabled:
             gc.enable()
-    if recorder is not None and report_path is not None:
-        recorder.write(report_path, truth, title="driftline replay report")
+    if recorder is not None:
+        for path in reports:
+            recorder.write(path, truth, title="driftline replay report")
     return stats
 
 
@@ -511,7 +515,7 @@ def _record(models: _Models, mon: ModelMonitor, model_id: str, ids: list[str], t
         for f in fs:
             rec.detection(drift_event(model_id, f), at[f.event_id])
         count += n_int
-        rec.sample(model_id, count, mon.stats())
+        rec.sample(model_id, count, mon)
         out += fs
     models.count[model_id] = count
     return out

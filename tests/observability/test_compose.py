@@ -61,6 +61,8 @@ def test_dockerfile(repo_root: Path) -> None:
     (base,) = re.findall(r"^FROM (\S+)", text, re.M)
     assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base), base
     assert "pip install ." in text
+    # The installed package finds its migrations itself: no source tree on the path.
+    assert "PYTHONPATH" not in text and "rm -rf /src" in text
     assert 'ENTRYPOINT ["driftline"]' in text and 'CMD ["worker"]' in text
     ignored = (repo_root / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from pathlib import Path
 
 import pytest
-from driftline.streams.config import TOPICS, Secret, Settings
+from driftline.streams.config import (
+    TOPICS,
+    ConfigError,
+    Secret,
+    Settings,
+    config_file,
+    layered,
+    problems,
+    read_config_file,
+    variables,
+)
 
 SECRETS = {"DATABASE_URL": "postgresql://u:hunter2-db@h/db",
            "SUPABASE_SERVICE_ROLE_KEY": "sb-hunter2-key",
@@ -173,3 +184,97 @@ def test_a_malformed_number_names_its_variable(_home: Path) -> None:
     with pytest.raises(ValueError, match=r"DRIFTLINE_BATCH_SIZE='5k' is not a valid int"):
         Settings.from_env({"DRIFTLINE_BATCH_SIZE": "5k"})
     assert Settings.from_env({"DRIFTLINE_RUN_MIN": "64"}).run_min == 64
+
+
+# -- the config file and the layering ---------------------------------------------------
+
+_TOML_SAMPLES = {"int": ("42", 42), "float": ("0.0125", 0.0125),
+                 "str": ('"some text"', "some text"), "Path": ('"/srv/x"', Path("/srv/x")),
+                 "Secret": ('"s3cret"', Secret("s3cret"))}
+
+
+def test_every_field_can_come_from_the_config_file(tmp_path: Path) -> None:
+    # Generic over the fields: a field added later is read from the file with no change.
+    for f in dataclasses.fields(Settings):
+        var = f.metadata["env"]
+        raw, want = _TOML_SAMPLES[str(f.type)]
+        path = tmp_path / "driftline.toml"
+        path.write_text(f"{var} = {raw}\n")
+        assert getattr(Settings.from_env(layered({}, path).env), f.name) == want, var
+        assert layered({}, path).sources == {var: str(path)}
+
+
+def test_flags_beat_env_beat_file_beat_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('DRIFTLINE_WARMUP = 100\nDRIFTLINE_PARTITIONS = 6\nDRIFTLINE_APP_ID = "f"\n'
+                    'DRIFTLINE_HOME = "/srv/file"\n')
+    env = {"DRIFTLINE_WARMUP": "200", "DRIFTLINE_PARTITIONS": "7", "DRIFTLINE_APP_ID": ""}
+    layers = layered(env, path, {"DRIFTLINE_WARMUP": ("--warmup", "300")})
+    s = layers.settings()
+    assert (s.warmup, s.partitions, s.app_id) == (300, 7, "f")  # an empty env value is unset
+    assert s.data_dir == Path("/srv/file/data")  # other variables from the file count too
+    assert s.replication == 1
+    assert layers.sources == {"DRIFTLINE_WARMUP": "flag --warmup",
+                              "DRIFTLINE_PARTITIONS": "environment",
+                              "DRIFTLINE_APP_ID": str(path), "DRIFTLINE_HOME": str(path)}
+
+
+def test_config_file_discovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert config_file({}) is None
+    (tmp_path / "driftline.toml").write_text("")
+    assert config_file({}) == Path("driftline.toml")
+    other = tmp_path / "other.toml"
+    other.write_text("")
+    assert config_file({"DRIFTLINE_CONFIG": str(other)}) == other
+    assert config_file({"DRIFTLINE_CONFIG": "/nope.toml"}, str(other)) == other
+    with pytest.raises(FileNotFoundError, match="No such config file"):
+        config_file({"DRIFTLINE_CONFIG": str(tmp_path / "missing.toml")})
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("DRIFTLINE_WARMUP = [1]", "must be a string, a number or a boolean"),
+    ("[driftline]\nDRIFTLINE_WARMUP = 1", "unknown setting 'driftline'"),
+    ("DRIFTLINE_WARMUP = ", "not valid TOML"),
+    ("driftline_warmup = 5", "unknown setting 'driftline_warmup'"),
+])
+def test_bad_config_files_are_config_errors(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        read_config_file(path)
+
+
+@pytest.mark.parametrize(("var", "value", "match"), [
+    ("DRIFTLINE_WEB_PORT", "0", "is not a port"),
+    ("DRIFTLINE_WARMUP", "19", "at least 20"),
+    ("DRIFTLINE_FALSE_ALARM_RATE", "0", "must be in (0, 0.1)"),
+    ("DRIFTLINE_FALSE_ALARM_RATE", "nan", "must be in (0, 0.1)"),
+    ("DRIFTLINE_LOG_SAMPLE_RATE", "1.5", "between 0 and 1"),
+    ("DRIFTLINE_PARTITIONS", "0", "at least 1"),
+    ("DRIFTLINE_RUN_HOLD_S", "0", "more than 0"),
+    ("DRIFTLINE_KAFKA_BOOTSTRAP", "k1:9092,k2", "host:port"),
+    ("DRIFTLINE_KAFKA_BOOTSTRAP", "k1:９０９２", "host:port"),
+])
+def test_out_of_range_values_are_config_errors(var: str, value: str, match: str) -> None:
+    pattern = re.escape(f"{var}={value!r} ") + ".*" + re.escape(match)
+    with pytest.raises(ConfigError, match=pattern):
+        layered({var: value}).settings()
+    assert problems(Settings.from_env({})) == []
+
+
+def test_the_variable_list_covers_every_name_in_the_source() -> None:
+    root = Path(__file__).resolve().parents[2]
+    names: set[str] = set()
+    for folder in ("streams", "detectors"):
+        for path in (root / folder).rglob("*.py"):
+            names |= set(re.findall(r"\bDRIFTLINE_[A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
+    names -= {"DRIFTLINE_CONFIG"}  # names the file itself
+    assert names <= set(variables()), names - set(variables())
+    assert len(variables()) == len(set(variables()))
+
+
+def test_the_detectors_get_the_configured_warmup_and_budget() -> None:
+    mc = Settings.from_env({"DRIFTLINE_WARMUP": "321",
+                            "DRIFTLINE_FALSE_ALARM_RATE": "2e-5"}).monitor_config()
+    assert (mc.warmup, mc.target_false_alarm_rate) == (321, 2e-5)
