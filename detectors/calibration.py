@@ -19,10 +19,11 @@ Results depend only on their arguments and are cached per process.
 from __future__ import annotations
 
 import math
-from functools import cache, lru_cache
-from typing import Any
+from functools import lru_cache
 
 import numpy as np
+from driftline.detectors.kernels import bernoulli_arls
+from scipy.special import erfc
 
 _CHAIN_STATES = 160
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(5)
@@ -38,21 +39,34 @@ def _increment_cdf(shape: tuple[float, float, float], delta: float, scale: float
                    t: np.ndarray) -> np.ndarray:
     """P(c2*z^2 + c1*z + c0 <= t) for z ~ N(delta, scale^2); c2*c1 == 0."""
     c2, c1, c0 = shape
-    out = np.empty(t.shape)
-    for i, ti in enumerate(t.tolist()):
-        if c2 == 0.0:
-            zt = (ti - c0) / c1
-            p = _phi((zt - delta) / scale)
-            out[i] = p if c1 > 0 else 1.0 - p
-        else:
-            q = (ti - c0) / c2
-            if q <= 0:
-                below = 0.0
-            else:
-                r = math.sqrt(q)
-                below = _phi((r - delta) / scale) - _phi((-r - delta) / scale)
-            out[i] = below if c2 > 0 else 1.0 - below
-    return out
+    root2 = math.sqrt(2.0)
+    if c2 == 0.0:
+        zt = (t - c0) / c1
+        p = 0.5 * erfc(-((zt - delta) / scale) / root2)
+        return p if c1 > 0 else 1.0 - p
+    q = (t - c0) / c2
+    r = np.sqrt(np.maximum(q, 0.0))
+    below = 0.5 * erfc(-((r - delta) / scale) / root2) - 0.5 * erfc(-((-r - delta) / scale) / root2)
+    below = np.where(q <= 0, 0.0, below)
+    return below if c2 > 0 else 1.0 - below
+
+
+def inflate(shape: tuple[float, float, float], factor: float) -> tuple[float, float, float]:
+    """The independent-increment equivalent of a CUSUM whose increments are dependent.
+
+    For increments ``x = c2 z^2 + c1 z + c0`` (``z`` a standard normal score) whose long-run
+    variance is ``factor`` times their variance, ``sqrt(factor) * (x - mean) + mean`` has
+    the same mean (the CUSUM's drift) and, drawn independently, the same long-run variance:
+    the two statistics wander alike, and so reach a threshold alike (the diffusion limit of
+    the run length depends on the drift and the variance per step only). The chain then
+    prices the dependence the warm-up measured.
+    """
+    if factor <= 1.0:
+        return shape
+    c2, c1, c0 = shape
+    mean = c2 + c0
+    q = math.sqrt(factor)
+    return (q * c2, q * c1, q * c0 + (1.0 - q) * mean)
 
 
 def normal_cusum_arl(shape: tuple[float, float, float], h: float, delta: float = 0.0,
@@ -99,7 +113,7 @@ def _log_rate(shape: tuple[float, float, float], h: float, n_ref: int) -> float:
     return math.log(max(_mean_fa_rate(shape, h, n_ref), 1e-300))
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=1024)
 def normal_cusum_threshold(shape: tuple[float, float, float], fa_rate: float,
                            n_ref: int) -> float:
     """Smallest h whose in-control false-alarm rate (per event) is <= ``fa_rate``.
@@ -127,108 +141,27 @@ def normal_cusum_threshold(shape: tuple[float, float, float], fa_rate: float,
     return h1
 
 
-def bernoulli_arls(a: int, p: float, h_max: int, up: bool) -> np.ndarray:
-    """Exact ARL for every integer threshold 1..h_max of a Bernoulli grid CUSUM.
-
-    ``up``: an event adds ``a``, a non-event subtracts 1; else a non-event adds
-    1 and an event subtracts ``a``. Alarm when the statistic reaches ``H``;
-    the statistic starts at 0. Entry ``H-1`` of the result is ARL(H).
-
-    Compiled with numba when it is installed (the recursion is a few hundred to a few
-    thousand dependent steps per rate: ~40x faster compiled, and bit-identical, as
-    ``tests/detectors/test_calibration.py`` checks against the interpreted function).
-    """
-    return _arls_kernel()(a, p, h_max, up)  # type: ignore[no-any-return]
-
-
-@cache
-def compiled(fn: Any) -> Any:
-    """``fn`` compiled by numba on first use (cached on disk; numba takes 0.4 s to
-    import), or None without numba."""
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - numba is a dependency; degrade, don't fail
-        return None
-    return numba.njit(cache=True, nogil=True)(fn)
-
-
-def _arls_kernel() -> Any:
-    """:func:`_bernoulli_arls`, compiled (or as it is, without numba)."""
-    kernel = compiled(_bernoulli_arls)
-    return _bernoulli_arls if kernel is None else kernel
-
-
-def compile_kernels() -> None:
-    """Import and compile (or load from numba's cache) the compiled recursions and the
-    CUSUM scans now, not at the first threshold a monitor needs or its first run."""
-    from driftline.detectors.cusum import BY_RANK, Cusum, scan_many, table_scan
-
-    bernoulli_arls(1, 0.5, 4, True)
-    scan_many([Cusum("warm", 1)], np.zeros((1, 1), dtype=np.int64))
-    table_scan([Cusum("warm", 1)], np.zeros(1), np.zeros((1, 2), dtype=np.int64), BY_RANK,
-               np.array([0.0, np.inf]))
-
-
-def _bernoulli_arls(a: int, p: float, h_max: int, up: bool) -> np.ndarray:
-    q = 1.0 - p
-    n = h_max + 1
-    out = np.full(h_max, np.inf)
-    if up:
-        # Index by distance m from the top (s = H-1-m); L_0 = c unknown, every
-        # L_m = al[m] + be[m] * c, and the reflecting bottom fixes c per H.
-        # The arrays carry ``a`` leading zeros (entry a + m holds L_m's terms, entry m
-        # those of L_{m-a}, 0 before the start): the same arithmetic, no branches.
-        al = np.zeros(a + n)
-        be = np.zeros(a + n)
-        be[a] = 1.0
-        x, y = 0.0, 1.0
-        for m in range(n - 1):
-            x = (x - 1.0 - p * al[m]) / q
-            y = (y - p * be[m]) / q
-            al[a + m + 1] = x
-            be[a + m + 1] = y
-        for hh in range(1, h_max + 1):
-            k = hh - 1
-            da = al[a + k] - al[k]
-            db = be[a + k] - be[k]
-            if db == 0.0:
-                continue
-            c = (1.0 / p - da) / db
-            out[hh - 1] = al[a + k] + be[a + k] * c
-        return out
-    # Down-direction: index by the state s itself, L(0) = c unknown.
-    al = np.zeros(n)
-    be = np.zeros(n)
-    be[0] = 1.0
-    if n > 1:
-        al[1] = -1.0 / q
-        be[1] = 1.0
-    for s in range(1, n - 1):
-        j = s - a if s > a else 0
-        al[s + 1] = (al[s] - 1.0 - p * al[j]) / q
-        be[s + 1] = (be[s] - p * be[j]) / q
-    for hh in range(1, h_max + 1):
-        if be[hh] != 0.0:
-            out[hh - 1] = -al[hh] / be[hh]
-    return out
-
-
-def _rate_nodes(p0: float, events: float) -> list[tuple[float, float]]:
-    """Gauss-Hermite nodes over the uncertainty of a rate estimated from ``events``."""
-    sd = math.sqrt(max(1.0 - p0, 0.0) / (events + 0.5))
+def _rate_nodes(p0: float, events: float, extra_cv: float = 0.0) -> list[tuple[float, float]]:
+    """Gauss-Hermite nodes over the rate a detector meets: its estimation error from
+    ``events`` and a relative spread ``extra_cv`` of the rate itself (sessions, blocks,
+    bad hours: a rate that moves around its mean)."""
+    sd = math.sqrt(max(1.0 - p0, 0.0) / (events + 0.5) + extra_cv * extra_cv)
     return [(min(p0 * math.exp(sd * float(x)), 0.999), float(w))
             for x, w in zip(_GH_NODES, _GH_WEIGHTS, strict=True)]
 
 
 @lru_cache(maxsize=1024)
 def bernoulli_threshold(a: int, unit: float, p0: float, events: float, fa_rate: float,
-                        up: bool) -> int:
+                        up: bool, extra_cv: float = 0.0) -> int:
     """Smallest integer threshold with an average false-alarm rate <= ``fa_rate``.
 
-    ``unit`` is the log-likelihood ratio of one grid step (for the first guess
-    of the search range only); ``events`` sizes the estimation error of ``p0``.
+    ``unit`` is the log-likelihood ratio of one grid step (for the first guess of the
+    search range only); ``events`` sizes the estimation error of ``p0``; ``extra_cv`` is
+    the relative spread of the rate over the detector's time scale (see
+    :func:`_rate_nodes`): the false-alarm rate is averaged over both, as a fleet of
+    monitors on such traffic meets them.
     """
-    nodes = _rate_nodes(p0, events)
+    nodes = _rate_nodes(p0, events, extra_cv)
     h_max = int(1.2 * math.log(1.0 / fa_rate) / unit) + a + 16
     for _ in range(8):
         rate = np.zeros(h_max)

@@ -7,9 +7,11 @@ held-out distribution of ``1 - max cosine``. Two detectors watch it:
 
 * ``novelty_cusum``: a Bernoulli CUSUM on "distance beyond the held-out
   ``quantile``". Distribution-free: the exceedance rate of an empirical
-  quantile is Beta-distributed, and the threshold accounts for it.
+  quantile is Beta-distributed, and the threshold accounts for it (and for how
+  far that rate moved across windows of the held-out stretch).
 * ``distance_cusum_up``: a mean CUSUM on the distance's normal score, for a
-  whole-distribution move.
+  whole-distribution move (on its autoregression's residuals when the topic mix
+  persists from one interaction to the next, see ``ScoreChain``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import math
 import numpy as np
 from driftline.detectors import calibration, state
 from driftline.detectors.cusum import SCALE, Cusum, bernoulli_design
-from driftline.detectors.signal import Alarm, NormalScores, Signal, mean_alarm, mean_shape
+from driftline.detectors.kernels import scan_many
+from driftline.detectors.rate import Windows
+from driftline.detectors.scores import ScoreChain, mean_alarm, mean_shape
+from driftline.detectors.signal import Alarm, Signal
 from driftline.detectors.types import InvalidValue
 
 FIT_BUFFER_BYTES = 800_000  # 1000 vectors of 384-d; fewer for wider embeddings
@@ -71,8 +76,10 @@ class EmbeddingSignal(Signal):
     kind = "embedding"
 
     def __init__(self, name: str, fa_rate: float, fit: int, hold: int, clusters: int = 32,
-                 quantile: float = 0.97, rate_increase: float = 0.05, seed: int = 0) -> None:
-        super().__init__(name, fa_rate)
+                 quantile: float = 0.97, rate_increase: float = 0.05, seed: int = 0,
+                 max_order: int = 5, lrv: bool = True, dispersion: bool = True,
+                 relearn: bool = True) -> None:
+        super().__init__(name, fa_rate, relearn)
         self._fit_cfg = fit
         self.fit_n = fit
         self.hold_n = hold
@@ -80,13 +87,18 @@ class EmbeddingSignal(Signal):
         self.quantile = quantile
         self.rate_increase = rate_increase
         self.seed = seed
+        self.max_order = max_order
+        self.lrv = lrv
+        self.use_dispersion = dispersion
         self.dim = 0
-        self.centroids: np.ndarray | None = None
-        self.scores: NormalScores | None = None
+        self.centroids: np.ndarray | None = None  # the reference in force
+        self.chain: ScoreChain | None = None
+        self.held = np.zeros(0)  # its held-out distances, in arrival order
         self.tau = math.nan
         self.p0 = math.nan
+        self.cv = 0.0
         self._design = (1, 1.0)
-        self._table = np.zeros(0, dtype=np.int64)
+        self._last_d = np.zeros(0)
         self._warm_reset()
 
     def check(self, x: np.ndarray) -> None:
@@ -98,36 +110,40 @@ class EmbeddingSignal(Signal):
         if not np.isfinite(x).all():
             raise InvalidValue("embedding: NaN or Infinity in a vector")
 
-    def distances(self, x: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def distances_to(centroids: np.ndarray, x: np.ndarray) -> np.ndarray:
         """1 - max cosine similarity to the centroids, the same whatever the batch size.
 
-        BLAS picks kernels by matrix shape, so a row's float32 product can differ
-        in the last bit between batch sizes. In float64, rounded to float32, the
-        result depends on the row alone (short of a ~1e-9 chance of straddling a
-        float32 rounding boundary): restore-and-continue equals never stopping.
+        BLAS picks kernels by matrix shape, so a row's float32 product can differ in the
+        last bit between batch sizes. In float64, rounded to float32, the result depends on
+        the row alone (short of a ~1e-9 chance of straddling a float32 rounding boundary):
+        restore-and-continue equals never stopping.
         """
-        assert self.centroids is not None
-        sims = unit_rows(x, np.float64) @ self.centroids.T.astype(np.float64)
+        sims = unit_rows(x, np.float64) @ centroids.T.astype(np.float64)
         return (1.0 - sims.max(axis=1)).astype(np.float32).astype(np.float64)
 
-    def update(self, values: np.ndarray) -> list[Alarm]:
+    def distances(self, x: np.ndarray) -> np.ndarray:
+        assert self.centroids is not None
+        return self.distances_to(self.centroids, x)
+
+    def update(self, values: np.ndarray, ts: np.ndarray) -> list[Alarm]:
         if values.shape[0] and not self.dim:
             self.dim = int(values.shape[1])
             self._cap_fit()
-        return super().update(values)
+        return super().update(values, ts)
 
     def _cap_fit(self) -> None:
         """Bound the k-means buffer (float16) so a warming snapshot stays under ~0.8 MB."""
         cap = max(2 * self.clusters, FIT_BUFFER_BYTES // (2 * self.dim))
         self.fit_n = min(self._fit_cfg, cap)
 
+    # -- warm-up (and candidate) ------------------------------------------------------------
     def _warm_reset(self) -> None:
         self._vecs: list[np.ndarray] = []
         self._nvecs = 0
+        self._cand: np.ndarray | None = None  # the candidate's centroids once fitted
         self._held: list[np.ndarray] = []
         self._nheld = 0
-        self.centroids = None
-        self.scores = None
 
     def _warm_take(self, seg: np.ndarray) -> tuple[int, bool]:
         if self._nvecs < self.fit_n:
@@ -135,7 +151,7 @@ class EmbeddingSignal(Signal):
         need = self.hold_n - self._nheld
         return min(need, seg.shape[0]), seg.shape[0] >= need
 
-    def _warm_add(self, seg: np.ndarray) -> None:
+    def _warm_add(self, seg: np.ndarray, ts: np.ndarray) -> None:
         if self._nvecs < self.fit_n:
             # Unit rows in float16 keep the warm-up buffer (and its snapshot) small;
             # k-means only needs directions, and unit components fit float16.
@@ -144,7 +160,8 @@ class EmbeddingSignal(Signal):
             if self._nvecs >= self.fit_n:
                 self._fit_centroids()
             return
-        d = self.distances(seg)
+        assert self._cand is not None
+        d = self.distances_to(self._cand, seg)
         self._held.append(d)
         self._nheld += d.shape[0]
 
@@ -152,42 +169,59 @@ class EmbeddingSignal(Signal):
         x = unit_rows(np.concatenate(self._vecs).astype(np.float32))
         # Held in float16 precision (exactly what a snapshot stores): half the state.
         c = spherical_kmeans(x, self.clusters, self.seed)
-        self.centroids = c.astype(np.float16).astype(np.float32)
+        self._cand = c.astype(np.float16).astype(np.float32)
         self._vecs = []  # the centroids are the state from here on
 
     def _fit(self) -> None:
+        assert self._cand is not None
         held = np.concatenate(self._held) if self._held else np.zeros(1)
+        self._install(self._cand, held)
+        self._warm_reset()
+
+    def _install(self, centroids: np.ndarray, held: np.ndarray) -> None:
+        self.centroids = centroids
+        self.held = held
         n = held.shape[0]
-        self.scores = NormalScores(held)
+        fa = self.fa_rate / 2
+        self.chain = ScoreChain(held, [mean_shape(0.5)], fa, self.max_order, self.lrv)
+        ref = self.chain.marginal.ref
         # Exceed the k-th largest held-out distance: P ~ Beta(k, n + 1 - k).
         k = max(1, min(n, math.ceil((1.0 - self.quantile) * (n + 1))))
-        self.tau = float(self.scores.ref[n - k])
+        self.tau = float(ref[n - k])
         self.p0 = k / (n + 1)
+        counts = Windows()
+        counts.add((held > self.tau).astype(np.float64))
+        self.cv = counts.dispersion(self.p0) if self.use_dispersion else 0.0
         p1 = min(self.p0 + self.rate_increase, 0.5 + self.p0 / 2)
         a, unit = bernoulli_design(self.p0, p1 / self.p0)
-        fa = self.fa_rate / 2
-        h = calibration.bernoulli_threshold(a, unit, self.p0, float(k), fa, True)
-        hd = calibration.normal_cusum_threshold(mean_shape(0.5), fa, n)
+        h = calibration.bernoulli_threshold(a, unit, self.p0, float(k), fa, True, self.cv)
         self._design = (a, unit)
-        self._table = self.scores.table(mean_shape(0.5))
-        self.dets = [Cusum("novelty_cusum", h), Cusum("distance_cusum_up", int(hd * SCALE))]
+        self.dets = [Cusum("novelty_cusum", h),
+                     Cusum("distance_cusum_up", int(self.chain.h[0] * SCALE))]
 
-    def _increments(self, seg: np.ndarray) -> list[np.ndarray]:
-        assert self.scores is not None
+    # -- monitoring -------------------------------------------------------------------------
+    def _scan(self, seg: np.ndarray, ts: np.ndarray) -> list[tuple[int, int, int]]:
+        chain = self.chain
+        assert chain is not None
         d = self.distances(seg)
         self._last_d = d
         a = self._design[0]
-        return [np.where(d > self.tau, a, -1), self._table[self.scores.positions(d)]]
+        x = chain.scan_values(d)
+        scanned = chain.scanned
+        return scan_many(self.dets, [np.where(d > self.tau, a, -1),
+                                     chain.tables[0][scanned.positions(x)]])
 
-    def _track(self, seg: np.ndarray) -> None:
-        d = self._last_d[: seg.shape[0]]
-        self._ewma_add((d > self.tau).astype(np.float64))
+    def _track(self, seg: np.ndarray, ts: np.ndarray) -> None:
+        assert self.chain is not None
+        k = seg.shape[0]
+        self._ewma_add((self._last_d[:k] > self.tau).astype(np.float64))
+        self.chain.advance(k)
 
     def _det_scale(self, det: Cusum) -> float:
         return 1.0 / self._design[1] if det is self.dets[0] else float(SCALE)
 
     def _alarm(self, det: int, s: int, run: int, index: int) -> Alarm:
-        assert self.scores is not None
+        assert self.chain is not None
         name = self.dets[det].name
         if det == 0:
             a = self._design[0]
@@ -195,25 +229,29 @@ class EmbeddingSignal(Signal):
             cur = min(max((s + run) / (a + 1) / run, 0.0), 1.0)
             sd = math.sqrt(self.p0 * (1.0 - self.p0))
             return Alarm(index, name, self.p0, cur, abs(cur - self.p0) / sd)
-        base, cur, sev = mean_alarm(self.scores, 0.5, 1.0, s, run)
+        base, cur, sev = mean_alarm(self.chain, 0.5, 1.0, s, run)
         return Alarm(index, name, base, cur, sev)
 
     def _baseline(self) -> float:
         return self.p0
 
+    # -- state ------------------------------------------------------------------------------
     def _dump(self) -> dict[str, state.Value]:
-        out: dict[str, state.Value] = {"dim": self.dim}
-        out["nvecs"] = self._nvecs
+        empty = np.zeros((0, max(self.dim, 1)), dtype=np.float16)
         if len(self._vecs) > 1:  # one block from here on: the next dump copies less
             self._vecs = [np.concatenate(self._vecs)]
         if len(self._held) > 1:
             self._held = [np.concatenate(self._held)]
-        out["vecs"] = (self._vecs[0] if self._vecs
-                       else np.zeros((0, max(self.dim, 1)), dtype=np.float16))
-        out["centroids"] = (self.centroids.astype(np.float16) if self.centroids is not None
-                            else np.zeros((0, max(self.dim, 1)), dtype=np.float16))
-        out["held"] = self._held[0] if self._held else np.zeros(0)
-        return out
+        return {
+            "dim": self.dim, "nvecs": self._nvecs,
+            "vecs": self._vecs[0] if self._vecs else empty,
+            "cand": self._cand.astype(np.float16) if self._cand is not None else empty,
+            "held": self._held[0] if self._held else np.zeros(0),
+            "centroids": (self.centroids.astype(np.float16) if self.centroids is not None
+                          else empty),
+            "ref_held": self.held,
+            "filter": self.chain.state.copy() if self.chain is not None else np.zeros(0),
+        }
 
     def _load(self, r: state.Reader) -> None:
         self.dim = r.integer("dim")
@@ -221,9 +259,26 @@ class EmbeddingSignal(Signal):
             self._cap_fit()
         vecs = r.array("vecs")
         held = r.array("held")
-        centroids = r.array("centroids")
         self._vecs = [vecs] if vecs.shape[0] else []
         self._nvecs = r.integer("nvecs")
-        self.centroids = centroids.astype(np.float32) if centroids.shape[0] else None
         self._held = [held] if held.shape[0] else []
         self._nheld = held.shape[0]
+        if r.has("cand"):
+            cand = r.array("cand")
+            self._cand = cand.astype(np.float32) if cand.shape[0] else None
+        else:  # an earlier build: the warm-up's centroids were the reference's
+            c = r.array("centroids")
+            self._cand = c.astype(np.float32) if c.shape[0] else None
+
+    def _restore_reference(self, r: state.Reader) -> None:
+        if r.has("ref_held"):
+            c = r.array("centroids").astype(np.float32)
+            vecs, nvecs, cand, held, nheld = (self._vecs, self._nvecs, self._cand,
+                                              self._held, self._nheld)
+            self._install(c, r.array("ref_held"))
+            self._vecs, self._nvecs, self._cand, self._held, self._nheld = (
+                vecs, nvecs, cand, held, nheld)
+            if self.chain is not None:
+                self.chain.state = r.array("filter")
+        else:  # an earlier build: the warm-up's held distances were the reference
+            self._fit()

@@ -1,18 +1,20 @@
 """Per-model monitor: learns a reference from a warm-up, then watches every signal.
 
-Signals and detectors (each signal's false-alarm budget is split among its detectors):
+The signals are the catalogue's (:mod:`driftline.detectors.catalogue`); each signal's
+false-alarm budget is split among its detectors:
 
-======================== ========= =================================================
+======================== ========= ====================================================
 signal                   kind      detectors
-======================== ========= =================================================
-latency                  behavior  CUSUM mean up/down, spread up/down (normal scores)
+======================== ========= ====================================================
+latency                  behavior  CUSUM mean up/down, spread up/down (normal scores,
+                                   prewhitened, by time of day)
 output_length            behavior  same, on output_tokens
 refusal_rate             behavior  Bernoulli CUSUM up/down
 negative_feedback_rate   behavior  Bernoulli CUSUM up/down on feedback == -1
 error_rate               accuracy  Bernoulli CUSUM up on correct == false
 embedding                embedding novelty (Bernoulli on distance to k centroids),
                                    distance mean CUSUM
-======================== ========= =================================================
+======================== ========= ====================================================
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from driftline.detectors import state
+from driftline.detectors import catalogue, state
 from driftline.detectors.embedding import EmbeddingSignal
-from driftline.detectors.rate import RateSignal
-from driftline.detectors.scalar import ScalarSignal
+from driftline.detectors.season import SeasonalProfile
 from driftline.detectors.signal import Signal
 from driftline.detectors.types import Finding, InvalidValue, Observation, SignalStats
 
@@ -36,9 +38,19 @@ class MonitorConfig:
     """Tunables of a model's monitor.
 
     ``warmup`` values of each signal form its reference (rates also wait for
-    ``rate_min_events`` events; embeddings use ``warmup // 2`` vectors for
-    k-means and the next ``warmup`` for held-out distances). Thresholds hold
-    at most ``target_false_alarm_rate`` false alarms per event per signal.
+    ``rate_min_events`` events; embeddings use ``warmup // 2`` vectors for k-means and the
+    next ``warmup`` for held-out distances). Thresholds hold at most
+    ``target_false_alarm_rate`` false alarms per event per signal (one false alarm per
+    ``1 / target_false_alarm_rate`` events of a signal).
+
+    ``dependence`` ``"ar"`` learns the traffic's dependence in the warm-up (an
+    autoregression of order up to ``max_ar_order``, each detector's long-run variance, a
+    rate's dispersion across windows) and prices it into the thresholds; ``"off"``
+    calibrates for independent draws. ``season_period_s`` > 0 learns a profile of
+    latency and output length by time of period (``season_bins`` bins; 86,400 s and 24:
+    by hour of day; 604,800 and 168: by hour of week). ``relearn`` keeps the reference
+    that alarmed watching while a new one is learned (``False``: the signal warms up
+    afresh, unwatched, after every alarm).
     """
 
     warmup: int = 2000
@@ -52,12 +64,31 @@ class MonitorConfig:
     embedding_quantile: float = 0.97
     embedding_rate_increase: float = 0.05
     seed: int = 0
+    dependence: str = "ar"
+    max_ar_order: int = 5
+    season_period_s: float = 86_400.0
+    season_bins: int = 24
+    relearn: bool = True
 
     def __post_init__(self) -> None:
         if self.warmup < 20:
             raise ValueError("warmup must be at least 20 events")
         if not 0 < self.target_false_alarm_rate < 0.1:
             raise ValueError("target_false_alarm_rate must be in (0, 0.1)")
+        if self.dependence not in ("ar", "off"):
+            raise ValueError("dependence must be 'ar' or 'off'")
+        if not 0 <= self.max_ar_order <= 20:
+            raise ValueError("max_ar_order must be within 0-20")
+        if self.season_period_s < 0 or (self.season_period_s and self.season_bins < 1):
+            raise ValueError("season_period_s must be >= 0 (0: off) with season_bins >= 1")
+
+    @classmethod
+    def independent(cls, **kw: object) -> MonitorConfig:
+        """The calibration for independent draws, with no seasonal profile and a fresh
+        warm-up after every alarm: how driftline's detectors worked before they learned
+        dependence (kept to compare against)."""
+        return cls(**{"dependence": "off", "season_period_s": 0.0, "relearn": False,
+                      **kw})  # type: ignore[arg-type]
 
 
 # The target is an upper bound: aim 20% below it to absorb the Markov chain's
@@ -85,27 +116,20 @@ class ModelMonitor:
         self.model_id = model_id
         self.config = config or MonitorConfig()
         self.model_version = model_version
+        c = self.config
+        # Seasonal profiles outlive references (and deploys): the cycle is the traffic's.
+        self.seasons: dict[str, SeasonalProfile] = {}
+        if c.season_period_s > 0:
+            self.seasons = {s.name: SeasonalProfile(c.season_period_s, c.season_bins)
+                            for s in catalogue.SIGNALS if s.seasonal}
         self._reset_reference()
 
     def _reset_reference(self) -> None:
-        c = self.config
-        fa = c.target_false_alarm_rate * CALIBRATION_MARGIN
+        fa = self.config.target_false_alarm_rate * CALIBRATION_MARGIN
         self._events = 0
+        self.specs = list(catalogue.SIGNALS)
         self.signals: dict[str, Signal] = {
-            "latency": ScalarSignal("latency", fa, c.warmup, c.mean_shift, c.spread_ratio),
-            "output_length": ScalarSignal("output_length", fa, c.warmup, c.mean_shift,
-                                          c.spread_ratio),
-            "refusal_rate": RateSignal("refusal_rate", fa, c.warmup, c.rate_min_events,
-                                       c.rate_ratio, True, c.rate_floor),
-            "negative_feedback_rate": RateSignal("negative_feedback_rate", fa, c.warmup,
-                                                 c.rate_min_events, c.rate_ratio, True,
-                                                 c.rate_floor),
-            "error_rate": RateSignal("error_rate", fa, c.warmup, c.rate_min_events,
-                                     c.rate_ratio, False, c.rate_floor, kind="accuracy"),
-            "embedding": EmbeddingSignal("embedding", fa, max(c.warmup // 2, 8), c.warmup,
-                                         c.embedding_clusters, c.embedding_quantile,
-                                         c.embedding_rate_increase, c.seed),
-        }
+            s.name: s.build(self.config, fa, self.seasons.get(s.name)) for s in self.specs}
 
     @property
     def phase(self) -> str:
@@ -120,7 +144,7 @@ class ModelMonitor:
         """Per signal: the statistic closest to its threshold, baseline and current value."""
         return {name: sig.stats() for name, sig in self.signals.items()}
 
-    # -- observing -----------------------------------------------------------------
+    # -- observing -----------------------------------------------------------------------
     def observe(self, obs: Observation) -> list[Finding]:
         """Feed one interaction."""
         return self.observe_many([obs])
@@ -129,14 +153,12 @@ class ModelMonitor:
         """Feed interactions in stream order (the fast path: vectorised per signal)."""
         if not batch:
             return []
-        cols: dict[str, np.ndarray] = {}
-        for name, attr in (("latency_ms", "latency_ms"), ("output_tokens", "output_tokens")):
-            vals = [getattr(o, attr) for o in batch]
-            cols[name] = _float_column(name, vals)
-        for name in ("refusal", "correct"):
-            vals = [getattr(o, name) for o in batch]
-            cols[name] = _bool_column(name, vals)
-        cols["feedback"] = _feedback_column([o.feedback for o in batch])
+        cols: dict[str, Any] = {}
+        for spec in self.specs:
+            if not spec.columnar:
+                continue
+            vals = [getattr(o, spec.field, None) for o in batch]
+            cols[spec.field] = _column(spec, vals)
         rows = [i for i, o in enumerate(batch) if o.embedding is not None]
         emb = None
         if rows:
@@ -147,55 +169,53 @@ class ModelMonitor:
         version = next((o.model_version for o in batch if o.model_version is not None), None)
         return self.observe_columns(
             [o.event_id for o in batch], np.array([o.ts for o in batch], dtype=np.float64),
-            latency_ms=cols["latency_ms"], output_tokens=cols["output_tokens"],
-            refusal=cols["refusal"], feedback=cols["feedback"], correct=cols["correct"],
             embeddings=emb, embedding_rows=np.array(rows, dtype=np.int64),
-            model_version=version)
+            model_version=version, **cols)
 
     def observe_label(self, event_id: str, ts: float, correct: bool | None = None,
                       feedback: int | None = None) -> list[Finding]:
         """Feed a delayed label or rating for an earlier interaction."""
         return self.observe_columns(
             [event_id], np.array([ts], dtype=np.float64),
-            correct=_bool_column("correct", [correct]),
-            feedback=_feedback_column([feedback]), interactions=0)
+            correct=_column(catalogue.by_name("error_rate"), [correct]),
+            feedback=_column(catalogue.by_name("negative_feedback_rate"), [feedback]),
+            interactions=0)
 
     def observe_columns(self, event_ids: Sequence[str], ts: np.ndarray, *,
-                        latency_ms: np.ndarray | None = None,
-                        output_tokens: np.ndarray | None = None,
-                        refusal: np.ndarray | None = None,
-                        feedback: np.ndarray | None = None,
-                        correct: np.ndarray | None = None,
                         embeddings: np.ndarray | None = None,
                         embedding_rows: np.ndarray | None = None,
                         model_version: str | None = None,
-                        interactions: int | None = None) -> list[Finding]:
+                        interactions: int | None = None,
+                        **fields: np.ndarray | None) -> list[Finding]:
         """Feed a batch as columns: one row per event, NaN where a signal is absent.
 
-        ``refusal`` and ``correct`` hold 1.0/0.0, ``feedback`` -1/0/1;
-        ``embeddings`` holds the vectors of rows ``embedding_rows`` (ascending).
-        ``interactions`` counts rows that are interactions (labels are not).
-        The whole batch is validated before any state changes.
+        ``fields`` are the catalogue's fields (``latency_ms=``, ``output_tokens=``,
+        ``refusal=``, ``feedback=``, ``correct=``...): booleans as 1.0/0.0, feedback
+        -1/0/1. ``embeddings`` holds the vectors of rows ``embedding_rows`` (ascending).
+        ``interactions`` counts rows that are interactions (labels are not). The whole
+        batch is validated before any state changes.
         """
         n = len(event_ids)
+        known = {s.field for s in self.specs}
+        unknown = set(fields) - known
+        if unknown:
+            raise TypeError(f"unknown signal fields {sorted(unknown)}; the catalogue reads "
+                            f"{sorted(known)}")
+        ts = np.asarray(ts, dtype=np.float64)
         inputs: list[tuple[int, str, np.ndarray, np.ndarray]] = []
-        for order, (name, col, check) in enumerate((
-                ("latency", latency_ms, "nonneg"), ("output_length", output_tokens, "nonneg"),
-                ("refusal_rate", refusal, "bool"), ("negative_feedback_rate", feedback, "fb"),
-                ("error_rate", correct, "bool"))):
+        for order, spec in enumerate(self.specs):
+            if not spec.columnar:
+                continue
+            col = fields.get(spec.field)
             if col is None:
                 continue
             col = np.asarray(col, dtype=np.float64)
             if col.shape != (n,):
-                raise InvalidValue(f"{name}: column of shape {col.shape} for {n} events")
+                raise InvalidValue(f"{spec.name}: column of shape {col.shape} for {n} events")
             rows = np.flatnonzero(~np.isnan(col))
             vals = col[rows]
-            _check(name, check, vals)
-            if check == "fb":
-                vals = (vals < -0.5).astype(np.float64)
-            elif name == "error_rate":
-                vals = 1.0 - vals
-            inputs.append((order, name, rows, vals))
+            _check(spec, vals)
+            inputs.append((order, spec.name, rows, spec.values(vals)))
         if embeddings is not None and embeddings.shape[0]:
             sig = self.signals["embedding"]
             assert isinstance(sig, EmbeddingSignal)
@@ -204,14 +224,14 @@ class ModelMonitor:
                     else np.arange(n))
             if rows.shape[0] != embeddings.shape[0]:
                 raise InvalidValue("embedding: embedding_rows and embeddings differ in length")
-            inputs.append((5, "embedding", rows, embeddings))
+            inputs.append((len(self.specs), "embedding", rows, embeddings))
         if model_version is not None and self.model_version is None:
             self.model_version = model_version
         self._events += n if interactions is None else interactions
         found: list[tuple[int, int, Finding]] = []
         for order, name, rows, vals in inputs:
             sig = self.signals[name]
-            for alarm in sig.update(vals):
+            for alarm in sig.update(vals, ts[rows]):
                 row = int(rows[alarm.index])
                 found.append((row, order, Finding(
                     kind=sig.kind, signal=name, detector=alarm.detector,
@@ -220,6 +240,10 @@ class ModelMonitor:
                     ts=float(ts[row]), model_version=self.model_version)))
         found.sort(key=lambda f: (f[0], f[1]))
         return [f for _, _, f in found]
+
+    def warnings(self) -> list[str]:
+        """What the references in force could not estimate well (see ``Signal.warnings``)."""
+        return [w for sig in self.signals.values() for w in sig.warnings()]
 
     # -- state -----------------------------------------------------------------------
     def snapshot(self) -> bytes:
@@ -233,7 +257,8 @@ class ModelMonitor:
             "events": self._events,
         }
         for f in dataclasses.fields(MonitorConfig):
-            fields[f"cfg.{f.name}"] = getattr(self.config, f.name)
+            v = getattr(self.config, f.name)
+            fields[f"cfg.{f.name}"] = int(v) if isinstance(v, bool) else v
         for name, sig in self.signals.items():
             fields.update(sig.dump(name))
         return fields
@@ -250,8 +275,16 @@ class ModelMonitor:
         kw: dict[str, object] = {}
         for f in dataclasses.fields(MonitorConfig):
             key = f"cfg.{f.name}"
-            if r.has(key):
-                kw[f.name] = r.integer(key) if f.type in ("int", int) else r.real(key)
+            if not r.has(key):
+                continue  # (a snapshot of an earlier build: this build's default)
+            if f.type in ("int", int):
+                kw[f.name] = r.integer(key)
+            elif f.type in ("bool", bool):
+                kw[f.name] = bool(r.integer(key))
+            elif f.type in ("str", str):
+                kw[f.name] = r.text(key)
+            else:
+                kw[f.name] = r.real(key)
         model_id = r.text("model_id")
         if model_id is None:
             raise ValueError("monitor snapshot lacks model_id")
@@ -266,43 +299,39 @@ def _finite(x: float) -> float:
     return x if math.isfinite(x) else 0.0
 
 
-def _check(name: str, check: str, vals: np.ndarray) -> None:
-    if check == "nonneg":
+def _check(spec: catalogue.SignalSpec, vals: np.ndarray) -> None:
+    if spec.check == catalogue.NONNEG:
         bad = ~((vals >= 0) & (vals < math.inf))
-        what = "a finite number >= 0"
-    elif check == "bool":
+    elif spec.check == catalogue.BOOL:
         bad = (vals != 0) & (vals != 1)
-        what = "true or false"
-    else:
+    elif spec.check == catalogue.FEEDBACK:
         bad = (vals != -1) & (vals != 0) & (vals != 1)
-        what = "-1, 0 or 1"
+    else:
+        bad = ~np.isfinite(vals)
     if bad.any():
-        raise InvalidValue(f"{name}: value {vals[bad][0]!r} is not {what}")
+        raise InvalidValue(f"{spec.name}: value {vals[bad][0]!r} is not {spec.check}")
 
 
-def _float_column(name: str, vals: list[object]) -> np.ndarray:
+def _column(spec: catalogue.SignalSpec, vals: list[object]) -> np.ndarray:
+    """A column of Python values (None: absent) as floats, type-checked."""
+    if spec.check == catalogue.BOOL:
+        if any(v is not None and not isinstance(v, bool | np.bool_) for v in vals):
+            raise InvalidValue(f"{spec.field}: values must be true, false or None")
+        return np.array([math.nan if v is None else float(v) for v in vals])  # type: ignore[arg-type]
+    if spec.check == catalogue.FEEDBACK:
+        out = np.full(len(vals), math.nan)
+        for i, v in enumerate(vals):
+            if v is None:
+                continue
+            if isinstance(v, bool) or v not in (-1, 0, 1):
+                raise InvalidValue(f"{spec.field}: value {v!r} is not -1, 0 or 1")
+            out[i] = float(v)  # type: ignore[arg-type]
+        return out
     missing = np.array([v is None for v in vals])
     try:
-        col = np.array(vals, dtype=np.float64)
+        col = np.array([math.nan if v is None else v for v in vals], dtype=np.float64)
     except (TypeError, ValueError):
-        raise InvalidValue(f"{name}: values must be numbers") from None
+        raise InvalidValue(f"{spec.field}: values must be numbers") from None
     if (np.isnan(col) & ~missing).any():
-        raise InvalidValue(f"{name}: NaN is not a valid value")
+        raise InvalidValue(f"{spec.field}: NaN is not a valid value")
     return col
-
-
-def _bool_column(name: str, vals: list[object]) -> np.ndarray:
-    if any(v is not None and not isinstance(v, bool | np.bool_) for v in vals):
-        raise InvalidValue(f"{name}: values must be true, false or None")
-    return np.array([math.nan if v is None else float(v) for v in vals])  # type: ignore[arg-type]
-
-
-def _feedback_column(vals: list[object]) -> np.ndarray:
-    out = np.full(len(vals), math.nan)
-    for i, v in enumerate(vals):
-        if v is None:
-            continue
-        if isinstance(v, bool) or v not in (-1, 0, 1):
-            raise InvalidValue(f"feedback: value {v!r} is not -1, 0 or 1")
-        out[i] = float(v)  # type: ignore[arg-type]
-    return out

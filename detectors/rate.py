@@ -5,24 +5,115 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from driftline.detectors import calibration, state
-from driftline.detectors.cusum import BY_EVENT, Cusum, bernoulli_design, table_scan
+from driftline.detectors import calibration, dependence, state
+from driftline.detectors.cusum import Cusum, bernoulli_design
+from driftline.detectors.kernels import BY_EVENT, table_scan
 from driftline.detectors.signal import Alarm, Signal
+
+CV_GRID = 0.02  # dispersion estimates are rounded up to a multiple of this
+
+
+class Windows:
+    """Event counts of consecutive windows of ``base`` outcomes (doubling ``base`` when there
+    are more than :data:`MAX_WINDOWS`), for a rate's dispersion across windows."""
+
+    BASE = 100
+    MAX_WINDOWS = 2048
+
+    def __init__(self) -> None:
+        self.base = self.BASE
+        self.counts = np.zeros(0)
+        self.open = np.zeros(2)  # (outcomes, events) of the open window
+
+    def add(self, events: np.ndarray) -> None:
+        """Take in outcomes (1.0: event) in stream order."""
+        o, e = float(self.open[0]), float(self.open[1])
+        cum = np.concatenate([[0.0], np.cumsum(events)])
+        n, i, full = events.shape[0], 0, []
+        while i < n:
+            take = min(int(self.base - o), n - i)
+            e += float(cum[i + take] - cum[i])
+            o += take
+            i += take
+            if o >= self.base:
+                full.append(e)
+                o, e = 0.0, 0.0
+        self.open = np.array([o, e])
+        if full:
+            self.counts = np.concatenate([self.counts, full])
+            self._fold()
+
+    def merge(self, other: Windows) -> None:
+        """Take in another stretch's complete windows (its open one is dropped)."""
+        c = other.counts
+        while other.base < self.base and c.shape[0] >= 2:
+            c = c[: c.shape[0] // 2 * 2].reshape(-1, 2).sum(axis=1)
+            other = _scaled(other, c)
+        self.counts = np.concatenate([self.counts, c])
+        self._fold()
+
+    def _fold(self) -> None:
+        while self.counts.shape[0] > self.MAX_WINDOWS:
+            k = self.counts.shape[0] // 2 * 2
+            self.counts = self.counts[:k].reshape(-1, 2).sum(axis=1)
+            self.base *= 2
+
+    def dispersion(self, p: float) -> float:
+        """Relative spread of the rate across windows, beyond binomial sampling, at the
+        largest window with 8 or more windows and up to ~50 expected events: from the
+        windows' median absolute deviation (a change that began inside the stretch, in its
+        last windows, is not taken for dispersion), less one standard error, rounded up to
+        a multiple of :data:`CV_GRID`. 0 when it looks binomial."""
+        best = 0.0
+        c = self.counts
+        w = self.base
+        while c.shape[0] >= 8 and (w == self.base or w * p <= 50.0):
+            rate = float(c.sum()) / (c.shape[0] * w)
+            if 0.0 < rate < 1.0:
+                rates = c / w
+                mad = float(np.median(np.abs(rates - np.median(rates))))
+                v = (1.4826 * mad) ** 2
+                binom = rate * (1.0 - rate) / w
+                # (a MAD-based variance has ~2.7x the sampling variance of the plain one)
+                se = 1.65 * max(v, binom) * math.sqrt(2.0 / (c.shape[0] - 1))
+                excess = v - binom - dependence.SHRINK * se
+                if excess > 0:
+                    best = max(best, math.sqrt(excess) / rate)
+            c = c[: c.shape[0] // 2 * 2].reshape(-1, 2).sum(axis=1)
+            w *= 2
+        return math.ceil(best / CV_GRID - 1e-9) * CV_GRID if best > 0 else 0.0
+
+    def dump(self, prefix: str) -> dict[str, state.Value]:
+        return {f"{prefix}.base": self.base, f"{prefix}.counts": self.counts.copy(),
+                f"{prefix}.open": self.open.copy()}
+
+    def load(self, r: state.Reader) -> None:
+        if r.has("counts"):
+            self.base = r.integer("base")
+            self.counts = r.array("counts").astype(np.float64)
+            self.open = r.array("open").astype(np.float64)
+
+
+def _scaled(w: Windows, counts: np.ndarray) -> Windows:
+    out = Windows()
+    out.base, out.counts = w.base * 2, counts
+    return out
 
 
 class RateSignal(Signal):
     """A 0/1 outcome watched for its rate rising (and optionally falling).
 
     The reference rate comes from a warm-up of at least ``warmup`` outcomes and
-    ``min_events`` events (capped at ``10 * warmup`` outcomes); thresholds come
-    from the exact Markov-chain ARL averaged over the rate's estimation error.
+    ``min_events`` events (capped at ``10 * warmup`` outcomes); thresholds come from the
+    exact Markov-chain ARL averaged over the rate's estimation error and, with
+    ``dispersion``, over how far the rate moved from window to window in the reference
+    (sessions, blocks, bad hours: a rate that wanders is priced in, not paged for).
 
-    A rate estimated from a few hundred events forces a conservative threshold,
-    so the reference keeps learning: each time the monitored window reaches
-    ``GROWTH`` times the reference (up to ``MAX_REFERENCE`` outcomes) and every
-    detector is quiet (statistic below a quarter of its threshold), the window
-    joins the reference and the thresholds are recalibrated. Windows with
-    evidence of a change are not absorbed.
+    A rate estimated from a few hundred events forces a conservative threshold, so the
+    reference keeps learning: each time the monitored window reaches ``GROWTH`` times the
+    reference (up to ``MAX_REFERENCE`` outcomes) and every detector is quiet (statistic
+    below a quarter of its threshold), the window joins the reference and the thresholds
+    are recalibrated. Windows with evidence of a change are not absorbed.
     """
 
     GROWTH = 3
@@ -30,84 +121,106 @@ class RateSignal(Signal):
 
     def __init__(self, name: str, fa_rate: float, warmup: int, min_events: int = 200,
                  ratio: float = 2.0, down: bool = True, floor: float = 1e-3,
-                 kind: str = "behavior") -> None:
-        super().__init__(name, fa_rate)
+                 kind: str = "behavior", dispersion: bool = True, relearn: bool = True) -> None:
+        super().__init__(name, fa_rate, relearn)
         self.kind = kind
         self.warmup = warmup
         self.min_events = min_events
         self.ratio = ratio
         self.down = down
         self.floor = floor
+        self.use_dispersion = dispersion
         self.p0 = math.nan
+        self.cv = 0.0  # the rate's relative spread priced into the thresholds
+        self._n = 0  # the reference's outcomes and events
+        self._events = 0
+        self._ref_windows = Windows()
         self._designs: list[tuple[int, float, bool]] = []
         self._table = np.zeros((0, 2), dtype=np.int64)  # increments: (detectors, no/event)
+        self._wn = 0  # the monitored window (absorbed at a refresh)
+        self._wev = 0
+        self._windows = Windows()
         self._warm_reset()
 
+    # -- warm-up (and candidate) ------------------------------------------------------------
     def _warm_reset(self) -> None:
-        self._n = 0
-        self._events = 0
-        self._wn = 0
-        self._wev = 0
-        self.p0 = math.nan
-
-    def _until_refresh(self) -> int | None:
-        if self._n >= self.MAX_REFERENCE:
-            return None
-        return max(self.GROWTH * self._n - self._wn, 1)
-
-    def _refresh(self) -> None:
-        quiet = all(4 * d.s < d.h for d in self.dets)
-        if quiet:
-            self._n += self._wn
-            self._events += self._wev
-            self._fit()
-        self._wn = 0
-        self._wev = 0
+        self._cn = 0
+        self._cev = 0
+        self._cwindows = Windows()
 
     def _warm_take(self, seg: np.ndarray) -> tuple[int, bool]:
         n = seg.shape[0]
         cap = 10 * self.warmup
-        count = self._n + np.arange(1, n + 1)
-        events = self._events + np.cumsum(seg)
+        count = self._cn + np.arange(1, n + 1)
+        events = self._cev + np.cumsum(seg > 0.5)
         done = (count >= self.warmup) & ((events >= self.min_events) | (count >= cap))
         k = int(done.argmax()) if n else 0
         if n and done[k]:
             return k + 1, True
         return n, False
 
-    def _warm_add(self, seg: np.ndarray) -> None:
-        self._n += seg.shape[0]
-        self._events += int(seg.sum())
-        self._ewma_add(seg)
+    def _warm_add(self, seg: np.ndarray, ts: np.ndarray) -> None:
+        self._cn += seg.shape[0]
+        self._cev += int((seg > 0.5).sum())
+        self._cwindows.add((seg > 0.5).astype(np.float64))
+        if not self.dets:
+            self._ewma_add(seg)
 
     def _fit(self) -> None:
+        self._n, self._events = self._cn, self._cev
+        self._ref_windows = self._cwindows
+        self._wn = self._wev = 0
+        self._windows = Windows()
+        self._warm_reset()
+        self._calibrate()
+
+    def _calibrate(self) -> None:
         self.p0 = self._events / max(self._n, 1)
         p = max(self.p0, self.floor)
+        self.cv = self._ref_windows.dispersion(p) if self.use_dispersion else 0.0
         dirs = [True, False] if self.down else [True]
         fa = self.fa_rate / len(dirs)
         self.dets = []
         self._designs = []
         for up in dirs:
             a, unit = bernoulli_design(p, self.ratio if up else 1.0 / self.ratio)
-            h = calibration.bernoulli_threshold(a, unit, p, float(max(self._events, 1)), fa, up)
+            h = calibration.bernoulli_threshold(a, unit, p, float(max(self._events, 1)), fa, up,
+                                                self.cv)
             self.dets.append(Cusum("bernoulli_cusum_up" if up else "bernoulli_cusum_down", h))
             self._designs.append((a, unit, up))
         self._table = np.array([[-1, a] if up else [1, -a] for a, _, up in self._designs],
                                dtype=np.int64)
 
-    def _increments(self, seg: np.ndarray) -> list[np.ndarray]:
-        ev = seg > 0.5
-        return [np.where(ev, a, -1) if up else np.where(ev, -a, 1)
-                for a, _, up in self._designs]
+    # -- monitoring -------------------------------------------------------------------------
+    def _step(self, values: np.ndarray, ts: np.ndarray) -> int:
+        if self.relearning or self._n >= self.MAX_REFERENCE:
+            return int(values.shape[0])
+        return min(int(values.shape[0]), max(self.GROWTH * self._n - self._wn, 1))
 
-    def _scan(self, seg: np.ndarray) -> list[tuple[int, int, int]]:
-        out = table_scan(self.dets, seg, self._table, BY_EVENT)
-        return super()._scan(seg) if out is None else out
+    def _stepped(self, n: int) -> None:
+        if self._n >= self.MAX_REFERENCE or self._wn < self.GROWTH * self._n:
+            return
+        if all(4 * d.s < d.h for d in self.dets):  # quiet: the window joins the reference
+            self._n += self._wn
+            self._events += self._wev
+            self._ref_windows.merge(self._windows)
+            self._calibrate()  # (fresh detectors at the new thresholds)
+        self._wn = self._wev = 0
+        self._windows = Windows()
 
-    def _track(self, seg: np.ndarray) -> None:
+    def _scan(self, seg: np.ndarray, ts: np.ndarray) -> list[tuple[int, int, int]]:
+        return table_scan(self.dets, seg, self._table, BY_EVENT)
+
+    def _track(self, seg: np.ndarray, ts: np.ndarray) -> None:
         self._ewma_add(seg)
-        self._wn += seg.shape[0]
-        self._wev += int(seg.sum())
+        if not self.relearning:
+            self._wn += seg.shape[0]
+            self._wev += int((seg > 0.5).sum())
+            self._windows.add((seg > 0.5).astype(np.float64))
+
+    def _alarmed(self) -> None:
+        self._wn = self._wev = 0  # what led up to the alarm is not absorbed
+        self._windows = Windows()
 
     def _det_scale(self, det: Cusum) -> float:
         return 1.0 / self._designs[self.dets.index(det)][1]
@@ -123,11 +236,32 @@ class RateSignal(Signal):
     def _baseline(self) -> float:
         return self.p0
 
+    # -- state ------------------------------------------------------------------------------
     def _dump(self) -> dict[str, state.Value]:
-        return {"n": self._n, "events": self._events, "wn": self._wn, "wev": self._wev}
+        out: dict[str, state.Value] = {
+            "n": self._n, "events": self._events, "wn": self._wn, "wev": self._wev,
+            "cn": self._cn, "cev": self._cev}
+        for name, w in (("refw", self._ref_windows), ("win", self._windows),
+                        ("cwin", self._cwindows)):
+            out.update(w.dump(name))
+        return out
 
     def _load(self, r: state.Reader) -> None:
         self._n = r.integer("n")
         self._events = r.integer("events")
         self._wn = r.integer("wn")
         self._wev = r.integer("wev")
+        if r.has("cn"):
+            self._cn, self._cev = r.integer("cn"), r.integer("cev")
+        else:  # an earlier build kept the warm-up in the reference's counts
+            self._cn, self._cev = self._n, self._events
+        for name, w in (("refw", self._ref_windows), ("win", self._windows),
+                        ("cwin", self._cwindows)):
+            w.load(r.sub(name))
+
+    def _restore_reference(self, r: state.Reader) -> None:
+        if r.has("cn"):
+            self._calibrate()
+        else:
+            self._cn, self._cev = self._n, self._events
+            self._fit()

@@ -203,12 +203,16 @@ def _kafka_errors(bootstrap: str) -> Iterator[None]:
 def _kafka_failure(exc: BaseException) -> Failure | None:
     """Kafka security settings that contradict each other (bad configuration), or a broker
     that refuses the connection, the login or an ACL (Kafka), as one line; else None."""
-    from driftline.streams.kafka_clients import KafkaConfigError, explain
+    from driftline.streams.kafka_clients import KafkaAccessError, KafkaConfigError, explain
 
     message = explain(exc)
     if message is None:
         return None
-    return Failure(Exit.CONFIG if isinstance(exc, KafkaConfigError) else Exit.KAFKA, message)
+    if isinstance(exc, KafkaConfigError):
+        return Failure(Exit.CONFIG, message)
+    if isinstance(exc, KafkaAccessError) and "cannot connect" in message:
+        message += " (DRIFTLINE_KAFKA_BOOTSTRAP or --bootstrap-servers)"
+    return Failure(Exit.KAFKA, message)
 
 
 # -- commands -----------------------------------------------------------------------------

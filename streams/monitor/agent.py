@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
-from driftline.detectors import ModelMonitor, MonitorConfig, calibration
+from driftline.detectors import ModelMonitor, MonitorConfig, kernels
 from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
 from driftline.streams.ingest.consumer import BatchConsumer
@@ -344,7 +344,7 @@ def tune_gc() -> None:
 def prime_calibration(config: MonitorConfig) -> None:
     """Compile the threshold kernels; run a throwaway monitor through one warm-up of
     every scalar signal."""
-    calibration.compile_kernels()
+    kernels.compile_all()
     n = config.warmup + 1
     rng = np.random.default_rng(0)
     monitor = ModelMonitor("__calibration__", config)

@@ -57,8 +57,10 @@ def test_estimation_error_raises_the_threshold() -> None:
 
 def test_compiled_arl_recursion_is_bit_identical_to_the_interpreted_one() -> None:
     """numba compiles the recursion (a dependency; thresholds come out the same bits)."""
-    numba = pytest.importorskip("numba")
-    kernel = calibration._arls_kernel()  # compiled on first use
+    import numba
+    from driftline.detectors import kernels
+
+    kernel = kernels.bernoulli_arls
     assert isinstance(kernel, numba.core.registry.CPUDispatcher)
     rng = np.random.default_rng(5)
     for _ in range(60):
@@ -68,5 +70,5 @@ def test_compiled_arl_recursion_is_bit_identical_to_the_interpreted_one() -> Non
         h = int(1.2 * math.log(1e7) / unit) + a + 16
         with np.errstate(all="ignore"):
             compiled = kernel(a, p, h, up)
-            interpreted = calibration._bernoulli_arls(a, p, h, up)
+            interpreted = kernel.py_func(a, p, h, up)
         assert np.array_equal(compiled, interpreted, equal_nan=True)

@@ -24,7 +24,7 @@ def _findings(column: str, v: np.ndarray) -> list[tuple[str, int]]:
     # +1 SD in log-latency at 10,000: 44 events (theory: ~35 mean for this design).
     ("latency_ms", streams.latency(11, 12000, 10000, 1.0), [("cusum_mean_up", 10044)]),
     ("latency_ms", streams.latency(12, 12000, 10000, 0.5), [("cusum_mean_up", 10123)]),
-    ("latency_ms", streams.latency(13, 12000, 10000, 0.0, 1.5), [("cusum_spread_up", 10044)]),
+    ("latency_ms", streams.latency(13, 12000, 10000, 0.0, 1.5), [("cusum_spread_up", 10047)]),
     # Errors 10% -> 20% at the 15,000th label: 199 labels.
     ("correct", 1.0 - streams.outcomes(14, 20000, 0.1, 0.2, 15000),
      [("bernoulli_cusum_up", 15199)]),

@@ -10,7 +10,7 @@ from typing import Any
 
 from driftline.detectors import ModelMonitor, SignalStats
 from driftline.detectors.scalar import ScalarSignal
-from driftline.detectors.signal import _EWMA as EWMA_WEIGHT
+from driftline.detectors.signal import EWMA_WEIGHT
 from driftline.streams.offline.report.model import Report, Segment, SignalTrace
 
 # The band: where the displayed value (the detectors' EWMA of the signal, ``current``)
@@ -23,16 +23,17 @@ Band = tuple[float, float, float]
 
 
 def reference_band(signal: object, stats: SignalStats) -> Band | None:
-    """(center, low, high) of a monitoring signal's reference; None during a warm-up.
+    """(center, low, high) of the reference in force; None during a warm-up (while a
+    signal relearns after an alarm, the reference that alarmed is still in force).
 
     Scalar signals (latency, output length): the mean and SD of the reference sample.
     Rates (refusals, negative feedback, errors) and the embedding's share of novel traffic:
     the reference rate p and sqrt(p (1 - p)).
     """
-    if stats.phase != "monitoring":
+    if stats.phase == "warmup":
         return None
-    if isinstance(signal, ScalarSignal) and signal.scores is not None:
-        ref = signal.scores.ref
+    if isinstance(signal, ScalarSignal) and signal.reference.size:
+        ref = signal.reference
         mean, sd = float(ref.mean()), float(ref.std())
     else:
         mean = float(stats.baseline)

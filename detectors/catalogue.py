@@ -1,0 +1,125 @@
+"""The signal catalogue: every monitored signal, once.
+
+A :class:`SignalSpec` names a signal, the interaction field it reads, its drift kind and
+units, how its values are checked and turned into what its detector watches, and the
+factory of that detector. The monitor builds its signals from :data:`SIGNALS`; the worker
+reads its columns, the metrics their labels, calibration priming its example values and
+the report its units from here. Adding a signal is one module (its ``Signal``) and one
+entry here (:func:`register` for a signal of your own).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from driftline.detectors.embedding import EmbeddingSignal
+from driftline.detectors.rate import RateSignal
+from driftline.detectors.scalar import ScalarSignal
+from driftline.detectors.season import SeasonalProfile
+from driftline.detectors.signal import Signal
+
+if TYPE_CHECKING:
+    from driftline.detectors.monitor import MonitorConfig
+
+# How a column's values are checked before any state changes (and what is refused).
+NONNEG = "a finite number >= 0"
+BOOL = "true or false"
+FEEDBACK = "-1, 0 or 1"
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """One monitored signal: what it reads and how it is watched.
+
+    ``field`` is the interaction's field (``embedding`` for the vectors); ``values``
+    turns the checked column into what the detector sees (e.g. ``correct`` into errors);
+    ``build(config, fa_rate, season)`` makes its detector; ``example(rng, n)`` draws
+    plausible values (to compile and calibrate before the first real warm-up ends).
+    """
+
+    name: str
+    field: str
+    kind: str
+    units: str
+    check: str
+    build: Callable[[MonitorConfig, float, SeasonalProfile | None], Signal]
+    example: Callable[[np.random.Generator, int], np.ndarray]
+    values: Callable[[np.ndarray], np.ndarray] = dataclasses.field(default=lambda v: v)
+    seasonal: bool = False  # values follow the clock (a profile by time of day applies)
+
+    @property
+    def columnar(self) -> bool:
+        """Read from a float column (NaN where absent); embeddings come as a matrix."""
+        return self.field != "embedding"
+
+
+def _scalar(name: str) -> Callable[[MonitorConfig, float, SeasonalProfile | None], Signal]:
+    def build(c: MonitorConfig, fa: float, season: SeasonalProfile | None) -> Signal:
+        return ScalarSignal(name, fa, c.warmup, c.mean_shift, c.spread_ratio,
+                            c.max_ar_order if c.dependence == "ar" else 0,
+                            c.dependence == "ar", season, c.relearn)
+    return build
+
+
+def _rate(name: str, down: bool, kind: str = "behavior"
+          ) -> Callable[[MonitorConfig, float, SeasonalProfile | None], Signal]:
+    def build(c: MonitorConfig, fa: float, season: SeasonalProfile | None) -> Signal:
+        return RateSignal(name, fa, c.warmup, c.rate_min_events, c.rate_ratio, down,
+                          c.rate_floor, kind, c.dependence == "ar", c.relearn)
+    return build
+
+
+def _embedding(c: MonitorConfig, fa: float, season: SeasonalProfile | None) -> Signal:
+    return EmbeddingSignal("embedding", fa, max(c.warmup // 2, 8), c.warmup,
+                           c.embedding_clusters, c.embedding_quantile,
+                           c.embedding_rate_increase, c.seed,
+                           c.max_ar_order if c.dependence == "ar" else 0,
+                           c.dependence == "ar", c.dependence == "ar", c.relearn)
+
+
+SIGNALS: list[SignalSpec] = [
+    SignalSpec("latency", "latency_ms", "behavior", "ms", NONNEG, _scalar("latency"),
+               lambda rng, n: rng.lognormal(6.0, 0.3, n), seasonal=True),
+    SignalSpec("output_length", "output_tokens", "behavior", "tokens", NONNEG,
+               _scalar("output_length"),
+               lambda rng, n: np.round(rng.lognormal(5.0, 0.5, n)), seasonal=True),
+    SignalSpec("refusal_rate", "refusal", "behavior", "share", BOOL,
+               _rate("refusal_rate", True),
+               lambda rng, n: (rng.random(n) < 0.05).astype(np.float64)),
+    SignalSpec("negative_feedback_rate", "feedback", "behavior", "share", FEEDBACK,
+               _rate("negative_feedback_rate", True),
+               lambda rng, n: rng.choice([-1.0, 0.0, 1.0], n),
+               values=lambda v: (v < -0.5).astype(np.float64)),
+    SignalSpec("error_rate", "correct", "accuracy", "share", BOOL,
+               _rate("error_rate", False, "accuracy"),
+               lambda rng, n: (rng.random(n) < 0.9).astype(np.float64),
+               values=lambda v: 1.0 - v),
+    SignalSpec("embedding", "embedding", "embedding", "share of novel traffic", "",
+               _embedding, lambda rng, n: rng.standard_normal((n, 16)).astype(np.float32)),
+]
+
+
+def register(spec: SignalSpec) -> None:
+    """Monitor one more signal from now on (models created after this call)."""
+    if any(s.name == spec.name for s in SIGNALS):
+        raise ValueError(f"a signal named {spec.name!r} is already in the catalogue")
+    SIGNALS.insert(len(SIGNALS) - 1 if SIGNALS[-1].field == "embedding" else len(SIGNALS),
+                   spec)
+
+
+def unregister(name: str) -> None:
+    """Stop monitoring a registered signal (tests register toy signals)."""
+    SIGNALS[:] = [s for s in SIGNALS if s.name != name]
+
+
+def by_name(name: str) -> SignalSpec:
+    return next(s for s in SIGNALS if s.name == name)
+
+
+def columns() -> list[str]:
+    """The interaction fields the monitor reads as float columns, in catalogue order."""
+    return [s.field for s in SIGNALS if s.columnar]
