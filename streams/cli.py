@@ -96,8 +96,10 @@ def _replay(args: argparse.Namespace) -> int:
     stats = replay.run(Path(args.input), Path(args.output),
                        feedback_path=Path(args.feedback) if args.feedback else None,
                        progress=lambda n: bar.update(n, f"lines ({size / 2**20:,.0f} MiB file)"),
-                       report_path=args.report, truth=truth)
+                       report_path=args.report, truth=truth, rejects_path=args.rejects)
     print(stats)
+    if args.rejects:
+        print(f"rejected lines: {args.rejects}")
     if args.report:
         print(f"report: {args.report}")
     return 0
@@ -143,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                    "detections")
     p.add_argument("--truth", help="ground truth JSON from `driftline simulate` to mark "
                    "injected drift in the report")
+    p.add_argument("--rejects", help="write each rejected line there (JSON lines: file, "
+                   "line number, reason, message)")
     p.set_defaults(func=_replay)
 
     p = sub.add_parser("kafka", help="a local single-node Apache Kafka (no Docker)")
