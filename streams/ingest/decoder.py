@@ -48,6 +48,7 @@ _VERSION = attrgetter("model_version")
 # no decoded model id.
 _NO_MODEL = object()
 _NUL = b"\\u0000"
+MAX_NESTING = 256  # brackets in a value with metadata the fast decode takes at its word
 
 
 class Rejected(NamedTuple):
@@ -214,16 +215,21 @@ class BatchDecoder:
         except (msgspec.MsgspecError, ValueError, RecursionError):  # bad UTF-8, deep nesting
             self._failed += 1
             return None
-        if it.embedding is None and it.embedding_b64 is None and it.ts.__class__ is float:
+        if (it.embedding is None and it.embedding_b64 is None and it.metadata is None
+                and it.ts.__class__ is float):
             return it
-        if self._finish(it):
+        if self._finish(it, value):
             return it
         self._failed += 1
         return None
 
-    def _finish(self, it: InteractionRecord) -> bool:
+    def _finish(self, it: InteractionRecord, value: bytes) -> bool:
         """An RFC 3339 ``ts`` to epoch seconds, the vector to float32 bytes; False if the
         reference must decide (it names the reason)."""
+        # msgspec reads deeper nesting than orjson (the reference) does: a deep
+        # ``metadata`` takes the reference, which refuses past orjson's limit.
+        if it.metadata is not None and value.count(b"{") + value.count(b"[") > MAX_NESTING:
+            return False
         try:
             if isinstance(it.ts, str):
                 it.ts = ts_of_string(it.ts)
