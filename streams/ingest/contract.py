@@ -188,12 +188,12 @@ class DriftEvent:
     signal: Name
     detector: Name
     detected_at: Annotated[datetime, Meta(tz=True)]
+    baseline: Finite  # the signal's reference value, in its own units (ms, tokens, rate)
+    current: Finite  # its value at detection
     severity: Finite
     schema_version: Literal[1] = 1
     model_version: Name | None = None
     trigger_event_id: Name | None = None
-    baseline: Finite | None = None
-    current: Finite | None = None
 
 
 DRIFT_KINDS = ("embedding", "behavior", "accuracy")
