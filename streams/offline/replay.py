@@ -247,8 +247,8 @@ def _run(input_path: Path, output_path: Path, feedback_path: Path | None,
                 stats.lines += len(lines)
                 records, ids, rejected = decoder.interactions(lines)
                 for r in rejected:
-                    rejects.add(input_path, numbers[r.position] if numbers else lineno + r.position + 1,
-                                r.reason, r.message)
+                    line = numbers[r.position] if numbers else lineno + r.position + 1
+                    rejects.add(input_path, line, r.reason, r.message)
                 lineno += len(raw)
                 c = _chunk(records, ids, decoder.vectors_seen)
                 base = lineno - len(raw)
