@@ -25,9 +25,15 @@ import orjson
 from driftline.detectors import MonitorConfig
 from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
+from driftline.streams.ingest.decoder import BatchDecoder
 from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.agent import STATE_RECORD_MAX_BYTES, MonitorAgent
-from driftline.streams.monitor.processor import MonitorProcessor
+from driftline.streams.monitor.agent import (
+    STATE_RECORD_MAX_BYTES,
+    MonitorAgent,
+    dead_letter_record,
+)
+from driftline.streams.monitor.processor import MonitorProcessor, Record, Reject, count_rejects
+from driftline.streams.store.errors import StoreError, StoreUnavailable
 from driftline.streams.store.logger_agent import LoggerAgent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -114,18 +120,61 @@ def create_app(
         app.service(logger)  # type: ignore[arg-type]
     dl = Driftline(app, settings, metrics, processor, monitor, logger)
 
+    dead_letters = topic("dead-letters")
+    decoder = BatchDecoder(settings.max_payload_bytes)
+
+    async def dead_letter(rejects: list[Reject]) -> None:
+        for rej in rejects:
+            log.error("dead-lettering drift event %s[%d]@%d: %s: %s", rej.record.topic,
+                      rej.record.partition, rej.record.offset, rej.reason, rej.message)
+            key, value, headers = dead_letter_record(rej)
+            await dead_letters.send(key=key, value=value, headers=headers)
+        count_rejects(metrics.dead_letters, rejects)
+
+    async def retrain_each(docs: list[dict[str, Any]], recs: list[Record]
+                           ) -> list[tuple[bytes, bytes]]:
+        """The handler over a batch; if the store refuses it for good, event by event,
+        each refused event a dead letter (a retry would fail the same way, forever)."""
+        assert retrain_handler is not None
+        try:
+            return await retrain_handler(docs)
+        except StoreUnavailable:
+            raise
+        except StoreError:
+            if len(docs) == 1:
+                raise
+        out: list[tuple[bytes, bytes]] = []
+        for doc, rec in zip(docs, recs, strict=True):
+            try:
+                out += await retrain_handler([doc])
+            except StoreUnavailable:
+                raise
+            except StoreError as exc:
+                await dead_letter([Reject(rec, "store_rejected", str(exc))])
+        return out
+
     @app.agent(drift_topic, name="retrain")
     async def retrain(stream: Any) -> None:
         async for events in stream.take_events(100, 0.5):
-            batch = []
-            for e in events:
-                try:
-                    batch.append(orjson.loads(e.message.value))
-                except orjson.JSONDecodeError:
-                    log.error("undecodable drift event at offset %d", e.message.offset)
-            if retrain_handler is None or not batch:
+            recs = [Record(e.message.topic, e.message.partition, e.message.offset,
+                           e.message.key, e.message.value) for e in events]
+            parsed, rejects = decoder.drift_events([r.value for r in recs],
+                                                   [r.key for r in recs])
+            if rejects:
+                await dead_letter([Reject(recs[r.position], r.reason, r.message)
+                                   for r in rejects])
+            ok = [r for r, p in zip(recs, parsed, strict=True) if p is not None]
+            if retrain_handler is None or not ok:
                 continue
-            for key, value in await retrain_handler(batch):
+            docs = [orjson.loads(r.value) for r in ok]  # type: ignore[arg-type]
+            try:
+                requests = await retrain_each(docs, ok)
+            except StoreError as exc:
+                if isinstance(exc, StoreUnavailable):
+                    raise
+                await dead_letter([Reject(ok[0], "store_rejected", str(exc))])
+                continue
+            for key, value in requests:
                 await retrain_requests.send(key=key, value=value)
 
     @app.page("/metrics")

@@ -355,6 +355,7 @@ def _replay(args: argparse.Namespace) -> int:
     truth_path = _readable(args.truth, "truth file")
     output = _writable(args.output, "output")
     reports = [Path(r) for r in args.report or [] if _writable(r, "report")]
+    rejects = _writable(args.rejects, "rejects file")
     for r in reports:
         if r.suffix.lower() not in (".html", ".htm", ".png", ".json"):
             raise Failure(Exit.USAGE, f"report {r}: the name must end in .html, .png or .json")
@@ -372,8 +373,10 @@ def _replay(args: argparse.Namespace) -> int:
     bar = Progress(0, "replay", sys.stderr)
     stats = replay.run(source, output, feedback_path=feedback, config=settings.monitor_config(),
                        progress=lambda n: bar.update(n, f"lines ({size / 2**20:,.0f} MiB file)"),
-                       report_path=reports or None, truth=truth)
+                       report_path=reports or None, truth=truth, rejects_path=rejects)
     print(stats)
+    if rejects is not None:
+        print(f"rejected lines: {rejects}")
     for r in reports:
         print(f"report: {r}")
     if args.fail_on_drift and stats.drift_events:
@@ -510,6 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(summary); repeat for several")
     p.add_argument("--truth", metavar="PATH", help="ground truth JSON from `driftline "
                    "simulate`, to mark and score the injected drift in the report")
+    p.add_argument("--rejects", metavar="PATH", help="write each rejected line there (JSON "
+                   "lines: file, line number, reason, message)")
     p.add_argument("--fail-on-drift", action="store_true",
                    help="exit 1 when any drift is found (a CI gate)")
     _setting_flags(p, "warmup", "false_alarm_rate")

@@ -56,3 +56,10 @@ def test_no_benchmark_history_in_the_guide_or_the_benchmarks() -> None:
         assert not re.findall(r"`[0-9a-f]{7,40}`", text)  # commit hashes
         assert "µs per record" not in text and "Tried and not kept" not in text
     assert "docs/benchmarks.md" in README
+
+
+def test_every_reject_reason_is_documented() -> None:
+    from driftline.streams.ingest.contract import REASONS
+
+    contract = _section("Event contract")
+    assert [r for r in REASONS if f"`{r}`" not in contract] == []

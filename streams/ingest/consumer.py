@@ -105,6 +105,9 @@ class BatchConsumer(Service):
         self.consumer = kafka_clients.consumer(
             self.settings, group_id=self.group_id,
             enable_auto_commit=False, auto_offset_reset="earliest",
+            # A transactional producer's aborted records (and those of transactions
+            # still open) never reach a detector or the store.
+            isolation_level="read_committed",
             # Range keeps equal partition numbers of co-partitioned topics together.
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=4 << 20, fetch_max_bytes=32 << 20,

@@ -36,6 +36,7 @@ from driftline.streams.monitor.processor import (
     Reject,
     count_rejects,
 )
+from driftline.streams.store.errors import StoreError, StoreUnavailable
 from mode import Service
 
 log = logging.getLogger("driftline.monitor")
@@ -229,8 +230,24 @@ class MonitorAgent(Service):
                      ev["signal"], model_id, ev["severity"])
         self._dirty.update(result.dirty)
         if self.on_deployed is not None:
-            for model_id, version in result.deployed:
-                await self.on_deployed(model_id, version)
+            for (model_id, version), rec in zip(result.deployed, result.deploy_records,
+                                                strict=True):
+                try:
+                    await self.on_deployed(model_id, version)
+                except StoreUnavailable:
+                    raise  # the store is down (retries exhausted): not this record's fault
+                except StoreError as exc:
+                    # Admitted, then refused where it lands: retrying cannot help, and a
+                    # raise would stop the worker on this record at every start.
+                    self._dead_letter([Reject(rec, "store_rejected", str(exc))])
+
+    def _dead_letter(self, rejects: list[Reject]) -> None:
+        """Queue rejects found after processing (published with the next checkpoint)."""
+        self._log_rejects(rejects)
+        count_rejects(self.metrics.invalid, rejects)
+        self._reject_bytes += (sum(map(len, filter(None, map(_REJECT_VALUE, rejects))))
+                               + 200 * len(rejects))
+        self._rejects += rejects
 
     async def _publish_dead_letters(self) -> None:
         """Publish the waiting rejects, one record batch per partition of the dead-letter

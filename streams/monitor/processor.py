@@ -30,7 +30,7 @@ from driftline.streams.ingest.contract import (
     parse_interaction,
     parse_model_update,
 )
-from driftline.streams.ingest.decoder import FastInteraction, FastPath, from_interaction
+from driftline.streams.ingest.decoder import BatchDecoder, FastInteraction
 from driftline.streams.metrics import Metrics
 
 log = logging.getLogger("driftline.monitor")
@@ -98,6 +98,7 @@ class BatchResult:
     rejects: list[Reject] = field(default_factory=list)
     dirty: dict[str, int] = field(default_factory=dict)  # model_id -> partition
     deployed: list[tuple[str, str]] = field(default_factory=list)
+    deploy_records: list[RecordLike] = field(default_factory=list)  # of ``deployed``
 
 
 @dataclass
@@ -312,7 +313,7 @@ class MonitorProcessor:
         self.max_payload_bytes = max_payload_bytes
         self.clock = clock
         self.models: dict[str, _ModelState] = {}
-        self._fast = FastPath(max_payload_bytes)
+        self._fast = BatchDecoder(max_payload_bytes)
         self._unordered = False  # rejects of this batch not in stream order
         # Interactions admitted but not yet fed to their monitor. The detectors have a
         # fixed cost per call: while the consumer is behind, runs wait until they reach
@@ -452,6 +453,7 @@ class MonitorProcessor:
                 else:
                     st.monitor.deploy(item[2].model_version)
                     out.deployed.append((model_id, item[2].model_version))
+                    out.deploy_records.append(item[1])
             if run is not None:
                 pending[model_id] = run
         for model_id in list(pending):
@@ -492,9 +494,10 @@ class MonitorProcessor:
                       out: BatchResult) -> None:
         """Decode a stretch of interactions and append each model's slice of it (its
         records' positions and columns) to its work, models in order of appearance."""
-        its, ids, bad = self._fast.decode_batch([r.value for r in seg], [r.key for r in seg])
-        if bad:
-            self._validate_rest(seg, its, ids, bad, out)
+        its, ids, rejects = self._fast.interactions([r.value for r in seg],
+                                                    [r.key for r in seg])
+        for rej in rejects:
+            self._reject(out, seg[rej.position], rej.reason, rej.message)
         n = len(seg)
         # Group by model in C: a code per model id, a stable sort, the cuts.
         codes = self._codes
@@ -510,12 +513,11 @@ class MonitorProcessor:
         bounds = list(zip([0, *starts.tolist()], [*starts.tolist(), n], strict=True))
         if len(bounds) > 1:  # models in order of their first record (stable: order[start])
             bounds.sort(key=lambda se: int(order[se[0]]))
-        rows = its
-        if bad:
+        rows: list[Any] = its
+        if rejects:
             rows = list(its)
-            for i in bad:
-                if rows[i] is None:
-                    rows[i] = _BLANK
+            for rej in rejects:
+                rows[rej.position] = _BLANK
         cols = np.array(list(map(_ROW, rows)), dtype=np.float64)[order].T.copy()
         topic = seg[0].topic
         vectors = self._fast.vectors_seen
@@ -538,25 +540,6 @@ class MonitorProcessor:
             if vectors:
                 idx, part = self._check_dims(st, seg, its, idx, part, out)
             work.setdefault(model_id, []).append(("i", seg, its, idx, part))
-
-    def _validate_rest(self, seg: list[RecordLike], its: list[FastInteraction | None],
-                       ids: list[str | None], bad: list[int], out: BatchResult) -> None:
-        """The full validator for what the fast path left (positions ``bad``): the
-        document (and its model id) or the reason."""
-        for i in bad:
-            rec = seg[i]
-            try:
-                if rec.key is None:
-                    raise InvalidEvent("missing_field", "message has no key (model_id)")
-                it = from_interaction(
-                    parse_interaction(rec.value, rec.key, self.max_payload_bytes))
-            except InvalidEvent as exc:
-                self._reject(out, rec, exc.reason, exc.message)
-                continue
-            its[i] = it
-            ids[i] = it.model_id
-            if it.embedding is not None:
-                self._fast.vectors_seen = True
 
     def _check_dims(self, st: _ModelState, seg: list[RecordLike], its: list[Any],
                     idx: np.ndarray, part: np.ndarray, out: BatchResult

@@ -2,11 +2,10 @@
 
 Interactions are read in stream order (several models interleaved); feedback
 lines are merged into that stream by ``ts`` (a label goes before the first
-interaction whose ``ts`` is later than its own). Lines are validated with
-exactly the rules of :mod:`driftline.streams.ingest.contract`: a vectorised fast path accepts rows
-whose every field plainly passes, and every other row goes through
-``parse_interaction`` / ``parse_feedback``, which accept it or name the reason.
-Per model, a chunk of lines becomes one columnar batch for
+interaction whose ``ts`` is later than its own). Lines are decoded by the worker's own
+batch decoder (:mod:`driftline.streams.ingest.decoder`), so a file and a topic are held
+to one contract; a rejected line is counted by reason and, with ``rejects_path``, written
+out with its line number. Per model, a chunk of lines becomes one columnar batch for
 :meth:`ModelMonitor.observe_columns`.
 
 A model's first interaction with a ``model_version`` it has not seen before
@@ -22,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,6 +30,8 @@ import orjson
 from driftline.detectors import Finding, ModelMonitor, MonitorConfig
 from driftline.streams.drift.events import drift_event
 from driftline.streams.ingest import contract as schema
+from driftline.streams.ingest.contract import InteractionRecord
+from driftline.streams.ingest.decoder import BatchDecoder
 from driftline.streams.offline.report import SeriesRecorder
 
 CHUNK_LINES = 20_000  # per chunk: enough rows per model to vectorise, few enough to stay in cache
@@ -63,50 +64,15 @@ class ReplayStats:
                 f"{self.seconds:.2f} s ({self.interactions_per_second:,.0f} interactions/s)")
 
 
-# -- fast validation ----------------------------------------------------------------------
-def _types(col: list[Any]) -> set[type]:
-    return set(map(type, col))
-
-
-def _number_ok(col: list[Any], integer: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(ok mask, values with NaN for None) of an optional non-negative number column."""
-    kinds = _types(col) - {_NONE}
-    allowed = {int} if integer else {int, float}
-    n = len(col)
-    if kinds <= allowed:
-        arr = np.array(col, dtype=np.float64)
-        with np.errstate(invalid="ignore"):
-            ok = np.isnan(arr) | ((arr >= 0) & (arr < np.inf))
-        return ok, arr
-    ok = np.array([v is None or (type(v) in allowed and v >= 0) for v in col], dtype=bool)
-    arr = np.array([v if o else None for v, o in zip(col, ok, strict=True)], dtype=np.float64)
-    return ok & (np.isnan(arr) | (arr < np.inf)), arr if n else np.zeros(0)
-
-
-def _bool_ok(col: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    if _types(col) <= {_NONE, bool}:
-        return np.ones(len(col), dtype=bool), np.array(col, dtype=np.float64)
-    ok = np.array([v is None or type(v) is bool for v in col], dtype=bool)
-    return ok, np.array([v if o else None for v, o in zip(col, ok, strict=True)],
-                        dtype=np.float64)
-
-
-def _str_ok(col: list[Any], optional: bool) -> np.ndarray:
-    kinds = _types(col)
-    if kinds == {str}:
-        lens = np.fromiter(map(len, col), dtype=np.int64, count=len(col))
-        return (lens > 0) & (lens <= 256)
-    if optional and kinds == {_NONE}:
-        return np.ones(len(col), dtype=bool)
-    return np.array([(v is None and optional) or (type(v) is str and 0 < len(v) <= 256)
-                     for v in col], dtype=bool)
+# -- decoding -----------------------------------------------------------------------------
+_COLUMNS = attrgetter("ts", "latency_ms", "output_tokens", "refusal", "feedback", "correct")
+_BLANK = InteractionRecord(event_id="-", model_id="-", ts=0.0)
 
 
 @dataclass
 class _Chunk:
-    """Validated interactions of one chunk, as columns (rows failing validation dropped)."""
+    """Valid interactions of one chunk, as columns (rejected rows masked out)."""
 
-    docs: list[Any]
     ok: np.ndarray
     model: list[Any]
     event_id: list[Any]
@@ -117,91 +83,39 @@ class _Chunk:
     refusal: np.ndarray
     feedback: np.ndarray
     correct: np.ndarray
-    emb: list[Any]
+    emb: list[np.ndarray | None]
+    has_vectors: bool = False
     versions: set[Any] = field(default_factory=set)
+    line_of: Callable[[int], int] = int  # row -> line number in the file
+    rejects: _Rejects | None = None
+    source: Path = Path()
 
 
-def _fast_chunk(docs: list[Any], valid_ids: dict[str, bool]) -> _Chunk:
-    """Columns and a mask of rows ``parse_interaction`` certainly accepts as they are."""
-    n = len(docs)
-    if _types(docs) <= {dict}:
-        ok = np.ones(n, dtype=bool)
-        ds = docs
-    else:
-        ok = np.fromiter((type(d) is dict for d in docs), dtype=bool, count=n)
-        ds = [d if type(d) is dict else {} for d in docs]
-    present = set().union(*ds) if n else set()
-    nones = [None] * n
-
-    def get(name: str) -> list[Any]:
-        # map over dict.get runs in C: no bytecode per row.
-        return list(map(dict.get, ds, repeat(name, n))) if name in present else nones
-
-    sv = get("schema_version")
-    if _types(sv) != {_NONE}:
-        ok &= np.array([v is None or (type(v) is int and v == 1) for v in sv], dtype=bool)
-    model = get("model_id")
-    if _types(model) <= {str}:
-        for m in set(model) - valid_ids.keys():
-            valid_ids[m] = bool(schema._MODEL_ID.match(m))
-        ok &= np.fromiter(map(valid_ids.__getitem__, model), dtype=bool, count=n)
-    else:
-        ok &= np.array([type(m) is str and bool(schema._MODEL_ID.match(m)) for m in model],
-                       dtype=bool)
-    event_id = get("event_id")
-    ok &= _str_ok(event_id, optional=False)
-    version = get("model_version")
-    ok &= _str_ok(version, optional=True)
-    meta = get("metadata")
-    if not _types(meta) <= {_NONE, dict}:
-        ok &= np.array([v is None or type(v) is dict for v in meta], dtype=bool)
-    ts_col = get("ts")
-    ts_ok, ts = _number_ok(ts_col, integer=False)
-    ok &= ts_ok & ~np.isnan(ts)
-    lat_ok, lat = _number_ok(get("latency_ms"), integer=False)
-    tok_ok, tokens = _number_ok(get("output_tokens"), integer=True)
-    itok_ok, _ = _number_ok(get("input_tokens"), integer=True)
-    ref_ok, refusal = _bool_ok(get("refusal"))
-    cor_ok, correct = _bool_ok(get("correct"))
-    ok &= lat_ok & tok_ok & itok_ok & ref_ok & cor_ok
-    fb_col = get("feedback")
-    if _types(fb_col) <= {_NONE, int}:
-        fb = np.array(fb_col, dtype=np.float64)
-        ok &= np.isnan(fb) | ((fb >= -1) & (fb <= 1))
-    else:
-        fb_ok = np.array([v is None or (type(v) is int and -1 <= v <= 1) for v in fb_col],
-                         dtype=bool)
-        ok &= fb_ok
-        fb = np.array([v if o else None for v, o in zip(fb_col, fb_ok, strict=True)],
-                      dtype=np.float64)
-    if _types(get("embedding_b64")) != {_NONE}:
-        ok &= np.array([v is None for v in get("embedding_b64")], dtype=bool)
-    emb = get("embedding")
-    kinds = _types(emb)
-    if kinds != {_NONE}:
-        ok &= np.array([e is None or (type(e) is list and 8 <= len(e) <= 4096
-                                      and type(e[0]) is not bool) for e in emb], dtype=bool)
-    return _Chunk(docs, ok, model, event_id, version, ts, lat, tokens, refusal, fb, correct, emb)
+def _chunk(records: list[InteractionRecord | None], ids: list[str | None],
+           vectors: bool) -> _Chunk:
+    """The columns of a decoded chunk (``vectors``: the decoder has seen any)."""
+    n = len(records)
+    ok = np.fromiter(map(_is_not_none, records), dtype=bool, count=n)
+    rows: list[Any] = records if ok.all() else [_BLANK if r is None else r for r in records]
+    cols = np.array(list(map(_COLUMNS, rows)), dtype=np.float64).reshape(n, 6).T
+    emb: list[np.ndarray | None] = [None] * n
+    has = False
+    if vectors:
+        for i, r in enumerate(records):
+            if r is not None and r.embedding is not None:
+                emb[i] = np.frombuffer(r.embedding, dtype="<f4")  # type: ignore[call-overload]
+                has = True
+    return _Chunk(ok, ids, list(map(_EVENT_ID, rows)), list(map(_VERSION, rows)),
+                  cols[0].copy(), cols[1].copy(), cols[2].copy(), cols[3].copy(),
+                  cols[4].copy(), cols[5].copy(), emb, has)
 
 
-def _slow_row(c: _Chunk, i: int, line: bytes, reasons: Counter[str]) -> None:
-    """Validate one row with the contract's own parser; patch the columns if it is valid."""
-    try:
-        it = schema.parse_interaction(line.rstrip(b"\r\n"))
-    except schema.InvalidEvent as exc:
-        reasons[exc.reason] += 1
-        return
-    o = it.obs
-    c.ok[i] = True
-    c.model[i], c.event_id[i], c.version[i] = it.model_id, o.event_id, o.model_version
-    c.ts[i] = o.ts
-    nan = np.nan
-    c.latency[i] = nan if o.latency_ms is None else o.latency_ms
-    c.tokens[i] = nan if o.output_tokens is None else o.output_tokens
-    c.refusal[i] = nan if o.refusal is None else float(o.refusal)
-    c.feedback[i] = nan if o.feedback is None else float(o.feedback)
-    c.correct[i] = nan if o.correct is None else float(o.correct)
-    c.emb[i] = o.embedding
+_EVENT_ID = attrgetter("event_id")
+_VERSION = attrgetter("model_version")
+
+
+def _is_not_none(x: Any) -> bool:
+    return x is not None
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -217,18 +131,36 @@ class _Labels:
     next: int = 0
 
 
-def _read_labels(path: Path | None, stats: ReplayStats, reasons: Counter[str]) -> _Labels:
+class _Rejects:
+    """Rejected lines: counted by reason; with a path, written as JSON lines
+    ``{"file", "line", "reason", "message"}``."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.reasons: Counter[str] = Counter()
+        self._out: BinaryIO | None = open(path, "wb") if path is not None else None
+
+    def add(self, source: Path, line: int, reason: str, message: str) -> None:
+        self.reasons[reason] += 1
+        if self._out is not None:
+            self._out.write(orjson.dumps({"file": str(source), "line": line,
+                                          "reason": reason, "message": message}) + b"\n")
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+
+
+def _read_labels(path: Path | None, stats: ReplayStats, rejects: _Rejects) -> _Labels:
     rows: list[schema.Feedback] = []
     if path is not None:
+        decoder = BatchDecoder()
         with open(path, "rb") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                stats.lines += 1
-                try:
-                    rows.append(schema.parse_feedback(line.rstrip(b"\r\n")))
-                except schema.InvalidEvent as exc:
-                    reasons[exc.reason] += 1
+            numbered = [(n, line) for n, line in enumerate(fh, 1) if line.strip()]
+        stats.lines += len(numbered)
+        parsed, rejected = decoder.feedback([line.strip() for _, line in numbered], None)
+        rows = [f for f in parsed if f is not None]
+        for r in rejected:
+            rejects.add(path, numbered[r.position][0], r.reason, r.message)
     rows.sort(key=lambda f: f.ts)
     return _Labels(
         ts=np.array([f.ts for f in rows], dtype=np.float64),
@@ -260,12 +192,15 @@ class _Models:
 def run(input_path: str | Path, output_path: str | Path, feedback_path: str | Path | None = None,
         config: MonitorConfig | None = None, progress: Callable[[int], None] | None = None,
         report_path: str | Path | Sequence[str | Path] | None = None,
-        truth: list[dict[str, Any]] | None = None) -> ReplayStats:
+        truth: list[dict[str, Any]] | None = None,
+        rejects_path: str | Path | None = None) -> ReplayStats:
     """Replay interactions (and feedback) through per-model monitors; write drift events.
 
     With ``report_path`` (one path or several) also write a report of every model's
     signals, baselines, warm-ups and detections, with ``truth`` (the simulator's injected
-    drifts) marked: HTML, PNG or a JSON summary, by each path's suffix.
+    drifts) marked: HTML, PNG or a JSON summary, by each path's suffix. With
+    ``rejects_path``, write each rejected line there as a JSON object: file, line number
+    (1-based), reason (``contract.REASONS``), message.
     """
     reports = ([] if report_path is None else [report_path]
                if isinstance(report_path, str | Path) else list(report_path))
@@ -276,7 +211,7 @@ def run(input_path: str | Path, output_path: str | Path, feedback_path: str | Pa
     try:
         stats = _run(Path(input_path), Path(output_path),
                      Path(feedback_path) if feedback_path else None, config, progress,
-                     recorder)
+                     recorder, Path(rejects_path) if rejects_path else None)
     finally:
         if enabled:
             gc.enable()
@@ -288,48 +223,52 @@ def run(input_path: str | Path, output_path: str | Path, feedback_path: str | Pa
 
 def _run(input_path: Path, output_path: Path, feedback_path: Path | None,
          config: MonitorConfig | None, progress: Callable[[int], None] | None,
-         recorder: SeriesRecorder | None = None) -> ReplayStats:
+         recorder: SeriesRecorder | None = None, rejects_path: Path | None = None
+         ) -> ReplayStats:
     t0 = time.perf_counter()
     stats = ReplayStats()
-    reasons: Counter[str] = Counter()
+    rejects = _Rejects(rejects_path)
+    reasons = rejects.reasons
     models = _Models(config or MonitorConfig(), recorder)
-    labels = _read_labels(feedback_path, stats, reasons)
-    valid_ids: dict[str, bool] = {}
-    state = {"pos": 0, "tsmax": -np.inf}
-    loads = orjson.loads
-    limit = schema.MAX_PAYLOAD_BYTES
-    with open(output_path, "wb") as out, open(input_path, "rb") as fh:
-        hint = 4 << 20
-        while True:
-            raw = fh.readlines(hint)
-            if not raw:
-                break
-            size = sum(map(len, raw))
-            hint = min(max(size // len(raw) * CHUNK_LINES, 1 << 20), CHUNK_BYTES_MAX)
-            lines = [x for x in raw if x.strip()] if any(map(bytes.isspace, raw)) else raw
-            stats.lines += len(lines)
-            docs: list[Any] = []
-            try:
-                if max(map(len, lines)) > limit:
-                    raise ValueError
-                docs = list(map(loads, lines))
-            except ValueError:  # orjson.JSONDecodeError is a ValueError
-                docs = []
-                for line in lines:
-                    try:
-                        docs.append(loads(line) if len(line) <= limit else None)
-                    except orjson.JSONDecodeError:
-                        docs.append(None)
-            c = _fast_chunk(docs, valid_ids)
-            for i in np.flatnonzero(~c.ok).tolist():
-                _slow_row(c, i, lines[i], reasons)
-            if c.version.count(None) != len(c.version):
-                c.versions = (set(c.version) if c.ok.all() else
-                              {c.version[i] for i in np.flatnonzero(c.ok).tolist()})
-            _process(c, labels, models, stats, reasons, out, state)
-            if progress is not None:
-                progress(stats.lines)
-        _process(None, labels, models, stats, reasons, out, state)
+    try:
+        labels = _read_labels(feedback_path, stats, rejects)
+        decoder = BatchDecoder()
+        state = {"pos": 0, "tsmax": -np.inf}
+        lineno = 0  # physical lines read so far
+        with open(output_path, "wb") as out, open(input_path, "rb") as fh:
+            hint = 4 << 20
+            while True:
+                raw = fh.readlines(hint)
+                if not raw:
+                    break
+                size = sum(map(len, raw))
+                hint = min(max(size // len(raw) * CHUNK_LINES, 1 << 20), CHUNK_BYTES_MAX)
+                if any(map(bytes.isspace, raw)):  # blank lines: skipped, but counted
+                    numbers = [lineno + k for k, x in enumerate(raw, 1) if not x.isspace()]
+                    lines = [x.rstrip() for x in raw if not x.isspace()]
+                else:
+                    numbers = None
+                    lines = list(map(bytes.rstrip, raw))
+                stats.lines += len(lines)
+                records, ids, rejected = decoder.interactions(lines)
+                for r in rejected:
+                    line = numbers[r.position] if numbers else lineno + r.position + 1
+                    rejects.add(input_path, line, r.reason, r.message)
+                lineno += len(raw)
+                c = _chunk(records, ids, decoder.vectors_seen)
+                base = lineno - len(raw)
+                c.line_of = (numbers.__getitem__ if numbers else
+                             lambda i, base=base: base + i + 1)  # type: ignore[misc]
+                c.rejects, c.source = rejects, input_path
+                if c.version.count(None) != len(c.version):
+                    c.versions = (set(c.version) if c.ok.all() else
+                                  {c.version[i] for i in np.flatnonzero(c.ok).tolist()})
+                _process(c, labels, models, stats, reasons, out, state)
+                if progress is not None:
+                    progress(stats.lines)
+            _process(None, labels, models, stats, reasons, out, state)
+    finally:
+        rejects.close()
     stats.invalid = sum(reasons.values())
     stats.invalid_reasons = dict(reasons)
     stats.models = len(models.monitors)
@@ -392,7 +331,7 @@ def _run_model(c: _Chunk | None, rows: np.ndarray, ri: np.ndarray, labels: _Labe
                ) -> list[tuple[int, str, Finding]]:
     mon = models.get(model_id)
     # Embedding dimension: fixed by the model's first vector.
-    if c is not None and ri.size and c.emb.count(None) != len(c.emb):
+    if c is not None and ri.size and c.has_vectors:
         src = rows[ri]
         vecs = [c.emb[r] for r in src.tolist()]
         has = [v is not None for v in vecs]
@@ -401,7 +340,10 @@ def _run_model(c: _Chunk | None, rows: np.ndarray, ri: np.ndarray, labels: _Labe
             models.dims[model_id] = dim
             bad = [k for k, v in enumerate(vecs) if v is not None and len(v) != dim]
             if bad:
-                reasons["embedding_dim_changed"] += len(bad)
+                assert c.rejects is not None
+                for k in bad:
+                    c.rejects.add(c.source, c.line_of(int(src[k])), "embedding_dim_changed",
+                                  f"embedding dimension {len(vecs[k])}, the model uses {dim}")  # type: ignore[arg-type]
                 keep = np.ones(ri.size, dtype=bool)
                 keep[bad] = False
                 ri = ri[keep]
@@ -436,16 +378,8 @@ def _run_model(c: _Chunk | None, rows: np.ndarray, ri: np.ndarray, labels: _Labe
         emb_rows = inv[np.array(with_vec, dtype=np.int64)]
         srt = np.argsort(emb_rows)
         emb_rows = emb_rows[srt]
-        try:
-            f32 = np.float32
-            # Row by row is faster than one nested conversion (no shape discovery).
-            emb = np.stack([np.array(vecs[with_vec[k]], dtype=f32) for k in srt.tolist()])
-        except (TypeError, ValueError):
-            emb = None
-        if emb is None or emb.ndim != 2 or not np.isfinite(emb).all():
-            # Rare: a vector the fast path let through needs the contract's verdict.
-            return _recheck(c, rows, ri, labels, lo, li, row_pos, lab_pos, model_id, models,
-                            stats, reasons)
+        # Float32 and finite already (the decoder checked); one dimension (above).
+        emb = np.stack([vecs[with_vec[k]] for k in srt.tolist()])  # type: ignore[misc]
     found: list[tuple[int, str, Finding]] = []
     seen = models.versions[model_id]
     cut = [0]
@@ -519,23 +453,3 @@ def _record(models: _Models, mon: ModelMonitor, model_id: str, ids: list[str], t
         out += fs
     models.count[model_id] = count
     return out
-
-
-def _recheck(c: _Chunk | None, rows: np.ndarray, ri: np.ndarray, labels: _Labels, lo: int,
-             li: np.ndarray, row_pos: np.ndarray, lab_pos: np.ndarray, model_id: str,
-             models: _Models, stats: ReplayStats, reasons: Counter[str]
-             ) -> list[tuple[int, str, Finding]]:
-    assert c is not None
-    keep = []
-    for k in ri.tolist():
-        r = int(rows[k])
-        v = c.emb[r]
-        if v is not None and not isinstance(v, np.ndarray):
-            try:
-                c.emb[r] = schema._embedding({"embedding": v})
-            except schema.InvalidEvent as exc:
-                reasons[exc.reason] += 1
-                continue
-        keep.append(k)
-    return _run_model(c, rows, np.array(keep, dtype=np.int64), labels, lo, li, row_pos,
-                      lab_pos, model_id, models, stats, reasons)

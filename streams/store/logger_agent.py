@@ -5,6 +5,10 @@ store holds back only the logger: the store's writes retry with backoff and bloc
 offsets are committed after the rows are stored, and Kafka keeps the backlog
 (backpressure instead of an unbounded buffer). Sampling is by a hash of ``event_id``,
 so a replay samples the same interactions.
+
+A row the store refuses for good (``StoreError``: a value its column cannot hold) is no
+reason to stop logging: the batch is split until the refused rows are found, and each
+goes to the dead-letter topic (reason ``store_rejected``) before the offsets move on.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaProducer
 from driftline.streams.config import Settings
 from driftline.streams.ingest.consumer import BatchConsumer
-from driftline.streams.ingest.contract import InvalidEvent, parse_interaction
-from driftline.streams.ingest.decoder import FastPath
+from driftline.streams.ingest.decoder import BatchDecoder
 from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.processor import RecordLike
+from driftline.streams.monitor.agent import dead_letter_record
+from driftline.streams.monitor.processor import RecordLike, Reject, count_rejects
+from driftline.streams.store.errors import StoreError, StoreUnavailable
 from mode import Service
 
 log = logging.getLogger("driftline.logger")
@@ -44,35 +50,65 @@ class LoggerAgent(Service):
         self.settings = settings
         self.sink = sink
         self.metrics = metrics
-        self.fast = FastPath(settings.max_payload_bytes)
+        self.decoder = BatchDecoder(settings.max_payload_bytes)
         self.consumer = BatchConsumer(
             settings=settings, group_id=f"{settings.app_id}-logger",
             topics=[settings.topic("interactions")], handle=self.handle,
             max_records=2000, within_s=0.5, metrics=None, name="logger",
             loop=kwargs.get("loop"), beacon=self.beacon)
 
+        self.producer: AIOKafkaProducer | None = None
+
     async def on_start(self) -> None:
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                         acks="all", enable_idempotence=True)
+        await self.producer.start()
         await self.consumer.start()
 
     async def on_stop(self) -> None:
         await self.consumer.stop()
+        if self.producer is not None:
+            await self.producer.stop()
 
     async def handle(self, records: list[RecordLike]) -> None:
         rate = self.settings.log_sample_rate
-        limit = self.settings.max_payload_bytes
         rows: list[dict[str, Any]] = []
-        its = self.fast.decode_many([r.value for r in records], [r.key for r in records])
+        sources: list[RecordLike] = []
+        its = self.decoder.interactions([r.value for r in records],
+                                        [r.key for r in records]).records
         for rec, it in zip(records, its, strict=True):
-            if it is not None:
-                if sampled(it.event_id, rate):
-                    rows.append(orjson.loads(rec.value))  # type: ignore[arg-type]
-                continue
-            try:
-                doc = parse_interaction(rec.value, rec.key, limit).raw
-            except InvalidEvent:
-                continue  # the monitor dead-letters it
-            if sampled(doc["event_id"], rate):
-                rows.append(doc)
+            # (Rejects are the monitor's to dead-letter: it reads the same records.)
+            if it is not None and sampled(it.event_id, rate):
+                rows.append(orjson.loads(rec.value))  # type: ignore[arg-type]
+                sources.append(rec)
         if rows:
-            await self.sink(rows)  # retries until stored; only then are offsets committed
+            # Retries until stored; only then are offsets committed.
+            refused = await self._store(rows, sources)
+            if refused:
+                await self._dead_letter(refused)
         self.metrics.buffer_fill.labels("logger").set(len(records) / 2000)
+
+    async def _store(self, rows: list[dict[str, Any]], sources: list[RecordLike]
+                     ) -> list[Reject]:
+        """Store rows; those the store refuses for good, found by halving, as rejects."""
+        try:
+            await self.sink(rows)
+            return []
+        except StoreUnavailable:
+            raise  # the store is down (retries exhausted): not the rows' fault
+        except StoreError as exc:
+            if len(rows) == 1:
+                return [Reject(sources[0], "store_rejected", str(exc))]
+        half = len(rows) // 2
+        return (await self._store(rows[:half], sources[:half])
+                + await self._store(rows[half:], sources[half:]))
+
+    async def _dead_letter(self, rejects: list[Reject]) -> None:
+        assert self.producer is not None
+        topic = self.settings.topic("dead-letters")
+        for rej in rejects:
+            log.warning("store refused %s[%d]@%d: %s", rej.record.topic,
+                        rej.record.partition, rej.record.offset, rej.message)
+            key, value, headers = dead_letter_record(rej)
+            await self.producer.send_and_wait(topic, value, key=key, headers=headers)
+        count_rejects(self.metrics.dead_letters, rejects)

@@ -340,11 +340,14 @@ async def test_retrain_agent_with_test_context(monkeypatch: pytest.MonkeyPatch) 
     retrain: list[list[dict[str, Any]]] = []
     dl = _app(retrain=retrain)
     agent = next(a for a in dl.app.agents.values() if a.name.endswith("retrain"))
-    events = [{"drift_id": f"d{i}", "model_id": "m1", "kind": "behavior"} for i in range(99)]
+    events = [{"schema_version": 1, "drift_id": f"d{i}", "model_id": "m1", "model_version": "v1",
+               "kind": "behavior", "signal": "latency", "detector": "cusum_up",
+               "trigger_event_id": f"e{i}", "detected_at": "2026-01-01T00:00:00.000Z",
+               "baseline": 1.0, "current": 2.0, "severity": 1.5} for i in range(99)]
     async with agent.test_context() as ctx:
         for ev in events[:50]:
             await ctx.put(key=b"m1", value=orjson.dumps(ev))
-        await ctx.put(key=b"m1", value=b"not json")  # logged and skipped
+        await ctx.put(key=b"m1", value=b"not json")  # a dead letter
         for ev in events[50:]:
             await ctx.put(key=b"m1", value=orjson.dumps(ev))
         # 100 events fill take_events(100, 0.5): the batch is handed over without waiting
@@ -354,7 +357,9 @@ async def test_retrain_agent_with_test_context(monkeypatch: pytest.MonkeyPatch) 
                 break
             await asyncio.sleep(0)
     assert retrain == [events]
-    assert sent == [("t.retrain-requests", b"k", b'{"n":99}')]
+    assert [(t, k) for t, k, _ in sent] == [("t.dead-letters", b"m1"),
+                                            ("t.retrain-requests", b"k")]
+    assert sent[0][2] == b"not json" and sent[1][2] == b'{"n":99}'
 
 
 @pytest.mark.parametrize("level", ["warning", "error"])

@@ -146,7 +146,60 @@ REJECTIONS: list[tuple[str, bytes | None, bytes | None, int, str]] = [
      MAX_PAYLOAD_BYTES, "bad_embedding"),
     ("b64 not a string", _with(embedding_b64=[1, 2]), None, MAX_PAYLOAD_BYTES,
      "bad_embedding"),
+    ("ts 1e13", _with(ts=1e13), None, MAX_PAYLOAD_BYTES, "bad_value"),
+    ("model_id newline", _with(model_id="m1\n"), None, MAX_PAYLOAD_BYTES, "bad_model_id"),
+    ("key with newline", _with(model_id="m1"), b"m1\n", MAX_PAYLOAD_BYTES, "key_mismatch"),
+    ("NUL in event_id", _with(event_id="e\x00"), None, MAX_PAYLOAD_BYTES, "nul_character"),
+    ("NUL in model_id", _with(model_id="m\x00"), None, MAX_PAYLOAD_BYTES, "nul_character"),
+    ("NUL in metadata", _with(metadata={"a": [{"b": "x\x00"}]}), None, MAX_PAYLOAD_BYTES,
+     "nul_character"),
+    ("NUL in a metadata key", _with(metadata={"\x00": 1}), None, MAX_PAYLOAD_BYTES,
+     "nul_character"),
+    ("NUL in an unknown field", _with(extra="\x00"), None, MAX_PAYLOAD_BYTES,
+     "nul_character"),
+    ("control in event_id", _with(event_id="e\x07"), None, MAX_PAYLOAD_BYTES,
+     "control_character"),
+    ("newline in event_id", _with(event_id="e\n"), None, MAX_PAYLOAD_BYTES,
+     "control_character"),
+    ("C1 control in model_version", _with(model_version="v\x85"), None, MAX_PAYLOAD_BYTES,
+     "control_character"),
+    ("DEL in model_version", _with(model_version="v\x7f"), None, MAX_PAYLOAD_BYTES,
+     "control_character"),
+    ("lone surrogate", _with(event_id="X").replace(b'"X"', b'"\\ud800"'), None,
+     MAX_PAYLOAD_BYTES, "bad_json"),
+    ("tokens 2**63", _with(input_tokens=2**63 - 1), None, MAX_PAYLOAD_BYTES, "bad_value"),
+    ("latency 1e301", _with(latency_ms=1e301), None, MAX_PAYLOAD_BYTES, "bad_value"),
 ]
+
+# Record-specific: a deploy or a feedback record with a NUL or a control character.
+OTHER_REJECTIONS = [
+    (parse_model_update, {"model_id": "m1", "model_version": "v\x00", "ts": TS},
+     "nul_character"),
+    (parse_model_update, {"model_id": "m1", "model_version": "v\n", "ts": TS},
+     "control_character"),
+    (parse_feedback, {"model_id": "m1", "event_id": "e\x00", "ts": TS, "correct": True},
+     "nul_character"),
+    (parse_feedback, {"model_id": "m1", "event_id": "e\x1b", "ts": TS, "correct": True},
+     "control_character"),
+]
+
+
+@pytest.mark.parametrize(("parse", "doc", "reason"), OTHER_REJECTIONS)
+def test_feedback_and_deploys_obey_the_string_rules(parse: Any, doc: dict[str, Any],
+                                                    reason: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        parse(orjson.dumps(doc), b"m1")
+    assert info.value.reason == reason
+
+
+def test_metadata_keeps_newlines_and_other_controls() -> None:
+    it = parse_interaction(_with(metadata={"prompt": "line 1\nline 2\t\x07", "k\n": 1}))
+    assert it.raw["metadata"]["prompt"] == "line 1\nline 2\t\x07"
+
+
+def test_an_escaped_backslash_before_u0000_is_no_nul() -> None:
+    raw = _with(event_id="X").replace(b'"X"', b'"a\\\\u0000"')  # the text a\u0000
+    assert parse_interaction(raw).obs.event_id == "a\\u0000"
 
 
 @pytest.mark.parametrize(("raw", "key", "max_bytes", "reason"),
@@ -157,7 +210,8 @@ def test_rejection_reason(raw: bytes | None, key: bytes | None, max_bytes: int,
 
 
 def test_every_reason_is_reachable() -> None:
-    covered = {r[-1] for r in REJECTIONS} | {"embedding_dim_changed"}  # see REJECTIONS
+    # embedding_dim_changed: see REJECTIONS; store_rejected: tests/streams/test_poison_kafka.py
+    covered = {r[-1] for r in REJECTIONS} | {"embedding_dim_changed", "store_rejected"}
     assert covered == set(REASONS)
 
 
@@ -403,7 +457,8 @@ ODD_VALUES: list[Any] = [
     None, True, False, 0, -1, 1, 2, 0.5, -0.0, 1e308, -1e308, 2**63, 2**64 - 1, "", "x",
     "NaN", "2026-01-01T00:00:00Z", "2026-13-01T00:00:00Z", [], [1], [None], [[1.0] * 8],
     ["1"] * 8, [True] * 8, [0.1] * 7, [0.1] * 8, [1e39] * 8, [2**64 - 1] * 8, {}, {"a": 1},
-    "e" * 300, "AAAA", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    "e" * 300, "AAAA", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "a\x00b", "a\nb",
+    "\x85", {"k": "\x00"}, {"\x00": 1},
 ]
 # Literals JSON has no finite value for, or no 64-bit integer for, in place of a number.
 ODD_LITERALS = [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e400",
@@ -474,4 +529,4 @@ def test_seeded_mutations_only_ever_raise_invalid_event() -> None:
                     assert all(type(x) in (int, float) for x in items), items
     # The fuzz reaches both sides of the contract and most reasons.
     assert 100 < accepted < 1900
-    assert reasons >= set(REASONS) - {"oversized", "embedding_dim_changed"}
+    assert reasons >= set(REASONS) - {"oversized", "embedding_dim_changed", "store_rejected"}

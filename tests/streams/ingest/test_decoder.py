@@ -1,5 +1,5 @@
-"""The hot path's decoder is a strict subset of the contract's validator, record by record
-and in bulk (``decode_many`` must never give a record another record's fields)."""
+"""The batch decoder's fast decode is a strict subset of the contract's validator, record
+by record and in bulk (a batch must never give a record another record's fields)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pytest
 from driftline.streams.ingest.contract import InvalidEvent, parse_interaction
-from driftline.streams.ingest.decoder import FastInteraction, FastPath
+from driftline.streams.ingest.decoder import BatchDecoder, FastInteraction
 
 from tests.streams.ingest.test_contract import _mutate
 
@@ -48,6 +48,21 @@ def _values(it: FastInteraction) -> tuple[object, ...]:
     return (it.model_id, it.event_id, it.ts, it.model_version, it.latency_ms,
             it.input_tokens, it.output_tokens, it.refusal, it.correct, it.feedback,
             it.embedding)
+
+
+class FastPath(BatchDecoder):
+    """The fast decode alone, one record or a batch at a time."""
+
+    def decode(self, value: bytes | None, key: bytes | None) -> FastInteraction | None:
+        return self.fast([value], [key])[0][0]
+
+    def decode_many(self, values: list[bytes | None], keys: list[bytes | None]
+                    ) -> list[FastInteraction | None]:
+        return self.fast(values, keys)[0]
+
+    def decode_batch(self, values: list[bytes | None], keys: list[bytes | None]
+                     ) -> tuple[list[FastInteraction | None], list[str | None], list[int]]:
+        return self.fast(values, keys)
 
 
 def _cases(seed: int, n: int) -> list[tuple[bytes | None, bytes | None]]:

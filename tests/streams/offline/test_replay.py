@@ -98,30 +98,99 @@ def test_replay_equals_the_monitor_fed_directly(files: tuple[Path, Path], tmp_pa
     assert got == expected
 
 
-def test_fast_path_accepts_only_what_the_schema_accepts() -> None:
-    ids: dict[str, bool] = {}
-    samples = [
-        {"event_id": "a", "model_id": "m", "ts": 1},
-        {"event_id": "a", "model_id": "m", "ts": 1, "schema_version": True},
-        {"event_id": "a", "model_id": "m", "ts": True},
-        {"event_id": "a", "model_id": "m", "ts": 1, "latency_ms": True},
-        {"event_id": "a", "model_id": "m", "ts": 1, "output_tokens": 1.5},
-        {"event_id": "a", "model_id": "m", "ts": 1, "feedback": 2},
-        {"event_id": "a", "model_id": "m", "ts": 1, "refusal": 1},
-        {"event_id": "", "model_id": "m", "ts": 1},
-        {"event_id": "a", "model_id": "m", "ts": 1, "embedding": [True] + [1.0] * 8},
-        {"event_id": "a", "model_id": "m", "ts": 1, "metadata": []},
-        {"event_id": "a", "model_id": "m" * 129, "ts": 1},
-    ]
-    chunk = replay._fast_chunk([*samples, None, [1]], ids)
-    for doc, fast in zip(samples, chunk.ok.tolist(), strict=False):
+REJECTED_LINES = [
+    {"event_id": "a", "model_id": "m", "ts": 1, "schema_version": True},
+    {"event_id": "a", "model_id": "m", "ts": True},
+    {"event_id": "a", "model_id": "m", "ts": 1e13},
+    {"event_id": "a", "model_id": "m", "ts": 1, "latency_ms": True},
+    {"event_id": "a", "model_id": "m", "ts": 1, "output_tokens": 1.5},
+    {"event_id": "a", "model_id": "m", "ts": 1, "feedback": 2},
+    {"event_id": "a", "model_id": "m", "ts": 1, "refusal": 1},
+    {"event_id": "", "model_id": "m", "ts": 1},
+    {"event_id": "a", "model_id": "m", "ts": 1, "embedding": [True] + [1.0] * 8},
+    {"event_id": "a", "model_id": "m", "ts": 1, "embedding": [1.0] + [True] * 8},
+    {"event_id": "a", "model_id": "m", "ts": 1, "metadata": []},
+    {"event_id": "a", "model_id": "m" * 129, "ts": 1},
+    {"event_id": "a", "model_id": "m1\n", "ts": 1},
+    {"event_id": "a\u0000", "model_id": "m", "ts": 1},
+    {"event_id": "a\u0007", "model_id": "m", "ts": 1},
+    {"event_id": "a", "model_id": "m", "ts": 1, "metadata": {"k": "\u0000"}},
+]
+
+
+def test_rejected_lines_are_named_by_line_number_with_the_contracts_reason(
+        tmp_path: Path) -> None:
+    """Every line the contract refuses is refused by replay, with its reason and its line
+    number (blank lines counted), and the valid lines around them are replayed."""
+    good = {"event_id": "ok", "model_id": "m", "ts": 1}
+    lines = [orjson.dumps(good)]
+    for i, doc in enumerate(REJECTED_LINES):
+        lines += [orjson.dumps(doc), b"", orjson.dumps(dict(good, event_id=f"ok{i}"))]
+    lines += [b"{not json", b"[1]"]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    rejects = tmp_path / "rejects.jsonl"
+    stats = replay.run(path, tmp_path / "out.jsonl", rejects_path=rejects)
+    expected = []
+    for n, line in enumerate(lines, 1):
+        if not line:
+            continue
         try:
-            schema.parse_interaction(orjson.dumps(doc))
-            valid = True
-        except schema.InvalidEvent:
-            valid = False
-        assert not fast or valid, doc
-    assert chunk.ok.tolist() == [True] + [False] * 12
+            schema.parse_interaction(line)
+        except schema.InvalidEvent as exc:
+            expected.append({"file": str(path), "line": n, "reason": exc.reason,
+                             "message": exc.message})
+    got = [orjson.loads(x) for x in rejects.read_bytes().splitlines()]
+    assert got == expected
+    assert len(got) == len(REJECTED_LINES) + 2
+    assert stats.interactions == len(REJECTED_LINES) + 1
+    assert stats.invalid == len(got)
+    assert {r["reason"] for r in got} >= {"unknown_schema", "bad_type", "bad_value",
+                                          "bad_embedding", "bad_model_id", "nul_character",
+                                          "control_character", "bad_json", "not_object"}
+
+
+def test_one_model_with_embedding_and_embedding_b64_lines_equals_arrays_only(
+        tmp_path: Path) -> None:
+    """A model whose vectors come partly as arrays and partly as base64 replays exactly
+    like the same vectors all as arrays (it crashed: ``c.emb.count(None)``)."""
+    import base64
+
+    rng = np.random.default_rng(11)
+    centers = rng.standard_normal((5, 16)).astype(np.float32)
+    arrays, mixed = [], []
+    for i in range(3000):
+        # Four topics, then an unseen one: a shift the monitor must catch either way.
+        center = centers[i % 4] if i < 2000 else centers[4]
+        vec = center + 0.2 * rng.standard_normal(16).astype(np.float32)
+        doc = {"event_id": f"e{i}", "model_id": "m", "ts": 1000.0 + i,
+               "latency_ms": 100.0 + i % 7}
+        arrays.append(orjson.dumps({**doc, "embedding": vec.tolist()}))
+        mixed.append(orjson.dumps({**doc, "embedding_b64": base64.b64encode(
+            vec.astype("<f4").tobytes()).decode()} if i % 3 else
+            {**doc, "embedding": vec.tolist()}))
+    out = {}
+    for name, lines in (("arrays", arrays), ("mixed", mixed)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        stats = replay.run(path, tmp_path / f"{name}.out", config=CFG)
+        assert stats.interactions == 3000 and stats.invalid == 0
+        out[name] = (tmp_path / f"{name}.out").read_bytes()
+    assert out["mixed"] == out["arrays"]
+    events = [orjson.loads(x) for x in out["mixed"].splitlines()]
+    assert [(e["kind"], e["trigger_event_id"]) for e in events] == [("embedding", "e2011")]
+
+
+def test_a_dimension_change_is_a_rejected_line(tmp_path: Path) -> None:
+    lines = [orjson.dumps({"event_id": f"e{i}", "model_id": "m", "ts": i,
+                           "embedding": [0.5] * (8 if i != 3 else 9)}) for i in range(6)]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    rejects = tmp_path / "rejects.jsonl"
+    stats = replay.run(path, tmp_path / "out.jsonl", rejects_path=rejects)
+    got = [orjson.loads(x) for x in rejects.read_bytes().splitlines()]
+    assert [(r["line"], r["reason"]) for r in got] == [(4, "embedding_dim_changed")]
+    assert stats.interactions == 5
 
 
 def test_labels_reach_the_monitor_like_observe_label() -> None:

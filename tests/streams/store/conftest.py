@@ -1,3 +1,5 @@
-"""Store fixtures: the session's real PostgreSQL, emptied per test."""
+"""Store fixtures: the session's real PostgreSQL (tests/conftest.py), emptied per test.
 
-from tests.fixtures_postgres import *  # noqa: F403
+(Not imported again here: a second session-scoped embedded server started while the first
+ran, and pgserver's initdb, run as root, then failed on its data directory's permissions.)
+"""
