@@ -240,7 +240,7 @@ class ScalarSignal(Signal):
             self._buf, self._tbuf, self._nbuf = buf, tbuf, nbuf
             if self.chain is not None and r.has("filter"):
                 self.chain.state = r.array("filter")
-            if self.chain is not None:
+            if self.chain is not None and self.lrv and len(self.dets) == len(self.shapes):
                 hs = self.chain.recalibrate(self.history[0].lrv(1.0), self.history[1].lrv(2.0))
                 for d, h in zip(self.dets, hs, strict=True):
                     d.h = int(h * (1 << 24))
