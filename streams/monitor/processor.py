@@ -48,7 +48,7 @@ _HEADER = struct.Struct("<BI")  # version, length of the JSON offsets header
 # A snapshot array at least this big is by default stored in a record of its own, rewritten
 # only when it changes: a model's reference (a sample of latencies, the embedding
 # centroids) is most of its state and stays the same from the end of its warm-up to the
-# next deploy. (100 models with 384-d embeddings: 2.4 KB a checkpoint each, not 51 KB.)
+# next deploy. (A model with 384-d embeddings: ~2.4 KB a checkpoint, not its whole ~75 KB.)
 APART_BYTES = 2048
 
 
