@@ -18,8 +18,8 @@ monitors on ``streams.offline.traffic``), which is how the default was chosen.
     .venv/bin/python bench/calibration.py --adwin      # ADWIN(delta) false alarms per value
 
 Target: the realized run length is at least the configured one at every target (the lower
-end of its 95% interval at most 20% below it), up to 1.6x above it (the 20% margin plus the
-quadrature's safety).
+end of its 95% interval at most 20% below it) and at most 3x above it (the 20% margin, the
+quadrature's safety and, for the Bernoulli grid, whole steps of the threshold).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import numba
 import numpy as np
 from driftline.detectors import ModelMonitor, MonitorConfig, calibration
 from driftline.detectors.cusum import SCALE, bernoulli_design
+from driftline.detectors.monitor import CALIBRATION_MARGIN
 from driftline.detectors.scores import NormalScores, mean_shape, spread_shape
 from driftline.streams.offline import traffic
 from driftline.streams.offline.traffic import Case, Shift
@@ -79,7 +80,8 @@ def _scalar_job(args: tuple[str, float, int, int, int]) -> tuple[str, float, int
     rng = np.random.default_rng(seed)
     scores = NormalScores(rng.standard_normal(warmup))
     shape = SHAPES[name]
-    h = calibration.normal_cusum_threshold(shape, 1.0 / arl, warmup)
+    # As a monitor sets it: the budget less its calibration margin.
+    h = calibration.normal_cusum_threshold(shape, CALIBRATION_MARGIN / arl, warmup)
     table = np.ascontiguousarray(scores.table(shape)[None, :][0])
     alarms = _run_cusum(scores.ext, table, int(h * SCALE), events, seed)
     return name, arl, alarms, events
@@ -107,7 +109,7 @@ def scalar_rows(targets: list[float], warmup: int, reps: int, pool: mp.pool.Pool
 def _row(name: str, arl: float, alarms: int, events: int) -> str:
     realized = events / max(alarms, 1)
     lo = events / (alarms + 1.96 * math.sqrt(alarms) + 2) if alarms else events / 3.0
-    ok = lo >= 0.8 * arl and realized <= 2.0 * arl
+    ok = lo >= 0.8 * arl and realized <= 3.0 * arl
     return (f"{name:24s} {arl:8.0e} {events:14,d} {alarms:7d} {realized:12.3g} "
             f"{lo:12.3g} {realized / arl:7.2f}  {'ok' if ok else 'MISSED'}")
 
@@ -124,12 +126,13 @@ def bernoulli_rows(targets: list[float], warmup_events: int, reps: int) -> list[
             n = int(warmup_events / p_true)
             p0 = max(rng.binomial(n, p_true) / n, 1e-3)
             a, unit = bernoulli_design(p0, 2.0)
-            h = calibration.bernoulli_threshold(a, unit, p0, float(p0 * n), 1.0 / arl, True)
+            h = calibration.bernoulli_threshold(a, unit, p0, float(p0 * n),
+                                                CALIBRATION_MARGIN / arl, True)
             with np.errstate(all="ignore"):
                 run = calibration.bernoulli_arls(a, p_true, h, True)[h - 1]
             rates.append(1.0 / run if run > 0 and math.isfinite(run) else 0.0)
         realized = 1.0 / max(float(np.mean(rates)), 1e-300)
-        ok = 0.8 * arl <= realized <= 2.0 * arl
+        ok = 0.8 * arl <= realized <= 3.0 * arl
         lines.append(f"{'bernoulli 10% -> 20%':24s} {arl:8.0e} {'(exact)':>14s} {'-':>7s} "
                      f"{realized:12.3g} {'-':>12s} {realized / arl:7.2f}  "
                      f"{'ok' if ok else 'MISSED'}")
@@ -138,10 +141,10 @@ def bernoulli_rows(targets: list[float], warmup_events: int, reps: int) -> list[
 
 # -- budget versus delay ---------------------------------------------------------------------
 DELAY_SHIFTS = {
-    "latency +1 sd": Shift("latency", "mean", 1.0, 6000),
-    "latency +0.5 sd": Shift("latency", "mean", 0.5, 6000),
-    "error 10% -> 20%": Shift("error_rate", "rate", 0.2, 6000),
-    "refusal 2% -> 4%": Shift("refusal_rate", "rate", 0.04, 6000),
+    "latency +1 sd": Shift("latency", "mean", 1.0, 20_000),
+    "latency +0.5 sd": Shift("latency", "mean", 0.5, 20_000),
+    "error 10% -> 20%": Shift("error_rate", "rate", 0.2, 20_000),
+    "refusal 2% -> 4%": Shift("refusal_rate", "rate", 0.04, 20_000),
 }
 
 
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
               "a row")
         print(f"{'detector':24s} {'target':>8s} {'events':>14s} {'alarms':>7s} "
               f"{'realized':>12s} {'95% low':>12s} {'ratio':>7s}  target: realized >= 0.8x, "
-              "<= 2x")
+              "<= 3x")
         lines = scalar_rows(targets, args.warmup, reps, pool)
         lines += bernoulli_rows(targets, 200, 400)
         for line in lines:

@@ -69,8 +69,8 @@ class RiverSignal(ScalarSignal):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     # -- the bank -------------------------------------------------------------------------
-    def _install(self, raw: np.ndarray, ts: np.ndarray) -> None:
-        super()._install(raw, ts)
+    def _install(self, raw: np.ndarray, phases: np.ndarray) -> None:
+        super()._install(raw, phases)
         assert self.chain is not None
         self._river = self._make()
         self._since = 0
@@ -91,7 +91,7 @@ class RiverSignal(ScalarSignal):
         if self.season is not None:
             self.season.begin(ts)
             if self.season.version != self._profile_version:
-                chain.rerank(self._adjusted(self.reference, self.reference_ts))
+                chain.rerank(self._reference_adjusted())
                 self._profile_version = self.season.version
         chain.scan_values(self._adjusted(seg, ts))
         scores = chain.scores(seg.shape[0])

@@ -113,14 +113,19 @@ class SeasonalProfile:
             self._table = out
         return self._table
 
-    def offsets(self, ts: np.ndarray) -> np.ndarray:
+    def phases(self, ts: np.ndarray) -> np.ndarray:
+        """The bin of the period each timestamp falls in (uint8 up to 256 bins)."""
         phase = np.floor(np.mod(ts, self.period_s) / self.width).astype(np.int64)
         np.clip(phase, 0, self.bins - 1, out=phase)
-        return self.table()[phase]
+        return phase.astype(np.uint8) if self.bins <= 256 else phase
 
     def adjust(self, x: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Values with their bin's offset taken out (``x >= 0``; monotone within a bin)."""
-        return np.expm1(np.log1p(x) - self.offsets(ts))
+        return self.adjust_phases(x, self.phases(ts))
+
+    def adjust_phases(self, x: np.ndarray, phases: np.ndarray) -> np.ndarray:
+        """:meth:`adjust` of values whose bins are known (a reference keeps only these)."""
+        return np.expm1(np.log1p(x) - self.table()[phases])
 
     # -- learning ---------------------------------------------------------------------------
     def until_next_bin(self, ts: np.ndarray) -> int:

@@ -116,7 +116,7 @@ class Settings:
     run_hold_s: float = field(default=1.0, metadata={"env": "DRIFTLINE_RUN_HOLD_S"})
     # Snapshot arrays this big (a model's reference sample, its embedding centroids) are
     # kept in state records of their own, rewritten only when they change.
-    state_apart_bytes: int = field(default=2048,
+    state_apart_bytes: int = field(default=1024,
                                    metadata={"env": "DRIFTLINE_STATE_APART_BYTES"})
     max_model_labels: int = field(default=100, metadata={"env": "DRIFTLINE_MAX_MODEL_LABELS"})
     log_sample_rate: float = field(default=1.0, metadata={"env": "DRIFTLINE_LOG_SAMPLE_RATE"})
