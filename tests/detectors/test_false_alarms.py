@@ -64,9 +64,9 @@ import pytest
 from driftline.detectors import ModelMonitor, MonitorConfig, calibration
 from driftline.detectors.cusum import SCALE, Cusum, bernoulli_design
 from driftline.detectors.embedding import EmbeddingSignal
+from driftline.detectors.kernels import scan_many
 from driftline.detectors.rate import RateSignal
 from driftline.detectors.scalar import ScalarSignal
-from driftline.detectors.kernels import scan_many
 from driftline.detectors.scores import mean_shape
 from driftline.detectors.signal import Signal
 from scipy.stats import binom
