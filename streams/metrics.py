@@ -193,6 +193,10 @@ class Metrics:
         self.drift_events = Counter(
             "driftline_drift_events_total", "Drift events published",
             ["model", "kind", "signal", "detector"], registry=r)
+        self.reference_warnings = Counter(
+            "driftline_reference_warnings_total",
+            "References learned from too little data for what they estimate (each is "
+            "logged with what and why), by signal", ["signal"], registry=r)
         self.detector_statistic = SignalGauge(
             "driftline_detector_statistic",
             "Current detector statistic per model and signal", r)

@@ -628,6 +628,9 @@ class MonitorProcessor:
                           model_id, n)
             return []
         self.metrics.interactions.labels(self.metrics.model(model_id)).inc(n)
+        for signal_name, warning in st.monitor.new_warnings():
+            log.warning("model %s: %s", model_id, warning)
+            self.metrics.reference_warnings.labels(signal_name).inc()
         self.processed += n
         self.metrics.event_age.observe(max(0.0, self.clock() - float(cols[0, -1])))
         return [(model_id, f) for f in found]

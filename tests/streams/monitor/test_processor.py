@@ -841,3 +841,23 @@ def test_interleaved_models_with_poison_find_what_one_record_at_a_time_finds(
         [(r.record.offset, r.reason) for r in want.rejects]
     assert len(got.rejects) >= 10
     assert proc.processed == sum(count.values())
+
+
+def test_a_reference_learned_from_too_little_data_is_logged_and_counted_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A warm-up of 100 values is worth fewer than the 200 independent ones a latency level
+    # needs, and a rate reference of ~1,000 outcomes at 5% refusals (it waits for enough
+    # events) has too few windows of 10 expected refusals to show the rate's spread.
+    reg = CollectorRegistry()
+    proc = _processor(reg)
+    with caplog.at_level("WARNING", logger="driftline.monitor"):
+        records = _latency_stream(3000, shift_at=10**9, factor=1.0).records
+        _run(proc, records[:1500])
+        _run(proc, records[1500:])
+    lines = [r.getMessage() for r in caplog.records]
+    assert [m for m in lines if m.startswith("model m1: latency: the warm-up's 100 values")]
+    assert reg.get_sample_value("driftline_reference_warnings_total",
+                                {"signal": "latency"}) == 1.0
+    assert reg.get_sample_value("driftline_reference_warnings_total",
+                                {"signal": "refusal_rate"}) == 1.0
+    assert len(lines) == 2 + sum(1 for m in lines if "output_length" in m)
