@@ -270,6 +270,20 @@ class Metrics:
             registry=r)
         self.model_labels_limit.set(max_models)
 
+        # The false-alarm budget, so that a recording rule can state it per model per day
+        # at each model's observed rate (prometheus/rules/driftline.yml).
+        self.false_alarm_budget = Gauge(
+            "driftline_false_alarm_budget",
+            "Configured false alarms per event, per signal (DRIFTLINE_FALSE_ALARM_RATE)",
+            registry=r)
+        self.budgeted_signals = Gauge(
+            "driftline_budgeted_signals",
+            "Signals each holding that budget (a model's budget is their sum)", registry=r)
+
+    def set_budget(self, per_event: float, signals: int) -> None:
+        self.false_alarm_budget.set(per_event)
+        self.budgeted_signals.set(signals)
+
     def observe_signal(self, model_id: str, signal: str, *, statistic: float | None = None,
                        threshold: float | None = None, baseline: float | None = None,
                        current: float | None = None, kind: str | None = None) -> None:
