@@ -297,13 +297,17 @@ class MonitorProcessor:
         for k, i in enumerate(idx.tolist()):
             it = its[i]
             if it.embedding is not None:
+                # A model's dimension is that of its first vector until a model update
+                # resets it: a new version's vectors of another size, before its deploy
+                # notice, are refused (the monitor still holds the old dimension).
                 dim, version = len(it.embedding) // 4, it.model_version
-                if st.dim is None or st.dim[0] != version:
+                if st.dim is None:
                     st.dim = [version, dim]
                 elif st.dim[1] != dim:
                     self._reject(out, seg[i], "embedding_dim_changed",
-                                 f"embedding dimension {dim}, model version {version!r} "
-                                 f"uses {st.dim[1]}")
+                                 f"embedding dimension {dim} (model version {version!r}); "
+                                 f"this model's is {st.dim[1]} since version "
+                                 f"{st.dim[0]!r}: a new dimension needs a model update")
                     self._unordered = True  # found after the records that follow it
                     continue
             keep.append(k)

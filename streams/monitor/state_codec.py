@@ -34,9 +34,10 @@ from driftline.detectors import ModelMonitor, state
 STATE_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 _PREFIX = struct.Struct("<BI")  # version, length of the JSON header
-# A snapshot array at least this big is by default stored in a record of its own.
-# (100 models with 384-d embeddings: 2.4 KB a checkpoint each, not 51 KB.)
-APART_BYTES = 2048
+# A snapshot array at least this big is by default stored in a record of its own: a
+# model's references (a sample of latencies, the embedding centroids) and their seasonal
+# bins.
+APART_BYTES = 1024
 
 
 class StateError(ValueError):
