@@ -25,14 +25,12 @@ import orjson
 from driftline.detectors import MonitorConfig, catalogue
 from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
+from driftline.streams.ingest.dead_letters import dead_letter_record
 from driftline.streams.ingest.decoder import BatchDecoder
+from driftline.streams.ingest.records import Record, Reject, count_rejects
 from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.agent import (
-    STATE_RECORD_MAX_BYTES,
-    MonitorAgent,
-    dead_letter_record,
-)
-from driftline.streams.monitor.processor import MonitorProcessor, Record, Reject, count_rejects
+from driftline.streams.monitor.agent import STATE_RECORD_MAX_BYTES, MonitorAgent
+from driftline.streams.monitor.processor import MonitorProcessor
 from driftline.streams.store.errors import StoreError, StoreUnavailable
 from driftline.streams.store.logger_agent import LoggerAgent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -180,7 +178,6 @@ def create_app(
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
-        monitor.export_stats()  # the signal gauges are read from the detectors on demand
         return web.bytes(generate_latest(metrics.registry),
                          headers={"Content-Type": CONTENT_TYPE_LATEST})
 

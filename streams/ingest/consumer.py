@@ -26,8 +26,8 @@ from aiokafka.errors import CommitFailedError
 from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
 from driftline.streams.ingest.leanfetch import LEAN_KEYS
+from driftline.streams.ingest.records import RecordLike
 from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.processor import RecordLike
 from mode import Service
 
 log = logging.getLogger("driftline.consumer")

@@ -37,8 +37,9 @@ import orjson
 import pytest
 import yaml
 from driftline.detectors import MonitorConfig
+from driftline.streams.ingest.records import Record
 from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.processor import MonitorProcessor, Record
+from driftline.streams.monitor.processor import MonitorProcessor
 from driftline.streams.offline.simulate import demo_scenario
 from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families

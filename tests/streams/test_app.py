@@ -13,10 +13,8 @@ import pytest
 from driftline.detectors import MonitorConfig
 from driftline.streams.app import Driftline, create_app
 from driftline.streams.config import Settings
-from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.agent import (
+from driftline.streams.ingest.dead_letters import (
     DEAD_LETTER_MAX_BYTES,
-    GC_GEN0_THRESHOLD,
     H_MESSAGE,
     H_OFFSET,
     H_PARTITION,
@@ -25,10 +23,13 @@ from driftline.streams.monitor.agent import (
     H_TRUNCATED,
     dead_letter_headers,
     dead_letter_record,
-    tune_gc,
 )
-from driftline.streams.monitor.processor import Record, Reject
+from driftline.streams.ingest.records import Record, Reject
+from driftline.streams.metrics import Metrics
+from driftline.streams.runtime import GC_GEN0_THRESHOLD, tune_gc
 from prometheus_client import CollectorRegistry
+
+from tests.streams.monitor.states import state_of
 
 T0 = 1_767_225_600.0
 
@@ -241,8 +242,11 @@ async def test_monitor_handle_publishes_dead_letters_drift_events_and_state() ->
     assert int(first["trigger_event_id"].rsplit("-", 1)[1]) >= 250
     state = producer.on("t.monitor-state")
     assert [(m["key"], m["partition"]) for m in state] == [(b"m1", 2)]
-    assert state[0]["value"] == dl.processor.state_of("m1")
+    assert state[0]["value"] == state_of(dl.processor, "m1")
     assert deployed == [("m1", "v2")]
+    # Signal gauges are read from the detectors when /metrics is scraped (any read of
+    # the registry), not per batch: the checkpoint only marks the model.
+    assert dl.monitor.gauges.stale == {"m1"}
     reg = dl.metrics.registry
     assert reg.get_sample_value("driftline_dead_letters_published_total",
                                 {"reason": "bad_json", "topic": "t.interactions"}) == 1.0
@@ -251,9 +255,9 @@ async def test_monitor_handle_publishes_dead_letters_drift_events_and_state() ->
     assert reg.get_sample_value("driftline_batch_processing_seconds_count") == 1.0
     # Signal gauges are read from the detectors when /metrics is scraped, not per batch.
     latency = {"model": "m1", "kind": "behavior", "signal": "latency"}
-    assert reg.get_sample_value("driftline_detector_threshold", latency) is None
-    dl.monitor.export_stats()
+    # A scrape: the registered collector reads the marked models' detectors.
     assert reg.get_sample_value("driftline_detector_threshold", latency) is not None
+    assert dl.monitor.gauges.stale == set()
     assert sum(reg.get_sample_value("driftline_monitored_models", {"phase": p}) or 0
                for p in ("warmup", "monitoring")) == 1
 
@@ -310,7 +314,7 @@ async def test_restored_state_is_handed_over_once_and_dropped_with_its_partition
     await _handle(dl, [
         Record("t.interactions", 0, 0, b"a", _latency("a", 1, 10**9)[0]),
         Record("t.interactions", 1, 0, b"b", _latency("b", 1, 10**9)[0])])
-    blobs = {m: dl.processor.state_of(m) for m in ("a", "b")}
+    blobs = {m: state_of(dl.processor, m) for m in ("a", "b")}
     await _checkpoint(dl)
     assert dl.monitor._state == {}  # checkpoints publish, they keep no copy
     # As if restored by ``assigned``: a on partition 0, b on partition 1, not loaded yet.
