@@ -176,12 +176,10 @@ class MonitorAgent(Service):
 
     async def _publish_dead_letters(self) -> None:
         """Publish the waiting rejects, one record batch per partition of the dead-letter
-        topic. One ``send()`` each cost ~25 us a reject (its coroutine, the producer's
-        partition lookup, a future per message resolved on the acknowledgement and
-        gathered at the checkpoint) -- a quarter of what 1% of bad input cost the
-        worker; appending to a batch costs ~4 us. Batches go out at checkpoints, not
-        per input batch: aiokafka's ``send_batch`` waits while the partition's previous
-        batch is not drained, which would hold the stream up.
+        topic: a ``send()`` per reject (its coroutine, the producer's partition lookup, a
+        future per message) costs several times an append to a batch. Batches go out at
+        checkpoints, not per input batch: aiokafka's ``send_batch`` waits while the
+        partition's previous batch is not drained, which would hold the stream up.
 
         A reject goes to the partition of its source record's number (modulo the
         topic's): a model's dead letters stay together and in order."""
