@@ -184,9 +184,8 @@ def create_app(
     @app.page("/healthz")
     async def health(web: Any, request: Any) -> Any:
         # Cheap to poll (unlike /metrics, which renders every series).
-        return web.json({"status": "ok", "models": len(processor.models),
-                         "interactions_processed": processor.processed,
-                         "records_consumed": monitor.consumer.records})
+        doc = health_of(dl)
+        return web.json(doc, status=200 if doc["status"] == "ok" else 503)
 
     if on_startup is not None:
         @app.task
@@ -202,6 +201,20 @@ def create_app(
             for key, value in await retrain_tick():
                 await retrain_requests.send(key=key, value=value)
     return dl
+
+
+def health_of(dl: Driftline) -> dict[str, Any]:
+    """What ``/healthz`` says: ``ok``, or ``failed`` with the reason once a checkpoint or a
+    state restore failed (the worker is stopping: nothing past that point is committed)."""
+    monitor = dl.monitor
+    failed = monitor.consumer.failed or monitor.crash_reason
+    doc: dict[str, Any] = {"status": "failed" if failed else "ok",
+                           "models": len(dl.processor.models),
+                           "interactions_processed": dl.processor.processed,
+                           "records_consumed": monitor.consumer.records}
+    if failed:
+        doc["reason"] = f"{type(failed).__name__}: {failed}"
+    return doc
 
 
 async def ensure_topics(settings: Settings, extra: Sequence[str] = ()) -> list[str]:

@@ -3,10 +3,13 @@
 Per-model state lives in a compacted Kafka topic (``driftline.monitor-state``), keyed by
 ``model_id`` and written to the same partition number as the model's input records, so
 whoever owns input partition *p* restores exactly state partition *p*. Order of work
-per batch: process → publish drift events and dead letters → publish state → (the
-consumer) commit input offsets. A crash before the commit replays the batch onto state
-that may already contain it; the per-model offsets in the state skip those records, so
-every record changes a model once and a re-emitted detection keeps its ``drift_id``.
+per checkpoint: process → publish drift events and dead letters → their
+acknowledgements → publish state → its acknowledgement → (the consumer) commit input
+offsets. A crash before the commit replays the batch onto state that may already
+contain it; the per-model offsets in the state skip those records, so every record
+changes a model once and a re-emitted detection keeps its ``drift_id``. A failure
+anywhere in that chain stops the worker (see ``ingest.consumer``): nothing after it is
+committed, and the next owner starts from the last state that was whole.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from operator import attrgetter
 from typing import Any
 
@@ -172,12 +176,10 @@ class MonitorAgent(Service):
 
     async def _publish_dead_letters(self) -> None:
         """Publish the waiting rejects, one record batch per partition of the dead-letter
-        topic. One ``send()`` each cost ~25 us a reject (its coroutine, the producer's
-        partition lookup, a future per message resolved on the acknowledgement and
-        gathered at the checkpoint) -- a quarter of what 1% of bad input cost the
-        worker; appending to a batch costs ~4 us. Batches go out at checkpoints, not
-        per input batch: aiokafka's ``send_batch`` waits while the partition's previous
-        batch is not drained, which would hold the stream up.
+        topic: a ``send()`` per reject (its coroutine, the producer's partition lookup, a
+        future per message) costs several times an append to a batch. Batches go out at
+        checkpoints, not per input batch: aiokafka's ``send_batch`` waits while the
+        partition's previous batch is not drained, which would hold the stream up.
 
         A reject goes to the partition of its source record's number (modulo the
         topic's): a model's dead letters stay together and in order."""
@@ -222,21 +224,44 @@ class MonitorAgent(Service):
             log.warning("rejected %s[%d]@%d: %s: %s%s", rej.record.topic, rej.record.partition,
                         rej.record.offset, reason, rej.message, more)
 
-    async def checkpoint(self) -> asyncio.Future[Any] | None:
-        """Publish the state of every model changed since the last checkpoint; returns
-        what completes when the broker acknowledged it and every drift event and dead
-        letter before it. Only then does the consumer commit the input offsets."""
+    async def checkpoint(self) -> Awaitable[None] | None:
+        """Take the state of every model changed since the last checkpoint; return what
+        completes once it is acknowledged, and the consumer commits the input offsets
+        after that.
+
+        Strict acknowledgement order: the drift events and dead letters sent before this
+        checkpoint are acknowledged first, and only then is the state sent. A state in
+        the topic therefore never covers a record whose detection (or dead letter) the
+        broker does not hold: if an output fails, no state or offset goes past it, the
+        consumer stops (fail closed) and the next owner re-reads the records and
+        publishes the detection again, with the same ``drift_id``. The state records
+        are encoded now (the state as of these offsets), sent later."""
         assert self.producer is not None
         await self._emit(self.processor.flush())
         await self._publish_dead_letters()
-        state_topic = self.settings.topic("monitor-state")
-        futures, self._pending = self._pending, []
+        outputs, self._pending = self._pending, []
         dirty, self._dirty = self._dirty, {}
+        states: list[tuple[bytes, bytes | None, int]] = []
         for model_id, partition in dirty.items():
             if model_id not in self.processor.models:
                 continue  # its partition was revoked and flushed already
-            for key, value in self.processor.state_records(model_id):
-                futures.append(await self.producer.send(state_topic, value, key=key,
-                                                        partition=partition))
+            states += [(key, value, partition)
+                       for key, value in self.processor.state_records(model_id)]
         self.gauges.mark(dirty)
-        return asyncio.gather(*futures) if futures else None
+        if not outputs and not states:
+            return None
+        return self._send_states_after(outputs, states)
+
+    async def _send_states_after(self, outputs: list[asyncio.Future[Any]],
+                                 states: list[tuple[bytes, bytes | None, int]]) -> None:
+        """Wait for the outputs' acknowledgements (a failure raises: nothing sent), then
+        send the state records in order and wait for theirs."""
+        if outputs:
+            await asyncio.gather(*outputs)
+        producer = self.producer
+        assert producer is not None
+        topic = self.settings.topic("monitor-state")
+        acks = [await producer.send(topic, value, key=key, partition=partition)
+                for key, value, partition in states]
+        if acks:
+            await asyncio.gather(*acks)

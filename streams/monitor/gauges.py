@@ -1,7 +1,7 @@
 """The per-model signal gauges, read from the monitors when ``/metrics`` is scraped.
 
-Reading a model's detectors costs ~0.4 ms: once a scrape (every 15 s) for the models
-that changed since the last one, rather than at every checkpoint for all of them.
+Reading a model's detectors is not free: it is done once a scrape, for the models that
+changed since the last one, rather than at every checkpoint for all of them.
 """
 
 from __future__ import annotations

@@ -394,3 +394,17 @@ def test_worker_keeps_the_root_logger_at_the_level_asked_for(level: str) -> None
     finally:
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]
+
+
+def test_healthz_says_failed_with_the_reason_once_a_checkpoint_failed() -> None:
+    from driftline.streams.app import health_of
+    from driftline.streams.monitor.state_codec import StateError
+
+    dl = _app()
+    assert health_of(dl)["status"] == "ok"
+    dl.monitor.consumer.fail(StateError("unsupported monitor state version 9"))
+    doc = health_of(dl)
+    assert (doc["status"], doc["reason"]) == (
+        "failed", "StateError: unsupported monitor state version 9")
+    with pytest.raises(RuntimeError, match="monitor: StateError: unsupported monitor state"):
+        dl.monitor.consumer.raise_if_failed()
