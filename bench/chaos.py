@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
 import os
 import random
@@ -657,6 +658,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=19)
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = ap.parse_args()
+    # The publisher's retries while the broker restarts are expected: not on the screen.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
 
     data = make_input(args.models, args.events, args.poison_share, args.seed)
     settings = Settings.from_env({"DRIFTLINE_TOPIC_PREFIX": PREFIX,

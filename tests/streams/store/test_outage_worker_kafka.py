@@ -135,3 +135,26 @@ def test_detection_survives_a_store_down_at_start_and_mid_run_and_the_store_catc
     # Each held-back row once: the retries did not double anything.
     assert _query(dsn, "select count(distinct event_id) as n from interactions")[0]["n"] == 650
     assert w.proc.poll() is None, w.tail()
+
+
+def test_a_worker_told_to_stop_while_the_store_is_down_stops_and_loses_nothing(
+        run_worker: Any, kafka_bootstrap: str, topic_prefix: str,
+        own_pg: EmbeddedPostgres) -> None:
+    """SIGTERM while the logger waits for the store: the worker exits promptly, with
+    the waiting batch's offsets uncommitted, and the next worker stores the rows."""
+    p = topic_prefix
+    model = f"{p}-m"
+    dsn = own_pg.dsn
+    own_pg.stop()
+    env = {"DATABASE_URL": dsn, "DRIFTLINE_WARMUP": str(WARMUP),
+           "BROKER_SESSION_TIMEOUT": "10", "BROKER_REBALANCE_TIMEOUT": "10"}
+    w = run_worker(env, name="s")
+    _publish(kafka_bootstrap, f"{p}.interactions", model, _latency(model, 200, seed=4))
+    wait_for(lambda: w.metric(PROCESSED) >= 200, 90, "the records processed", w)
+    t0 = time.monotonic()
+    w.stop()  # SIGTERM; SIGKILL after 60 s
+    took = time.monotonic() - t0
+    assert w.proc.returncode == 0 and took < 30, (w.proc.returncode, took, w.tail())
+    own_pg.start()
+    w2 = run_worker(env, name="s")
+    wait_for(lambda: _count(dsn, "interactions") == 200, 120, "200 interaction rows", w2)
