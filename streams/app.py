@@ -5,6 +5,7 @@ Read top-down in topic order:
                                                               (+ monitor-state, compacted)
   drift-events -> retrain agent -> store (drift_events, decisions, jobs) + retrain-requests
   interactions -> logger agent -> store (interactions, sampled)
+  model-updates -> deploy agent -> store (model versions; open jobs closed)
 
 The monitor and logger agents take their topics in batches straight from aiokafka
 (see ``driftline.streams.ingest.consumer`` for why); the retrain agent is a Faust
@@ -31,6 +32,7 @@ from driftline.streams.ingest.records import Record, Reject, count_rejects
 from driftline.streams.metrics import Metrics
 from driftline.streams.monitor.agent import STATE_RECORD_MAX_BYTES, MonitorAgent
 from driftline.streams.monitor.processor import MonitorProcessor
+from driftline.streams.retrain.deploy_agent import DeployAgent
 from driftline.streams.store.errors import StoreError, StoreUnavailable
 from driftline.streams.store.logger_agent import LoggerAgent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -54,6 +56,7 @@ class Driftline:
     processor: MonitorProcessor
     monitor: MonitorAgent
     logger: LoggerAgent | None
+    deploys: DeployAgent | None = None
 
 
 def create_app(
@@ -111,13 +114,19 @@ def create_app(
         max_delay_s=min(settings.run_hold_s, settings.commit_interval_s),
         apart_bytes=settings.state_apart_bytes,
     )
-    monitor = MonitorAgent(settings, processor, metrics, on_deployed=deploy_handler)
+    # The monitor never waits for the store: deploy notices reach it through the deploy
+    # agent's own consumer group (a store outage holds back only that group).
+    monitor = MonitorAgent(settings, processor, metrics)
     app.service(monitor)  # type: ignore[arg-type]  # started and stopped with the app
+    deploys = None
+    if deploy_handler is not None:
+        deploys = DeployAgent(settings, deploy_handler, metrics)
+        app.service(deploys)  # type: ignore[arg-type]
     logger = None
     if interaction_sink is not None and settings.log_sample_rate > 0:
         logger = LoggerAgent(settings, interaction_sink, metrics)
         app.service(logger)  # type: ignore[arg-type]
-    dl = Driftline(app, settings, metrics, processor, monitor, logger)
+    dl = Driftline(app, settings, metrics, processor, monitor, logger, deploys)
 
     dead_letters = topic("dead-letters")
     decoder = BatchDecoder(settings.max_payload_bytes)

@@ -286,8 +286,14 @@ def _migrate(args: argparse.Namespace) -> int:
         except Exception as exc:
             raise Failure(Exit.LOCAL, f"embedded Postgres under {settings.data_dir / 'pg'}: "
                           f"{type(exc).__name__}: {exc}") from None
+    import asyncpg
+
     try:
         applied = asyncio.run(_apply(dsn, args.timeout))
+    except asyncpg.LockNotAvailableError:
+        raise Failure(Exit.DATABASE, f"{where}: waited {args.timeout:g} s for a lock another "
+                      "session holds (another `driftline migrate`, or a long transaction on "
+                      "driftline's tables) (--timeout)") from None
     except TimeoutError:
         raise Failure(Exit.DATABASE, f"{where} did not answer within {args.timeout:g} s "
                       "(--timeout)") from None
@@ -309,7 +315,9 @@ async def _apply(dsn: str, connect_s: float) -> list[str]:
     from driftline.streams.store.migrate import apply_on
 
     async with asyncio.timeout(connect_s):  # connecting and logging in
-        conn = await asyncpg.connect(dsn, timeout=connect_s)
+        # Waiting for a lock (another migrator's, a table in use) is bounded as well.
+        conn = await asyncpg.connect(dsn, timeout=connect_s, server_settings={
+            "lock_timeout": str(max(1, int(connect_s * 1000)))})
     try:
         return await apply_on(conn)
     finally:

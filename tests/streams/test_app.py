@@ -243,7 +243,9 @@ async def test_monitor_handle_publishes_dead_letters_drift_events_and_state() ->
     state = producer.on("t.monitor-state")
     assert [(m["key"], m["partition"]) for m in state] == [(b"m1", 2)]
     assert state[0]["value"] == state_of(dl.processor, "m1")
-    assert deployed == [("m1", "v2")]
+    # The deploy reset the model's reference here; recording it in the store is the
+    # deploy agent's (its own consumer group): the monitor never waits for the store.
+    assert deployed == [] and dl.deploys is not None
     # Signal gauges are read from the detectors when /metrics is scraped (any read of
     # the registry), not per batch: the checkpoint only marks the model.
     assert dl.monitor.gauges.stale == {"m1"}
@@ -408,3 +410,50 @@ def test_healthz_says_failed_with_the_reason_once_a_checkpoint_failed() -> None:
         "failed", "StateError: unsupported monitor state version 9")
     with pytest.raises(RuntimeError, match="monitor: StateError: unsupported monitor state"):
         dl.monitor.consumer.raise_if_failed()
+
+
+async def test_deploy_agent_records_valid_notices_and_dead_letters_refused_ones() -> None:
+    from driftline.streams.store.errors import StoreError, StoreUnavailable
+
+    calls: list[tuple[str, str]] = []
+
+    async def record(model_id: str, version: str) -> None:
+        calls.append((model_id, version))
+        if version == "bad":
+            raise StoreError("mark deployed: value too long")
+
+    dl = create_app(_settings(), metrics=Metrics(CollectorRegistry()),
+                    monitor_config=MonitorConfig(warmup=100), deploy_handler=record)
+    agent = dl.deploys
+    assert agent is not None and agent.consumer.group_id == "driftline-unit-deploys"
+    assert agent.consumer.topics == ["t.model-updates"]
+    producer = SendAndWaitProducer()
+    agent.producer = producer
+
+    def update(offset: int, model: str, version: str) -> Record:
+        return Record("t.model-updates", 1, offset, model.encode(), orjson.dumps(
+            {"model_id": model, "model_version": version, "ts": T0, "kind": "deployed"}))
+
+    await agent.handle([update(0, "m1", "v2"), Record("t.model-updates", 1, 1, b"m1", b"{"),
+                        update(2, "m2", "bad"), update(3, "m3", "v7")])
+    assert calls == [("m1", "v2"), ("m2", "bad"), ("m3", "v7")]  # the invalid one skipped
+    assert agent.recorded == 2
+    assert [(t, dict(h)[H_REASON], dict(h)[H_OFFSET]) for t, _, h in producer.sent] == [
+        ("t.dead-letters", b"store_rejected", b"2")]
+
+    async def down(model_id: str, version: str) -> None:
+        raise StoreUnavailable("mark deployed: no answer (gave up after 3 attempts)")
+
+    agent.handler = down
+    with pytest.raises(StoreUnavailable, match="gave up after 3 attempts"):
+        await agent.handle([update(4, "m4", "v1")])  # not committed: read again later
+    assert len(producer.sent) == 1
+
+
+class SendAndWaitProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, list[tuple[str, bytes]]]] = []
+
+    async def send_and_wait(self, topic: str, value: bytes | None, *, key: bytes | None,
+                            headers: list[tuple[str, bytes]]) -> None:
+        self.sent.append((topic, value, headers))
