@@ -57,13 +57,6 @@ def test_windows_fold_beyond_their_maximum() -> None:
     assert w.counts.tolist() == e.reshape(150, 400).sum(axis=1).tolist()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Windows._fold pairs windows up and drops the last one when their number is odd: "
-    "25,800 outcomes in one batch make 258 windows of 100 -> 129 of 200 (every event "
-    "kept); fed as 25,700 + 100 the first batch makes 257, the fold drops a complete "
-    "window (19 events) and the rest goes to the open one: 128 windows, 2,599 events of "
-    "2,618. The reference's dispersion, and so the Bernoulli thresholds, depend on how "
-    "the stream was cut into batches (worker batches vs replay)"))
 def test_windows_fold_the_same_in_any_batches() -> None:
     e = binomial(0, 25_800, 0.1)
     whole, parts = Windows(), Windows()

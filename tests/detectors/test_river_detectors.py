@@ -137,12 +137,6 @@ def test_adwin_restores_right_after_a_fresh_start(cut: int) -> None:
     _same_state(m, whole)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "a Page-Hinkley signal snapshotted while its detector is fresh (the batch ended at the "
-    "end of the warm-up, or at an alarm, which makes the detector anew) cannot be "
-    "restored: river initialises PageHinkley._max_decrease to the int -1, RiverSignal._dump "
-    "stores it as is (the codec writes an int) and _restore_reference reads it with "
-    "Reader.real: ValueError 'snapshot field latency.ph.max is not a float'"))
 @pytest.mark.parametrize("cut", [2000, 5034])
 def test_page_hinkley_restores_right_after_a_fresh_start(cut: int) -> None:
     x = latency(1, 9000)
