@@ -71,6 +71,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             self.owner.fail(exc)
 
 
+# How long a stop waits for the batch being handled before it abandons it.
+STOP_GRACE_S = 5.0
+
+
 class BatchConsumer(Service):
     """One consumer-group member that hands whole batches to ``handle``.
 
@@ -117,6 +121,8 @@ class BatchConsumer(Service):
         # it lost is not in any later checkpoint, which would otherwise commit offsets
         # past it; the next owner replays from the last good commit.
         self.failed: Exception | None = None
+        self._handling: asyncio.Future[None] | None = None  # the batch being handled
+        self._abandoned = False  # stopped while a batch was unfinished: commit nothing
 
     async def on_start(self) -> None:
         self.consumer = kafka_clients.consumer(
@@ -138,8 +144,20 @@ class BatchConsumer(Service):
 
     async def on_stop(self) -> None:
         if self.consumer is not None:
+            handling = self._handling
+            if handling is not None and not handling.done():
+                # A batch still being handled (a store that does not answer retries for
+                # ever) gets a grace period, then is abandoned: nothing more is committed,
+                # and the next owner handles it again from the last commit.
+                await asyncio.wait([handling], timeout=STOP_GRACE_S)
+                if not handling.done():
+                    log.warning("%s: stopping with a batch unfinished after %.0f s; it is "
+                                "not committed and will be handled again", self.kind,
+                                STOP_GRACE_S)
+                    self._abandoned = True
+                    handling.cancel()
             async with self.lock:
-                if self.failed is None:
+                if self.failed is None and not self._abandoned:
                     await self.checkpoint_now()
                 await self.consumer.stop()
 
@@ -259,7 +277,11 @@ class BatchConsumer(Service):
                     if high is not None and high > end:
                         lag += high - end
                 self.lag = lag
-                await self.handle(records)
+                self._handling = asyncio.ensure_future(self.handle(records))
+                try:
+                    await self._handling
+                finally:
+                    self._handling = None
                 self.batches += 1
                 self.records += len(records)
                 self._uncommitted.update(commit)

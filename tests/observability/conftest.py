@@ -57,6 +57,7 @@ def touch_all(m: Metrics) -> None:
     m.store_errors.labels("interactions").inc()
     m.store_up.labels("postgres").set(1)
     m.buffer_fill.labels("interactions").set(0.25)
+    m.reference_warnings.labels("latency").inc()
 
 
 def exposed_labels() -> dict[str, set[str]]:
