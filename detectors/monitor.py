@@ -237,7 +237,8 @@ class ModelMonitor:
                     kind=sig.kind, signal=name, detector=alarm.detector,
                     baseline=_finite(alarm.baseline), current=_finite(alarm.current),
                     severity=_finite(alarm.severity), event_id=event_ids[row],
-                    ts=float(ts[row]), model_version=self.model_version)))
+                    ts=float(ts[row]), model_version=self.model_version, window=alarm.run,
+                    explanation=_explained(alarm.explanation, rows, event_ids))))
         found.sort(key=lambda f: (f[0], f[1]))
         return [f for _, _, f in found]
 
@@ -293,6 +294,17 @@ class ModelMonitor:
         for name, sig in self.signals.items():
             sig.load(r.sub(name))
         return self
+
+
+def _explained(explanation: dict[str, Any] | None, rows: np.ndarray,
+               event_ids: Sequence[str]) -> dict[str, Any] | None:
+    """A signal's explanation with its exemplar (an index into the signal's values) as the
+    event id of that interaction."""
+    if explanation is None or "exemplar_index" not in explanation:
+        return explanation
+    out = dict(explanation)
+    out["exemplar_event_id"] = event_ids[int(rows[int(out.pop("exemplar_index"))])]
+    return out
 
 
 def _finite(x: float) -> float:

@@ -36,6 +36,7 @@ from driftline.streams.monitor.processor import (
     Reject,
     count_rejects,
 )
+from driftline.streams.monitor.segments import export_segment_stats, segment_configs
 from driftline.streams.store.errors import StoreError, StoreUnavailable
 from mode import Service
 
@@ -168,6 +169,8 @@ class MonitorAgent(Service):
         # the first model completes its warm-up, not in the middle of a batch.
         t0 = time.perf_counter()
         await asyncio.to_thread(prime_calibration, self.processor.config)
+        for cfg in segment_configs(self.processor.segments, self.processor.config):
+            await asyncio.to_thread(prime_calibration, cfg)  # the segments' shares too
         log.info("detector thresholds calibrated in %.1fs", time.perf_counter() - t0)
         tune_gc()
         self.producer = kafka_clients.producer(
@@ -380,3 +383,4 @@ def _export_stats(metrics: Metrics, processor: MonitorProcessor, models: Any) ->
         for signal, s in st.monitor.stats().items():
             metrics.observe_signal(model_id, signal, statistic=s.statistic,
                                    threshold=s.threshold, baseline=s.baseline, current=s.current)
+        export_segment_stats(metrics, model_id, st.monitor)

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 from driftline.detectors import Finding, InvalidValue, ModelMonitor, MonitorConfig, state
+from driftline.detectors.segmented import SegmentedMonitor, new_monitor, restore_monitor
+from driftline.detectors.segments import SegmentPlan, value_of
 from driftline.streams.drift.events import drift_event
 from driftline.streams.ingest.contract import (
     InvalidEvent,
@@ -32,6 +34,7 @@ from driftline.streams.ingest.contract import (
 )
 from driftline.streams.ingest.decoder import BatchDecoder, FastInteraction
 from driftline.streams.metrics import Metrics
+from driftline.streams.monitor import segments as seg
 
 log = logging.getLogger("driftline.monitor")
 
@@ -103,7 +106,7 @@ class BatchResult:
 
 @dataclass
 class _ModelState:
-    monitor: ModelMonitor
+    monitor: ModelMonitor | SegmentedMonitor
     offsets: dict[str, int]
     partition: int
     dim: list[Any] | None = None  # [model_version, embedding dimension] once seen
@@ -172,14 +175,18 @@ def inline_state(data: bytes, model_id: str, blobs: Mapping[bytes, bytes]) -> by
     return _record(head, fields)
 
 
-def decode_state(data: bytes, partition: int) -> _ModelState:
-    """Rebuild a model's state from a self-contained record (see :func:`inline_state`)."""
+def decode_state(data: bytes, partition: int, segments: SegmentPlan | None = None
+                 ) -> _ModelState:
+    """Rebuild a model's state from a self-contained record (see :func:`inline_state`),
+    segmented as ``segments`` now says."""
     head, snap = _split(data)
     fields = state.decode(snap)
     # The record was a checkpoint: an array that comes out the same at the next one is
     # stored apart then, stored apart already or not.
     digests = {name: _digest(v) for name, v in fields.items() if isinstance(v, np.ndarray)}
-    st = _ModelState(ModelMonitor.restore_fields(fields), head["o"], partition, head["d"])
+    model_id = fields.get("model_id")
+    plan = segments.for_model(model_id) if segments and isinstance(model_id, str) else None
+    st = _ModelState(restore_monitor(fields, plan), head["o"], partition, head["d"])
     refs = head.get("b") or {}
     st.blobs = {name: (gen, digests[name]) for name, gen in refs.items()}
     st.generation = max(refs.values(), default=0)
@@ -305,6 +312,7 @@ class MonitorProcessor:
         min_run: int = 0,
         max_delay_s: float = 0.25,
         apart_bytes: int = APART_BYTES,
+        segments: SegmentPlan | None = None,
     ) -> None:
         self.topics = (interactions_topic, feedback_topic, updates_topic)
         self.config = monitor_config
@@ -326,6 +334,7 @@ class MonitorProcessor:
         self._since: dict[str, float] = {}
         self.processed = 0  # interactions fed to their monitor
         self.apart_bytes = apart_bytes
+        self.segments = segments  # which models are segmented (streams/monitor/segments.py)
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """Drop cached monitors of partitions this worker no longer owns."""
@@ -385,8 +394,9 @@ class MonitorProcessor:
         st = self.models.get(model_id)
         if st is None:
             raw = self.load_state(model_id)
-            st = (decode_state(raw, partition) if raw is not None
-                  else _ModelState(ModelMonitor(model_id, self.config), {}, partition))
+            plan = self.segments.for_model(model_id) if self.segments else None
+            st = (decode_state(raw, partition, self.segments) if raw is not None
+                  else _ModelState(new_monitor(model_id, self.config, plan), {}, partition))
             self.models[model_id] = st
         st.partition = partition
         return st
@@ -451,7 +461,8 @@ class MonitorProcessor:
                     findings += [(model_id, f) for f in st.monitor.observe_label(
                         fb.event_id, fb.ts, correct=fb.correct, feedback=fb.feedback)]
                 else:
-                    st.monitor.deploy(item[2].model_version)
+                    findings += [(model_id, f) for f in
+                                 st.monitor.deploy(item[2].model_version) or []]
                     out.deployed.append((model_id, item[2].model_version))
                     out.deploy_records.append(item[1])
             if run is not None:
@@ -462,6 +473,8 @@ class MonitorProcessor:
                     or tick - self._since[model_id] >= self.max_delay_s):
                 del pending[model_id]
                 findings += self._observe(model_id, self.models[model_id], run, out)
+        if drain:  # caught up: segments' waiting interactions too
+            findings += self._flush_segments(out.dirty)
         return self._publish(findings, out)
 
     def _other(self, rec: RecordLike, topic: str, work: dict[str, list[tuple[Any, ...]]],
@@ -567,7 +580,17 @@ class MonitorProcessor:
         pending, self._pending = self._pending, {}
         for model_id, run in pending.items():
             findings += self._observe(model_id, self.models[model_id], run, out)
+        findings += self._flush_segments(self.models)
         return self._publish(findings, out)
+
+    def _flush_segments(self, model_ids: Iterable[str]) -> list[tuple[str, Finding]]:
+        """Feed segmented models' waiting segment interactions."""
+        out: list[tuple[str, Finding]] = []
+        for model_id in model_ids:
+            st = self.models.get(model_id)
+            if st is not None and isinstance(st.monitor, SegmentedMonitor):
+                out += [(model_id, f) for f in st.monitor.flush()]
+        return out
 
     def _publish(self, findings: list[tuple[str, Finding]], out: BatchResult) -> BatchResult:
         count_rejects(self.metrics.invalid, out.rejects)
@@ -575,8 +598,11 @@ class MonitorProcessor:
         for model_id, f in findings:
             ev = drift_event(model_id, f)
             out.drift_events.append((model_id, ev))
-            self.metrics.drift_events.labels(
-                self.metrics.model(model_id), f.kind, f.signal, f.detector).inc()
+            if f.segment:
+                seg.count_finding(self.metrics, model_id, f)
+            else:
+                self.metrics.drift_events.labels(
+                    self.metrics.model(model_id), f.kind, f.signal, f.detector).inc()
             self.metrics.detection_lag.observe(max(0.0, now - f.ts))
         return out
 
@@ -608,12 +634,18 @@ class MonitorProcessor:
             its = run.interactions() if its is None else its
             version = next((it.model_version for it in its if it.model_version is not None),
                            None)
+        ids: Sequence[str] = _EventIds(run)
+        extra: dict[str, Any] = {}
+        if isinstance(st.monitor, SegmentedMonitor):  # each row's segment values too
+            its = run.interactions() if its is None else its
+            ids = [it.event_id for it in its]
+            extra["segments"] = seg.segment_columns(st.monitor, its)
         try:
             found = st.monitor.observe_columns(
-                _EventIds(run), cols[0], latency_ms=signal[1], output_tokens=signal[2],
+                ids, cols[0], latency_ms=signal[1], output_tokens=signal[2],
                 refusal=signal[3], feedback=signal[4], correct=signal[5],
                 embeddings=embeddings, embedding_rows=np.array(emb_rows, dtype=np.int64),
-                model_version=version)
+                model_version=version, **extra)
         except InvalidValue:
             # The monitor validates a batch before it changes state: find the culprit(s).
             return self._observe_slowly(model_id, st, run, out)
@@ -624,6 +656,7 @@ class MonitorProcessor:
                           model_id, n)
             return []
         self.metrics.interactions.labels(self.metrics.model(model_id)).inc(n)
+        seg.count_routed(self.metrics, model_id, st.monitor)
         self.processed += n
         self.metrics.event_age.observe(max(0.0, self.clock() - float(cols[0, -1])))
         return [(model_id, f) for f in found]
@@ -635,13 +668,20 @@ class MonitorProcessor:
         for rec in run.records():
             try:
                 it = parse_interaction(rec.value, rec.key, self.max_payload_bytes)
-                found += [(model_id, f) for f in st.monitor.observe(it.obs)]
+                if isinstance(st.monitor, SegmentedMonitor):
+                    meta = it.raw.get("metadata")
+                    values = {k: value_of(it.obs.model_version, meta, k)
+                              for k in st.monitor.segments.keys}
+                    found += [(model_id, f) for f in st.monitor.observe(it.obs, values)]
+                else:
+                    found += [(model_id, f) for f in st.monitor.observe(it.obs)]
                 ok += 1
             except InvalidEvent as exc:
                 self._reject(out, rec, exc.reason, exc.message)
             except InvalidValue as exc:
                 self._reject(out, rec, "bad_value", str(exc))
         self.metrics.interactions.labels(self.metrics.model(model_id)).inc(ok)
+        seg.count_routed(self.metrics, model_id, st.monitor)
         self.processed += ok
         return found
 
