@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench clean typecheck-links
+.PHONY: demo test lint unit quality bench clean typecheck-links
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ typecheck-links:
 	@mkdir -p build/typecheck/driftline
 	@ln -sfn ../../../streams build/typecheck/driftline/streams
 	@ln -sfn ../../../detectors build/typecheck/driftline/detectors
+
+## Detection-quality gates: seeded, deterministic suites that exit non-zero on a missed
+## delay, miss or false-alarm bound (CI runs this after `make test`). One command per suite.
+quality: $(STAMP)
+	$(BIN)/python bench/quality.py --ci
 
 ## Only the tests that need no broker, database or Prometheus.
 unit: $(STAMP)

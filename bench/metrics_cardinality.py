@@ -2,7 +2,9 @@
 
 Run: ``.venv/bin/python bench/metrics_cardinality.py [--models 100000] [--cap 100]``.
 Prints one row per model count: distinct ids fed, series exposed, distinct ``model``
-label values, exposition bytes, and the time the feed took.
+label values, exposition bytes, and the time the feed took. Then a gate
+(``bench/gate.py``; exit status 1 on a miss): at every count, at most ``cap`` model
+labels plus ``other``; past the cap, no more series than at the first count past it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import time
 
 from driftline.streams.metrics import Metrics
+from gate import Gate
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -49,7 +52,7 @@ def measure(n_models: int, cap: int) -> dict[str, float]:
             "bytes": len(body), "feed_s": elapsed}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=100_000)
     parser.add_argument("--cap", type=int, default=100)
@@ -57,11 +60,24 @@ def main() -> None:
     counts = sorted({c for c in (10, 100, 1_000, 10_000, args.models) if c <= args.models})
     print(f"model label cap = {args.cap}")
     print(f"{'distinct ids':>12} {'series':>8} {'model labels':>12} {'bytes':>9} {'feed s':>7}")
+    gate = Gate(f"/metrics cardinality, model label cap {args.cap}")
+    first_past: dict[str, float] | None = None  # the first count past the cap
     for n in counts:
         r = measure(n, args.cap)
         print(f"{r['ids']:>12,} {r['series']:>8,} {r['model_labels']:>12,} "
               f"{r['bytes']:>9,} {r['feed_s']:>7.2f}")
+        gate.check(f"{n:,} ids: model label values", r["model_labels"], "<=", args.cap + 1,
+                   note="the cap, and 'other'")
+        if n > args.cap:
+            if first_past is None:
+                first_past = r
+                continue
+            gate.check(f"{n:,} ids: series", r["series"], "<=", first_past["series"],
+                       note=f"as with {first_past['ids']:,.0f} ids")
+    print()
+    print(gate.table())
+    return gate.status()
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -10,9 +10,19 @@ for rates; cosine distance to the warm-up centroid for embeddings).
 
     .venv/bin/python bench/quality.py            # full suite, 30 runs, ~15-20 min on 2 cores
     .venv/bin/python bench/quality.py --quick    # 8 runs, short stationary streams
+    .venv/bin/python bench/quality.py --ci       # driftline only, seeded, ~1-2 min: CI's gate
 
 KSWIN costs ~0.8 ms per update, so it runs only on mean-shift scenarios, from
 1,000 events before the change, and on 20,000 stationary events per signal.
+
+The run ends with a gate (``bench/gate.py``): each of driftline's figures beside its
+target, exit status 1 when one is missed. A full run checks the product targets (the
+README's: delays, at most 5% missed, at most 1 false alarm per 1M events per signal).
+``--ci`` checks regression bounds set just outside the values measured on the same seeds
+(:data:`CI_BOUNDS`; the streams are seeded and replay is deterministic, so a change
+that makes any delay, miss count or false-alarm count worse fails); where a product
+target is tighter, it applies. A change that moves the figures on purpose updates the
+bounds in the same commit, with the new values as printed.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from typing import Any
 
 import numpy as np
 from driftline.detectors import ModelMonitor, MonitorConfig
+from gate import Gate
 from river import drift
 
 CHANGE = 50_000
@@ -47,12 +58,13 @@ class Scenario:
     param: float  # shift (sd), spread ratio, new rate, or unseen share
     what: str  # mean | spread | rate | topic
     gradual: bool = False
-    target: str = ""
+    median: float | None = None  # product targets on driftline's delay (events)
+    p90: float | None = None
 
 
 SCENARIOS = [
-    Scenario("latency mean +1σ", "latency", 1.0, "mean", target="med≤40 p90≤60"),
-    Scenario("latency mean +0.5σ", "latency", 0.5, "mean", target="med≤120 p90≤200"),
+    Scenario("latency mean +1σ", "latency", 1.0, "mean", median=40, p90=60),
+    Scenario("latency mean +0.5σ", "latency", 0.5, "mean", median=120, p90=200),
     Scenario("latency mean -1σ", "latency", -1.0, "mean"),
     Scenario("latency spread ×1.5", "latency", 1.5, "spread"),
     Scenario("latency spread ×0.6", "latency", 0.6, "spread"),
@@ -62,10 +74,10 @@ SCENARIOS = [
     Scenario("output length +35% gradual", "output_length", 0.5, "mean", True),
     Scenario("refusal 2% → 4%", "refusal_rate", 0.04, "rate"),
     Scenario("refusal 2% → 4% gradual", "refusal_rate", 0.04, "rate", True),
-    Scenario("accuracy 90% → 80%", "error_rate", 0.20, "rate", target="med≤300 p90≤500"),
+    Scenario("accuracy 90% → 80%", "error_rate", 0.20, "rate", median=300, p90=500),
     Scenario("accuracy 90% → 80% gradual", "error_rate", 0.20, "rate", True),
-    Scenario("unseen topic 5%", "embedding", 0.05, "topic", target="med≤800"),
-    Scenario("unseen topic 10%", "embedding", 0.10, "topic", target="med≤300 p90≤500"),
+    Scenario("unseen topic 5%", "embedding", 0.05, "topic", median=800),
+    Scenario("unseen topic 10%", "embedding", 0.10, "topic", median=300, p90=500),
     Scenario("unseen topic 30%", "embedding", 0.30, "topic"),
     Scenario("unseen topic 10% gradual", "embedding", 0.10, "topic", True),
 ]
@@ -201,9 +213,10 @@ def river_names(signal: str) -> list[str]:
 
 
 # -- tasks -----------------------------------------------------------------------------
-def change_task(args: tuple[int, int]) -> tuple[int, dict[str, tuple[int | None, int, int]]]:
+def change_task(args: tuple[int, int, bool]
+                ) -> tuple[int, dict[str, tuple[int | None, int, int]]]:
     """One run of one scenario: per detector (delay or None, false alarms, pre-change events)."""
-    si, run = args
+    si, run, with_river = args
     sc = SCENARIOS[si]
     rng = np.random.default_rng(1000 * si + run)
     n = CHANGE + HORIZON
@@ -216,6 +229,8 @@ def change_task(args: tuple[int, int]) -> tuple[int, dict[str, tuple[int | None,
     res: dict[str, tuple[int | None, int, int]] = {}
     mon_alarms = ours(sc.signal, values)
     res["driftline"] = _score(mon_alarms, _warm_end(sc.signal, values))
+    if not with_river:
+        return si, res
     xs = river_inputs(sc.signal, values)
     for name in river_names(sc.signal):
         if name == "KSWIN":
@@ -305,7 +320,137 @@ def _stationary_embedding(seed: int, n: int, with_river: bool) -> dict[str, tupl
     return res
 
 
+# -- targets ---------------------------------------------------------------------------
+MAX_MISS = 0.05  # product target: share of runs with no detection within HORIZON
+MAX_FA_PER_M = 1.0  # product target: false alarms per 1M stationary events per signal
+
+# ``--ci``: what it runs, and the regression bounds it checks, set just outside the values
+# it measured (printed beside them) on the commit that last changed them.
+CI_RUNS = {"runs": 30, "embedding_runs": 8, "stationary": 3_000_000,
+           "embedding_stationary": 300_000}
+# CI_BOUNDS: scenario -> (median delay, p90 delay, missed runs, false alarms before the
+# change, over all runs); CI_STATIONARY: signal -> false alarms in its stationary events.
+# As printed by ``--ci --propose-bounds`` (delays +10%, one false alarm more than counted).
+CI_BOUNDS: dict[str, tuple[float, float, int, int]] = {
+    "latency mean +1σ": (40, 49, 0, 3),
+    "latency mean +0.5σ": (88, 143, 0, 2),
+    "latency mean -1σ": (40, 52, 0, 1),
+    "latency spread ×1.5": (74, 113, 0, 1),
+    "latency spread ×0.6": (82, 103, 0, 2),
+    "latency mean +1σ gradual": (820, 975, 0, 1),
+    "latency spread ×1.5 gradual": (1164, 1378, 0, 4),
+    "output length +35% (0.5σ)": (94, 178, 0, 2),
+    "output length +35% gradual": (1245, 1576, 0, 2),
+    "refusal 2% → 4%": (1116, 2070, 0, 2),
+    "refusal 2% → 4% gradual": (2434, 3347, 0, 2),
+    "accuracy 90% → 80%": (244, 441, 0, 3),
+    "accuracy 90% → 80% gradual": (1263, 1634, 0, 2),
+    "unseen topic 5%": (612, 867, 0, 1),
+    "unseen topic 10%": (173, 238, 0, 1),
+    "unseen topic 30%": (52, 62, 0, 2),
+    "unseen topic 10% gradual": (1111, 1260, 0, 1),
+}
+CI_STATIONARY: dict[str, int] = {
+    "latency": 3,
+    "output_length": 4,
+    "refusal_rate": 3,
+    "error_rate": 2,
+    "embedding": 1,
+}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """driftline's (or a river detector's) figures on one scenario, over its runs."""
+
+    runs: int
+    median: float | None
+    p90: float | None
+    missed: int
+    false_alarms: int
+    events: int  # monitored events before the change, all runs
+
+    @classmethod
+    def of(cls, rows: list[tuple[int | None, int, int]]) -> Summary:
+        delays = np.array([d for d, _, _ in rows if d is not None], dtype=np.float64)
+        return cls(len(rows),
+                   float(np.median(delays)) if delays.size else None,
+                   float(np.percentile(delays, 90)) if delays.size else None,
+                   len(rows) - delays.shape[0], sum(f for _, f, _ in rows),
+                   sum(e for _, _, e in rows))
+
+
+def product_gate(sel: list[int], change: dict[int, Summary],
+                 stat: dict[str, tuple[int, int]]) -> Gate:
+    """The README's targets: delays, at most 5% missed, at most 1 false alarm per 1M."""
+    g = Gate("detection quality, driftline vs the product targets")
+    for sig, (fa, ev) in stat.items():
+        g.check(f"{sig}: stationary false alarms per 1M", fa / max(ev, 1) * 1e6, "<=",
+                MAX_FA_PER_M, note=f"{fa} in {ev:,} events")
+    for si in sel:
+        sc, s = SCENARIOS[si], change[si]
+        if sc.median is not None:
+            g.check(f"{sc.name}: median delay", s.median, "<=", sc.median)
+        if sc.p90 is not None:
+            g.check(f"{sc.name}: p90 delay", s.p90, "<=", sc.p90)
+        g.check(f"{sc.name}: missed", s.missed / max(s.runs, 1), "<=", MAX_MISS,
+                note=f"{s.missed} of {s.runs} runs")
+    return g
+
+
+def ci_gate(sel: list[int], change: dict[int, Summary],
+            stat: dict[str, tuple[int, int]]) -> Gate:
+    """Regression bounds just outside today's values (a product target, where tighter)."""
+    g = Gate("detection quality, driftline vs CI bounds (seeded, deterministic)")
+    for sig, (fa, ev) in stat.items():
+        bound = CI_STATIONARY.get(sig)
+        g.check(f"{sig}: stationary false alarms", fa, "<=",
+                math.nan if bound is None else bound,
+                note=f"in {ev:,} events" + ("" if bound is not None else "; no bound set"))
+    for si in sel:
+        sc, s = SCENARIOS[si], change[si]
+        b = CI_BOUNDS.get(sc.name)
+        if b is None:
+            g.check(f"{sc.name}: (no CI bound set)", None, "<=", math.nan)
+            continue
+        med, p90, missed, fa = b
+        g.check(f"{sc.name}: median delay", s.median, "<=", min(med, sc.median or math.inf),
+                note="" if sc.median is None else f"target ≤ {sc.median:,.0f}")
+        g.check(f"{sc.name}: p90 delay", s.p90, "<=", min(p90, sc.p90 or math.inf),
+                note="" if sc.p90 is None else f"target ≤ {sc.p90:,.0f}")
+        g.check(f"{sc.name}: missed runs", s.missed, "<=",
+                min(missed, math.floor(MAX_MISS * s.runs)), note=f"of {s.runs}")
+        g.check(f"{sc.name}: false alarms before the change", s.false_alarms, "<=", fa,
+                note=f"in {s.events:,} events")
+    return g
+
+
+def proposed_bounds(sel: list[int], change: dict[int, Summary],
+                    stat: dict[str, tuple[int, int]]) -> str:
+    """CI bounds just outside this run's values: delays +10% (rounded up), missed runs
+    as they are, one false alarm more than counted."""
+    lines = ["CI_BOUNDS: dict[str, tuple[float, float, int, int]] = {"]
+    for si in sel:
+        s = change[si]
+        med = math.ceil(1.1 * s.median) if s.median is not None else 0
+        p90 = math.ceil(1.1 * s.p90) if s.p90 is not None else 0
+        lines.append(f"    {SCENARIOS[si].name!r}: ({med}, {p90}, {s.missed}, "
+                     f"{s.false_alarms + 1}),")
+    lines += ["}", "CI_STATIONARY: dict[str, int] = {"]
+    lines += [f"    {sig!r}: {fa + 1}," for sig, (fa, _) in stat.items()]
+    return "\n".join([*lines, "}"])
+
+
 # -- report ----------------------------------------------------------------------------
+def progress(done: int, total: int, t0: float) -> None:
+    """Tasks done so far, on stderr: in place on a terminal, every tenth in a log."""
+    if sys.stderr.isatty():
+        end = "\n" if done == total else ""
+        print(f"\r[{done}/{total}] {time.time() - t0:5.0f} s", end=end, file=sys.stderr)
+    elif done == total or done % max(total // 10, 1) == 0:
+        print(f"[{done}/{total}] {time.time() - t0:5.0f} s", file=sys.stderr)
+
+
 def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:,.0f}" if x >= 10 or x == 0 else f"{x:.2g}"
 
@@ -313,29 +458,49 @@ def _fmt(x: float | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--embedding-runs", type=int, default=None,
+                    help="runs of the embedding scenarios (default: --runs)")
     ap.add_argument("--quick", action="store_true", help="8 runs, 1.2M stationary events")
+    ap.add_argument("--ci", action="store_true",
+                    help="driftline only, " + ", ".join(f"{k} {v:,}" for k, v in
+                                                        CI_RUNS.items())
+                    + "; check the CI bounds")
     ap.add_argument("--stationary", type=int, default=6_000_000,
                     help="stationary events per signal for driftline")
+    ap.add_argument("--embedding-stationary", type=int, default=None,
+                    help="stationary embedding events (default: half of --stationary)")
     ap.add_argument("--river-stationary", type=int, default=1_000_000,
                     help="stationary events per signal for river's detectors")
+    ap.add_argument("--no-river", action="store_true", help="driftline's detectors only")
+    ap.add_argument("--propose-bounds", action="store_true",
+                    help="with --ci: print CI_BOUNDS and CI_STATIONARY set just outside "
+                         "this run's values, to paste when a change moves them on purpose")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", default="", help="substring filter on scenario names")
     args = ap.parse_args(argv)
-    runs = 8 if args.quick else args.runs
-    stat_n = 1_200_000 if args.quick else args.stationary
-    river_n = 200_000 if args.quick else args.river_stationary
+    runs, stat_n = args.runs, args.stationary
+    river_n = 0 if args.no_river else args.river_stationary
+    if args.quick:
+        runs, stat_n, river_n = 8, 1_200_000, 0 if args.no_river else 200_000
+    emb_runs = runs if args.embedding_runs is None else args.embedding_runs
+    emb_n = stat_n // 2 if args.embedding_stationary is None else args.embedding_stationary
+    if args.ci:
+        runs, emb_runs = CI_RUNS["runs"], CI_RUNS["embedding_runs"]
+        stat_n, emb_n, river_n = CI_RUNS["stationary"], CI_RUNS["embedding_stationary"], 0
+    with_river = not (args.ci or args.no_river)
     chunk = 300_000
     t0 = time.time()
     sel = [i for i, s in enumerate(SCENARIOS) if args.only in s.name]
-    tasks_c = [(si, r) for si in sel for r in range(runs)]
+    tasks_c = [(si, r, with_river) for si in sel
+               for r in range(emb_runs if SCENARIOS[si].signal == "embedding" else runs)]
     tasks_s: list[tuple[str, int, int, bool]] = []
     signals = [s for s in STATIONARY if not args.only or any(
         SCENARIOS[i].signal == s for i in sel)]
     for sig in signals:
-        # 384-d vectors cost far more to generate: half the events, still >= 3M.
-        m = stat_n // 2 if sig == "embedding" else stat_n
+        # 384-d vectors cost far more to generate: fewer events.
+        m = emb_n if sig == "embedding" else stat_n
         for k in range(math.ceil(m / chunk)):
-            tasks_s.append((sig, k, chunk, k * chunk < river_n))
+            tasks_s.append((sig, k, min(chunk, m - k * chunk), k * chunk < river_n))
     total = len(tasks_c) + len(tasks_s)
     done = 0
     change: dict[int, list[dict[str, tuple[int | None, int, int]]]] = {i: [] for i in sel}
@@ -348,12 +513,11 @@ def main(argv: list[str] | None = None) -> int:
                 acc[0] += fa
                 acc[1] += ev
             done += 1
-            print(f"\r[{done}/{total}] {time.time() - t0:5.0f} s", end="", file=sys.stderr)
+            progress(done, total, t0)
         for si, res2 in pool.imap_unordered(change_task, tasks_c):
             change[si].append(res2)
             done += 1
-            print(f"\r[{done}/{total}] {time.time() - t0:5.0f} s", end="", file=sys.stderr)
-    print(file=sys.stderr)
+            progress(done, total, t0)
 
     print("# Stationary streams: false alarms per 1M events per signal (target ≤ 1 for driftline)")
     print(f"{'signal':<16}{'detector':<13}{'events':>12}{'alarms':>8}{'FA/1M':>9}")
@@ -361,26 +525,29 @@ def main(argv: list[str] | None = None) -> int:
         for det, (fa, ev) in stat.get(sig, {}).items():
             print(f"{sig:<16}{det:<13}{ev:>12,}{fa:>8}{fa / max(ev, 1) * 1e6:>9.2f}")
     print()
-    print(f"# Changes at event {CHANGE:,} ({runs} runs each; miss = no detection within "
-          f"{HORIZON:,}; gradual = linear ramp over {RAMP:,}); FA/1M before the change")
-    print(f"{'scenario':<30}{'detector':<13}{'median':>8}{'p90':>8}{'miss':>7}{'FA/1M':>9}"
-          f"   target")
+    print(f"# Changes at event {CHANGE:,} ({runs} runs each, embeddings {emb_runs}; miss = no "
+          f"detection within {HORIZON:,}; gradual = linear ramp over {RAMP:,}); FA/1M before "
+          "the change")
+    print(f"{'scenario':<30}{'detector':<13}{'median':>8}{'p90':>8}{'miss':>7}{'FA/1M':>9}")
+    ours_summary: dict[int, Summary] = {}
     for si in sel:
         sc = SCENARIOS[si]
         dets = list(change[si][0].keys()) if change[si] else []
         for det in dets:
-            rows = [r[det] for r in change[si] if det in r]
-            delays = np.array([d for d, _, _ in rows if d is not None], dtype=np.float64)
-            miss = 1.0 - delays.shape[0] / len(rows)
-            fa = sum(f for _, f, _ in rows)
-            ev = sum(e for _, _, e in rows)
-            med = float(np.median(delays)) if delays.size else None
-            p90 = float(np.percentile(delays, 90)) if delays.size else None
-            tgt = sc.target if det == "driftline" else ""
-            print(f"{sc.name:<30}{det:<13}{_fmt(med):>8}{_fmt(p90):>8}{miss:>7.0%}"
-                  f"{fa / max(ev, 1) * 1e6:>9.1f}   {tgt}")
-    print(f"\n{total} tasks in {time.time() - t0:.0f} s on {args.workers} workers")
-    return 0
+            s = Summary.of([r[det] for r in change[si] if det in r])
+            if det == "driftline":
+                ours_summary[si] = s
+            fa_m = s.false_alarms / max(s.events, 1) * 1e6
+            print(f"{sc.name:<30}{det:<13}{_fmt(s.median):>8}{_fmt(s.p90):>8}"
+                  f"{s.missed / max(s.runs, 1):>7.0%}{fa_m:>9.1f}")
+    print(f"\n{total} tasks in {time.time() - t0:.0f} s on {args.workers} workers\n")
+    ours_stat = {sig: (v["driftline"][0], v["driftline"][1]) for sig, v in stat.items()
+                 if "driftline" in v}
+    if args.propose_bounds:
+        print(proposed_bounds(sel, ours_summary, ours_stat))
+    gate = (ci_gate if args.ci else product_gate)(sel, ours_summary, ours_stat)
+    print(gate.table())
+    return gate.status()
 
 
 if __name__ == "__main__":

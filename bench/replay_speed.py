@@ -7,7 +7,8 @@ Files are generated once (seeded) under --dir. The bare loop is
 ``for line in f: orjson.loads(line)`` over the same file: the floor any
 JSON-lines replay pays before validating or detecting anything. Rates are per
 second of this process's CPU time (the machine is shared: wall-clock rates are
-printed too), best of --repeat runs in one process (calibration caches warm).
+printed too), best of --repeat runs in one process (calibration caches warm). The run
+ends with a gate (``bench/gate.py``): each rate beside its target, exit status 1 on a miss.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 from driftline.streams.offline import replay
+from gate import Gate
 
 TARGETS = {"scalar": 200_000, "embedding-384": 40_000}
 
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = [("scalar", int(400_000 * args.scale), 0),
              ("embedding-384", int(40_000 * args.scale), 384)]
     print(f"{'file':<15}{'lines':>9}{'MB':>7}{'replay/s cpu':>14}{'(wall)':>10}"
-          f"{'bare orjson/s':>15}{'replay/bare':>13}{'target/s':>10}  met")
+          f"{'bare orjson/s':>15}{'replay/bare':>13}{'target/s':>10}")
+    gate = Gate("offline replay throughput, one core")
     for name, n, dim in cases:
         path = d / f"{name}-{n}.jsonl"
         if not path.exists():
@@ -93,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         b = max(bare(path) for _ in range(args.repeat))
         mb = path.stat().st_size / 1e6
         print(f"{name:<15}{n:>9,}{mb:>7.0f}{best_cpu:>14,.0f}{best_wall:>10,.0f}{b:>15,.0f}"
-              f"{best_cpu / b:>13.2f}{TARGETS[name]:>10,}  "
-              f"{'yes' if best_cpu >= TARGETS[name] else 'NO'}")
-    return 0
+              f"{best_cpu / b:>13.2f}{TARGETS[name]:>10,}")
+        gate.check(f"{name}: replay interactions per CPU-second", best_cpu, ">=",
+                   TARGETS[name], note=f"{n:,} lines, best of {args.repeat}")
+    print()
+    print(gate.table())
+    return gate.status()
 
 
 if __name__ == "__main__":

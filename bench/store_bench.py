@@ -21,7 +21,12 @@ empty ``interactions`` table, idempotently):
 
 Without ``--dsn`` (or ``DATABASE_URL``) an embedded PostgreSQL is started in a temp dir.
 Rows/s are wall-clock, including row conversion; the machine is shared, so compare the
-columns of one run rather than runs with each other.
+columns of one run rather than runs with each other. The run ends with a gate
+(``bench/gate.py``; exit status 1 on a miss) on those side-by-side ratios: the COPY path
+is the production path because it beats ``executemany`` (at least
+:data:`MIN_COPY_VS_EXECUTEMANY` times its rate), and its fallback for batches with
+already-stored ids (a replay) must be no slower than ``executemany``. The REST row has no
+target: it measures this process's side only.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ from driftline.streams.store.base import INTERACTION_COLUMNS
 from driftline.streams.store.embedded import EmbeddedPostgres
 from driftline.streams.store.postgres import PostgresStore, interaction_record
 from driftline.streams.store.rest import RestStore
+from gate import Gate
+
+MIN_COPY_VS_EXECUTEMANY = 1.5
+MIN_COPY_DUPS_VS_EXECUTEMANY = 1.0
 
 
 def make_rows(n: int, dim: int, seed: int = 0) -> list[dict[str, Any]]:
@@ -105,7 +114,7 @@ async def bench_rest(rows: list[dict[str, Any]], batch: int) -> float:
         await runner.cleanup()
 
 
-async def main() -> None:
+async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=20_000)
     ap.add_argument("--dim", type=int, default=384)
@@ -155,7 +164,17 @@ async def main() -> None:
     print("-" * 84)
     for name, batch, secs, note in results:
         print(f"{name:<22} {batch:>6} {secs:>8.2f} {args.rows / secs:>10,.0f}  {note}")
+    secs_of = {name: secs for name, _, secs, _ in results}
+    many = secs_of["postgres executemany"]
+    gate = Gate("interaction logging, store paths side by side")
+    gate.check("postgres COPY / executemany (rows/s)", many / secs_of["postgres COPY"], ">=",
+               MIN_COPY_VS_EXECUTEMANY)
+    gate.check("postgres COPY with dups / executemany (rows/s)",
+               many / secs_of["postgres COPY, dups"], ">=", MIN_COPY_DUPS_VS_EXECUTEMANY)
+    print()
+    print(gate.table())
+    return gate.status()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    raise SystemExit(asyncio.run(main()))

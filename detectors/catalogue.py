@@ -59,9 +59,15 @@ class SignalSpec:
 
 def _scalar(name: str) -> Callable[[MonitorConfig, float, SeasonalProfile | None], Signal]:
     def build(c: MonitorConfig, fa: float, season: SeasonalProfile | None) -> Signal:
-        return ScalarSignal(name, fa, c.warmup, c.mean_shift, c.spread_ratio,
-                            c.max_ar_order if c.dependence == "ar" else 0,
-                            c.dependence == "ar", season, c.relearn)
+        args = (name, fa, c.warmup, c.mean_shift, c.spread_ratio,
+                c.max_ar_order if c.dependence == "ar" else 0, c.dependence == "ar", season,
+                c.relearn)
+        kind = c.detector_of(name)
+        if kind != "cusum":
+            from driftline.detectors.river_detectors import RiverSignal
+
+            return RiverSignal(kind, *args)
+        return ScalarSignal(*args)
     return build
 
 

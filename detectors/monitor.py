@@ -50,7 +50,9 @@ class MonitorConfig:
     latency and output length by time of period (``season_bins`` bins; 86,400 s and 24:
     by hour of day; 604,800 and 168: by hour of week). ``relearn`` keeps the reference
     that alarmed watching while a new one is learned (``False``: the signal warms up
-    afresh, unwatched, after every alarm).
+    afresh, unwatched, after every alarm). ``detectors`` chooses river's detectors for
+    scalar signals instead of the CUSUMs, ``"latency=adwin,output_length=page_hinkley"``
+    (see :mod:`driftline.detectors.river_detectors`), calibrated to the same budget.
     """
 
     warmup: int = 2000
@@ -69,6 +71,7 @@ class MonitorConfig:
     season_period_s: float = 86_400.0
     season_bins: int = 24
     relearn: bool = True
+    detectors: str = ""
 
     def __post_init__(self) -> None:
         if self.warmup < 20:
@@ -81,6 +84,26 @@ class MonitorConfig:
             raise ValueError("max_ar_order must be within 0-20")
         if self.season_period_s < 0 or (self.season_period_s and self.season_bins < 1):
             raise ValueError("season_period_s must be >= 0 (0: off) with season_bins >= 1")
+        self.detector_choices()  # (raises on a bad choice)
+
+    def detector_choices(self) -> dict[str, str]:
+        """``detectors`` as {signal: detector}."""
+        from driftline.detectors import catalogue
+        from driftline.detectors.river_detectors import KINDS
+
+        out: dict[str, str] = {}
+        for item in filter(None, (x.strip() for x in self.detectors.split(","))):
+            name, sep, kind = item.partition("=")
+            name, kind = name.strip(), kind.strip()
+            scalar = {s.name for s in catalogue.SIGNALS if s.seasonal}
+            if not sep or name not in scalar or kind not in KINDS:
+                raise ValueError(f"detectors: {item!r} is not <signal>=<detector> with a "
+                                 f"signal of {sorted(scalar)} and a detector of {list(KINDS)}")
+            out[name] = kind
+        return out
+
+    def detector_of(self, signal: str) -> str:
+        return self.detector_choices().get(signal, "cusum")
 
     @classmethod
     def independent(cls, **kw: object) -> MonitorConfig:

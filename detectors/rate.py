@@ -18,7 +18,7 @@ class Windows:
     are more than :data:`MAX_WINDOWS`), for a rate's dispersion across windows."""
 
     BASE = 100
-    MAX_WINDOWS = 2048
+    MAX_WINDOWS = 256  # (a checkpoint carries them: at most 2 KB a stretch)
 
     def __init__(self) -> None:
         self.base = self.BASE
@@ -60,16 +60,16 @@ class Windows:
 
     def dispersion(self, p: float) -> float:
         """Relative spread of the rate across windows, beyond binomial sampling, at the
-        largest window with 8 or more windows and up to ~50 expected events: from the
+        largest window with 8 or more windows and 10 to ~50 expected events: from the
         windows' median absolute deviation (a change that began inside the stretch, in its
         last windows, is not taken for dispersion), less one standard error, rounded up to
         a multiple of :data:`CV_GRID`. 0 when it looks binomial."""
         best = 0.0
         c = self.counts
         w = self.base
-        while c.shape[0] >= 8 and (w == self.base or w * p <= 50.0):
+        while c.shape[0] >= 8 and (w * p <= 50.0 or w == self.base):
             rate = float(c.sum()) / (c.shape[0] * w)
-            if 0.0 < rate < 1.0:
+            if 0.0 < rate < 1.0 and w * rate >= 10.0:  # (a MAD of fewer is mostly rounding)
                 rates = c / w
                 mad = float(np.median(np.abs(rates - np.median(rates))))
                 v = (1.4826 * mad) ** 2

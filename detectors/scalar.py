@@ -53,7 +53,7 @@ class ScalarSignal(Signal):
         }
         self.chain: ScoreChain | None = None
         self.reference = np.zeros(0)  # the reference's values (raw), in arrival order
-        self.reference_ts = np.zeros(0)  # and their timestamps (with a season)
+        self.reference_phases = np.zeros(0, dtype=np.uint8)  # their bins (with a season)
         self._profile_version = -1  # the profile the chain's ranks were taken with
         # The history of the scanned scores (and their squares) in batch means, for a
         # long-run variance a warm-up is too short to show; the window being filled joins
@@ -76,7 +76,7 @@ class ScalarSignal(Signal):
     def _warm_add(self, seg: np.ndarray, ts: np.ndarray) -> None:
         self._buf.append(np.array(seg, dtype=np.float64))
         if self.season is not None:
-            self._tbuf.append(np.array(ts, dtype=np.float64))
+            self._tbuf.append(self.season.phases(ts))
         self._nbuf += seg.shape[0]
         if not self.dets:  # a warm-up: nothing else watches these values
             self._ewma_add(seg)
@@ -85,13 +85,15 @@ class ScalarSignal(Signal):
 
     def _fit(self) -> None:
         raw = np.concatenate(self._buf) if self._buf else np.zeros(0)
-        ts = np.concatenate(self._tbuf) if self._tbuf else np.zeros(0)
-        self._install(raw, ts)
+        phases = (np.concatenate(self._tbuf) if self._tbuf
+                  else np.zeros(0, dtype=np.uint8))
+        self._install(raw, phases)
         self._warm_reset()
 
-    def _install(self, raw: np.ndarray, ts: np.ndarray) -> None:
-        self.reference, self.reference_ts = raw, ts
-        ref = self._adjusted(raw, ts)
+    def _install(self, raw: np.ndarray, phases: np.ndarray) -> None:
+        """Reference values in arrival order, with their seasonal bins (with a season)."""
+        self.reference, self.reference_phases = raw, phases
+        ref = self._reference_adjusted()
         fa = self.fa_rate / len(self.shapes)
         self.chain = ScoreChain(ref, list(self.shapes.values()), fa, self.max_order, self.lrv)
         self._profile_version = self.season.version if self.season is not None else -1
@@ -99,6 +101,11 @@ class ScalarSignal(Signal):
                      for name, h in zip(self.shapes, self.chain.h, strict=True)]
 
     # -- monitoring -------------------------------------------------------------------------
+    def _reference_adjusted(self) -> np.ndarray:
+        if self.season is None or self.reference_phases.shape != self.reference.shape:
+            return self.reference
+        return self.season.adjust_phases(self.reference, self.reference_phases)
+
     def _adjusted(self, seg: np.ndarray, ts: np.ndarray) -> np.ndarray:
         if self.season is None or ts.shape != seg.shape:  # (no season; an old snapshot)
             return seg
@@ -142,7 +149,7 @@ class ScalarSignal(Signal):
         if self.season is not None:
             self.season.begin(ts)
             if self.season.version != self._profile_version:  # it learned a bin more
-                chain.rerank(self._adjusted(self.reference, self.reference_ts))
+                chain.rerank(self._reference_adjusted())
                 self._profile_version = self.season.version
         x = chain.scan_values(self._adjusted(seg, ts))
         return table_scan(self.dets, x, chain.tables, chain.mode, chain.scanned.ext)
@@ -203,9 +210,9 @@ class ScalarSignal(Signal):
             "ref": self.reference,
         }
         if self.season is not None:
-            out["ref_ts"] = self.reference_ts
+            out["ref_phase"] = self.reference_phases
         if self.season is not None:
-            out["tbuf"] = self._tbuf[0] if self._tbuf else np.zeros(0)
+            out["tbuf"] = self._tbuf[0] if self._tbuf else np.zeros(0, dtype=np.uint8)
             out.update(self.season.dump("season"))
         if self.chain is not None:
             out["filter"] = self.chain.state.copy()
@@ -228,19 +235,19 @@ class ScalarSignal(Signal):
         if self.season is not None:
             if r.has("season.sum"):
                 self.season.load(r.sub("season"))
-            tbuf = r.array("tbuf") if r.has("tbuf") else np.zeros(0)
+            tbuf = r.array("tbuf") if r.has("tbuf") else np.zeros(0, dtype=np.uint8)
             self._tbuf = [tbuf] if tbuf.shape[0] else []
 
     def _restore_reference(self, r: state.Reader) -> None:
         if r.has("ref"):
             buf, tbuf = self._buf, self._tbuf
             nbuf = self._nbuf
-            self._install(r.array("ref"),
-                          r.array("ref_ts") if r.has("ref_ts") else np.zeros(0))
+            self._install(r.array("ref"), r.array("ref_phase") if r.has("ref_phase")
+                          else np.zeros(0, dtype=np.uint8))
             self._buf, self._tbuf, self._nbuf = buf, tbuf, nbuf
             if self.chain is not None and r.has("filter"):
                 self.chain.state = r.array("filter")
-            if self.chain is not None:
+            if self.chain is not None and self.lrv and len(self.dets) == len(self.shapes):
                 hs = self.chain.recalibrate(self.history[0].lrv(1.0), self.history[1].lrv(2.0))
                 for d, h in zip(self.dets, hs, strict=True):
                     d.h = int(h * (1 << 24))

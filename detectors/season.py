@@ -12,11 +12,14 @@ How much of the shape is taken out depends on how smooth it is from bin to bin: 
 cycle is, the noise of a level that wanders on its own (a prompt mix) is not, and taking
 that out would only add it twice (see :meth:`SeasonalProfile.weight`).
 
-The profile outlives references: a new model version's warm-up starts with the cycle its
-predecessor learned (the load that drives it is the traffic's, not the model's), so a fresh
-deploy is not blind for a period. A bin never seen yet continues the curve from the two
-known bins before it. Each bin remembers about :data:`MEMORY_PERIODS` periods, so the profile
-follows a cycle that changes over weeks, and a level that shifts for good is absorbed evenly.
+A bin's offset counts once the bin was seen in two periods: on the first day a step change
+and a time of day look alike, and only the second day tells them apart (until then the
+signal is watched as it would be without a profile). The profile outlives references: a new
+model version's warm-up starts with the cycle its predecessor learned (the load that drives
+it is the traffic's, not the model's), so a fresh deploy is not blind for a period. A bin
+not counted yet continues the curve from the two counted bins before it. Each bin remembers
+about :data:`MEMORY_PERIODS` periods, so the profile follows a cycle that changes over
+weeks, and a level that shifts for good is absorbed evenly.
 
 Learning is the same however a run is cut into batches: what a bin takes in is merged when
 the clock (the running maximum of ``ts``; an out-of-order event never moves it back)
@@ -31,7 +34,8 @@ import numpy as np
 from driftline.detectors import state
 
 MEMORY_PERIODS = 14.0  # periods a bin's mean remembers
-MIN_KNOWN = 4  # bins with data before any shape is taken out
+MIN_KNOWN = 4  # bins that count before any shape is taken out
+MIN_PERIODS = 2  # periods a bin must be seen in to count
 
 
 class SeasonalProfile:
@@ -46,6 +50,10 @@ class SeasonalProfile:
         self.sum = np.zeros(self.bins)
         self.count = np.zeros(self.bins)
         self.visit = 0.0  # values a bin takes in per period (the largest visit so far)
+        # Periods each bin was seen in, and the last one: a bin counts once it was seen in
+        # two (a step change on the first day is not a time of day).
+        self.periods = np.zeros(self.bins)
+        self.last_period = np.full(self.bins, -1.0)
         self.clock = -math.inf
         self._bin = -1  # absolute bin of the clock (floor(clock / width))
         self._pending = [0.0, 0.0]  # sum and count taken in since the clock entered it
@@ -55,8 +63,11 @@ class SeasonalProfile:
     # -- reading ----------------------------------------------------------------------------
     @property
     def known(self) -> int:
-        """Bins with data."""
-        return int(np.count_nonzero(self.count))
+        """Bins whose offset counts: seen in at least :data:`MIN_PERIODS` periods."""
+        return int(np.count_nonzero(self._known_mask()))
+
+    def _known_mask(self) -> np.ndarray:
+        return (self.periods >= MIN_PERIODS) & (self.count > 0)
 
     def weight(self) -> float:
         """How much of the shape to take out, 0..1.
@@ -65,9 +76,9 @@ class SeasonalProfile:
         step between neighbouring known bins (von Neumann's ratio), independent noise
         gives ``d ~ v`` and a smooth cycle ``d << v``: ``1 - d / v`` takes a cycle out
         almost whole and noise not at all. 0 with fewer than :data:`MIN_KNOWN` bins."""
-        known = np.flatnonzero(self.count > 0)
+        known = np.flatnonzero(self._known_mask())
         if known.size < MIN_KNOWN:
-            return 1.0 if known.size >= 2 else 0.0
+            return 0.0
         mean = self.sum[known] / self.count[known]
         v = float(mean.var())
         if v <= 0.0:
@@ -82,7 +93,7 @@ class SeasonalProfile:
     def table(self) -> np.ndarray:
         """The offset taken out in every bin (``log1p`` units)."""
         if self._table is None:
-            known = np.flatnonzero(self.count > 0)
+            known = np.flatnonzero(self._known_mask())
             out = np.zeros(self.bins)
             if known.size:
                 mean = self.sum[known] / self.count[known]
@@ -102,14 +113,19 @@ class SeasonalProfile:
             self._table = out
         return self._table
 
-    def offsets(self, ts: np.ndarray) -> np.ndarray:
+    def phases(self, ts: np.ndarray) -> np.ndarray:
+        """The bin of the period each timestamp falls in (uint8 up to 256 bins)."""
         phase = np.floor(np.mod(ts, self.period_s) / self.width).astype(np.int64)
         np.clip(phase, 0, self.bins - 1, out=phase)
-        return self.table()[phase]
+        return phase.astype(np.uint8) if self.bins <= 256 else phase
 
     def adjust(self, x: np.ndarray, ts: np.ndarray) -> np.ndarray:
         """Values with their bin's offset taken out (``x >= 0``; monotone within a bin)."""
-        return np.expm1(np.log1p(x) - self.offsets(ts))
+        return self.adjust_phases(x, self.phases(ts))
+
+    def adjust_phases(self, x: np.ndarray, phases: np.ndarray) -> np.ndarray:
+        """:meth:`adjust` of values whose bins are known (a reference keeps only these)."""
+        return np.expm1(np.log1p(x) - self.table()[phases])
 
     # -- learning ---------------------------------------------------------------------------
     def until_next_bin(self, ts: np.ndarray) -> int:
@@ -143,6 +159,10 @@ class SeasonalProfile:
         if self._bin < 0 or c <= 0:
             return
         b = self._bin % self.bins
+        period = float(self._bin // self.bins)
+        if period != self.last_period[b]:
+            self.periods[b] += 1
+            self.last_period[b] = period
         self.visit = max(self.visit, c)
         self.sum[b] += s
         self.count[b] += c
@@ -158,6 +178,8 @@ class SeasonalProfile:
         return {f"{prefix}.sum": self.sum.copy(), f"{prefix}.count": self.count.copy(),
                 f"{prefix}.visit": self.visit, f"{prefix}.clock": float(self.clock),
                 f"{prefix}.bin": self._bin, f"{prefix}.psum": self._pending[0],
+                f"{prefix}.periods": self.periods.copy(),
+                f"{prefix}.last_period": self.last_period.copy(),
                 f"{prefix}.pcount": self._pending[1]}
 
     def load(self, r: state.Reader) -> None:
@@ -167,6 +189,8 @@ class SeasonalProfile:
                              f"has {self.bins}")
         self.sum, self.count = s.astype(np.float64), c.astype(np.float64)
         self.visit = r.real("visit")
+        self.periods = r.array("periods").astype(np.float64)
+        self.last_period = r.array("last_period").astype(np.float64)
         self.clock = r.real("clock")
         self._bin = r.integer("bin")
         self._pending = [r.real("psum"), r.real("pcount")]

@@ -8,7 +8,7 @@ Layout (all little-endian)::
       type 1 int     : i64
       type 2 float   : f64
       type 3 str     : u32 length, UTF-8
-      type 4 ndarray : u8 dtype (1=f64, 2=f32, 3=i64, 4=f16), u8 ndim, u32 * ndim shape,
+      type 4 ndarray : u8 dtype (1=f64, 2=f32, 3=i64, 4=f16, 5=u8 bytes), u8 ndim, u32 * ndim shape,
                        raw C-order data
 
 Fields form a flat namespace (``"latency.ref"``, ``"latency.det.0.s"``...). The
@@ -28,7 +28,8 @@ VERSION = 1
 
 Value = Union[None, int, float, str, np.ndarray]  # noqa: UP007 - runtime alias
 _DTYPES: dict[int, np.dtype] = {
-    1: np.dtype("<f8"), 2: np.dtype("<f4"), 3: np.dtype("<i8"), 4: np.dtype("<f2")}
+    1: np.dtype("<f8"), 2: np.dtype("<f4"), 3: np.dtype("<i8"), 4: np.dtype("<f2"),
+    5: np.dtype("u1")}
 _CODES = {v: k for k, v in _DTYPES.items()}
 
 

@@ -54,6 +54,16 @@ class Publisher:
             bootstrap_servers=bootstrap_servers, compression_type=compression_type,
             linger_ms=linger_ms, acks="all", enable_idempotence=True, **kafka)
 
+    @classmethod
+    def from_settings(cls, settings: Any, **options: Any) -> Publisher:
+        """A publisher connected as driftline's own ``Settings`` say (their bootstrap
+        servers, TLS and SASL, topic prefix)."""
+        from driftline.streams.kafka_clients import connection_kwargs
+
+        kw = connection_kwargs(settings)
+        return cls(kw.pop("bootstrap_servers"), topic_prefix=settings.topic_prefix,
+                   **kw, **options)
+
     async def __aenter__(self) -> Publisher:
         await self.start()
         return self
@@ -128,6 +138,15 @@ class Subscriber:
             group_id=group_id, isolation_level="read_committed",
             auto_offset_reset=auto_offset_reset, **kafka)
         self.skipped = 0  # records that were not valid drift events
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, group_id: str, **options: Any) -> Subscriber:
+        """A subscriber connected as driftline's own ``Settings`` say."""
+        from driftline.streams.kafka_clients import connection_kwargs
+
+        kw = connection_kwargs(settings)
+        return cls(kw.pop("bootstrap_servers"), group_id=group_id,
+                   topic_prefix=settings.topic_prefix, **kw, **options)
 
     async def __aenter__(self) -> Subscriber:
         await self._consumer.start()

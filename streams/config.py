@@ -95,6 +95,14 @@ class Settings:
     # Target false alarms per event per signal (the detectors' thresholds are computed
     # for it); the worker and `driftline replay` use the same value.
     false_alarm_rate: float = field(default=1e-6, metadata={"env": "DRIFTLINE_FALSE_ALARM_RATE"})
+    # How the detectors read production traffic (see detectors.MonitorConfig): "ar" learns
+    # its dependence in the warm-up, "off" calibrates for independent draws; a seasonal
+    # profile of this period (0: none) in this many bins; river detectors per signal.
+    dependence: str = field(default="ar", metadata={"env": "DRIFTLINE_DEPENDENCE"})
+    season_period_s: float = field(default=86_400.0,
+                                   metadata={"env": "DRIFTLINE_SEASON_PERIOD_S"})
+    season_bins: int = field(default=24, metadata={"env": "DRIFTLINE_SEASON_BINS"})
+    detectors: str = field(default="", metadata={"env": "DRIFTLINE_DETECTORS"})
     max_payload_bytes: int = field(default=64 * 1024,
                                    metadata={"env": "DRIFTLINE_MAX_PAYLOAD_BYTES"})
     batch_size: int = field(default=5000, metadata={"env": "DRIFTLINE_BATCH_SIZE"})
@@ -109,7 +117,7 @@ class Settings:
     run_hold_s: float = field(default=1.0, metadata={"env": "DRIFTLINE_RUN_HOLD_S"})
     # Snapshot arrays this big (a model's reference sample, its embedding centroids) are
     # kept in state records of their own, rewritten only when they change.
-    state_apart_bytes: int = field(default=2048,
+    state_apart_bytes: int = field(default=1024,
                                    metadata={"env": "DRIFTLINE_STATE_APART_BYTES"})
     max_model_labels: int = field(default=100, metadata={"env": "DRIFTLINE_MAX_MODEL_LABELS"})
     # Segments (detectors/segments.py): "KEY[,KEY...]" for every model and/or
@@ -179,7 +187,9 @@ class Settings:
         """The detectors' settings of this configuration (the worker's and replay's)."""
         from driftline.detectors import MonitorConfig
 
-        return MonitorConfig(warmup=self.warmup, target_false_alarm_rate=self.false_alarm_rate)
+        return MonitorConfig(warmup=self.warmup, target_false_alarm_rate=self.false_alarm_rate,
+                             dependence=self.dependence, season_period_s=self.season_period_s,
+                             season_bins=self.season_bins, detectors=self.detectors)
 
     def segment_plan(self) -> SegmentPlan:
         """Which models are segmented by which keys (the worker's and replay's)."""
@@ -304,7 +314,8 @@ def layered(environ: Mapping[str, str], file: Path | None = None,
 
 
 _AT_LEAST_ONE = ("partitions", "replication", "batch_size", "store_batch_size", "run_min",
-                 "max_model_labels", "max_payload_bytes", "max_segment_labels")
+                 "max_model_labels", "max_payload_bytes", "season_bins",
+                 "max_segment_labels")
 _POSITIVE = ("commit_interval_s", "batch_within_s", "run_hold_s")
 
 
@@ -336,6 +347,17 @@ def problems(s: Settings) -> list[tuple[str, str]]:
     if not 0.0 < s.false_alarm_rate < 0.1 or math.isnan(s.false_alarm_rate):
         out.append((env["false_alarm_rate"], "must be in (0, 0.1): false alarms per event "
                     "per signal, e.g. 1e-6"))
+    if s.dependence not in ("ar", "off"):
+        out.append((env["dependence"], "must be ar (learn the traffic's dependence) or off"))
+    if not s.season_period_s >= 0:
+        out.append((env["season_period_s"], "must be 0 (no profile) or a period in seconds"))
+    if s.detectors:
+        from driftline.detectors import MonitorConfig
+
+        try:
+            MonitorConfig(detectors=s.detectors)
+        except ValueError as exc:
+            out.append((env["detectors"], str(exc).removeprefix("detectors: ")))
     if not 0.0 <= s.log_sample_rate <= 1.0:
         out.append((env["log_sample_rate"], "must be between 0 and 1"))
     if not 1 <= s.segment_values <= 1000:

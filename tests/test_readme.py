@@ -61,5 +61,5 @@ def test_no_benchmark_history_in_the_guide_or_the_benchmarks() -> None:
 def test_every_reject_reason_is_documented() -> None:
     from driftline.streams.ingest.contract import REASONS
 
-    contract = _section("Event contract")
+    contract = _section("Event contract (schema version 1, JSON, Kafka key = `model_id`)")
     assert [r for r in REASONS if f"`{r}`" not in contract] == []

@@ -51,8 +51,8 @@ _HEADER = struct.Struct("<BI")  # version, length of the JSON offsets header
 # A snapshot array at least this big is by default stored in a record of its own, rewritten
 # only when it changes: a model's reference (a sample of latencies, the embedding
 # centroids) is most of its state and stays the same from the end of its warm-up to the
-# next deploy. (100 models with 384-d embeddings: 2.4 KB a checkpoint each, not 51 KB.)
-APART_BYTES = 2048
+# next deploy. (A model with 384-d embeddings: ~2.4 KB a checkpoint, not its whole ~75 KB.)
+APART_BYTES = 1024
 
 
 class RecordLike(Protocol):
@@ -410,12 +410,16 @@ class MonitorProcessor:
 
     @staticmethod
     def _check_dim(st: _ModelState, version: str | None, dim: int) -> None:
-        if st.dim is None or st.dim[0] != version:
+        """A model's embedding dimension is that of its first vector until a model update
+        resets it: a new version's vectors of another size, before its deploy notice,
+        are ``embedding_dim_changed`` (the monitor still holds the old dimension)."""
+        if st.dim is None:
             st.dim = [version, dim]
         elif st.dim[1] != dim:
             raise InvalidEvent("embedding_dim_changed",
-                               f"embedding dimension {dim}, model version {version!r} "
-                               f"uses {st.dim[1]}")
+                               f"embedding dimension {dim} (model version {version!r}); "
+                               f"this model's is {st.dim[1]} since version {st.dim[0]!r}: "
+                               "a new dimension needs a model update")
 
     def process(self, records: list[RecordLike], drain: bool = False) -> BatchResult:
         """Validate, apply and detect over one batch; nothing here touches Kafka.

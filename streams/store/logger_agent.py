@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
 from driftline.streams.ingest.consumer import BatchConsumer
 from driftline.streams.ingest.decoder import BatchDecoder
@@ -60,9 +61,9 @@ class LoggerAgent(Service):
         self.producer: AIOKafkaProducer | None = None
 
     async def on_start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
-                                         acks="all", enable_idempotence=True)
-        await self.producer.start()
+        self.producer = kafka_clients.producer(self.settings, acks="all",
+                                               enable_idempotence=True)
+        await kafka_clients.start(self.producer, self.settings)
         await self.consumer.start()
 
     async def on_stop(self) -> None:

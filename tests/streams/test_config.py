@@ -135,11 +135,11 @@ def test_overrides_win_over_env() -> None:
     assert (s.warmup, s.topic_prefix) == (300, "t")
 
 
-@pytest.mark.parametrize(("var", "value"), [
-    ("DRIFTLINE_PARTITIONS", "four"), ("DRIFTLINE_PARTITIONS", "4.5"),
-    ("DRIFTLINE_BATCH_WITHIN_S", "fast")])
-def test_malformed_numbers_are_refused(var: str, value: str) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(("var", "value", "kind"), [
+    ("DRIFTLINE_PARTITIONS", "four", "int"), ("DRIFTLINE_PARTITIONS", "4.5", "int"),
+    ("DRIFTLINE_BATCH_WITHIN_S", "fast", "float")])
+def test_malformed_numbers_are_refused(var: str, value: str, kind: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"{var}='{value}' is not a valid {kind}")):
         Settings.from_env({var: value})
 
 

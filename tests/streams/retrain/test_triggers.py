@@ -106,7 +106,7 @@ async def test_webhook_unreachable_gives_up() -> None:
 
 
 def test_webhook_requires_a_secret() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a webhook needs DRIFTLINE_WEBHOOK_SECRET"):
         WebhookTrigger("http://127.0.0.1:9/x", "")
 
 
@@ -154,7 +154,7 @@ async def test_command_timeout_and_missing_binary() -> None:
 
 
 def test_webhook_url_must_be_http() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="webhook url must be http:// or https://"):
         WebhookTrigger("ftp://127.0.0.1/x", SECRET)
 
 

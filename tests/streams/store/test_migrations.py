@@ -68,18 +68,22 @@ async def test_public_roles_can_neither_read_nor_write(clean_dsn: str, role: str
         for table in TABLES:
             async with conn.transaction():
                 await conn.execute(f"set local role {role}")
-                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError,
+                                   match=f"permission denied for table {table}"):
                     await conn.fetch(f"select * from public.{table}")
             async with conn.transaction():
                 await conn.execute(f"set local role {role}")
-                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError,
+                                   match=f"permission denied for table {table}"):
                     await conn.execute(f"insert into public.{table} default values")
         # and with the grants back (a later migration's mistake), RLS still hides rows
         async with conn.transaction():
             await conn.execute(f"grant select, insert on public.drift_events to {role}")
             await conn.execute(f"set local role {role}")
             assert await conn.fetch("select * from public.drift_events") == []
-            with pytest.raises(asyncpg.InsufficientPrivilegeError):  # RLS violation
+            with pytest.raises(asyncpg.InsufficientPrivilegeError,
+                               match="new row violates row-level security policy for table"
+                                     ' "drift_events"'):
                 await conn.execute(
                     "insert into drift_events (drift_id, model_id, kind, signal, detector,"
                     " detected_at, raw) values ('d2', 'm', 'accuracy', 's', 'x', now(), '{}')")
@@ -99,7 +103,8 @@ async def test_backend_roles_read_and_write(clean_dsn: str, role: str) -> None:
             await conn.execute("update drift_events set decision_id = 'x'")
             assert await conn.fetchval("select count(*) from drift_events") == 1
             if role == "driftline_writer":  # least privilege: no delete
-                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError,
+                                   match="permission denied for table drift_events"):
                     await conn.execute("delete from drift_events")
     finally:
         await conn.close()

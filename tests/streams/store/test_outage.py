@@ -111,5 +111,5 @@ async def test_logger_samples_deterministically(pg_store: PostgresStore) -> None
     ref = random.Random(42)
     expected = sum(ref.random() < 0.25 for _ in range(1000))
     assert log.sampled == expected == (await store.counts())["interactions"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"sample_rate must be within \[0, 1\]"):
         InteractionLogger(store, sample_rate=1.5)

@@ -6,9 +6,11 @@ import random
 
 import pytest
 from driftline.streams.config import Settings
+from driftline.streams.metrics import Metrics
 from driftline.streams.store import StoreError, StoreUnavailable, open_store
 from driftline.streams.store.base import RetryPolicy
 from driftline.streams.store.postgres import PostgresStore
+from prometheus_client import CollectorRegistry
 
 from tests.streams.store.events import drift_event, interactions
 
@@ -63,7 +65,7 @@ async def test_job_life_and_deploy(pg_store: PostgresStore) -> None:
     assert j2["state"] == "requested"
     counts = await pg_store.counts()
     assert counts["model_versions"] == 1 and counts["retrain_job_transitions"] == 4
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown job state 'exploded'"):
         await pg_store.job_transition("j2", "exploded")
 
 
@@ -97,18 +99,34 @@ async def test_errors_never_show_the_password(tmp_path) -> None:  # type: ignore
     store = PostgresStore(dsn, retry=RetryPolicy(initial_s=0.001, attempts=2),
                           rng=random.Random(1))
     assert "s3cr3t" not in repr(store)
-    with pytest.raises(StoreUnavailable) as err:
+    with pytest.raises(StoreUnavailable, match="gave up after 2 attempts") as err:
         await store.start()
-    assert "s3cr3t-pw" not in str(err.value) and "gave up after 2" in str(err.value)
+    assert "s3cr3t-pw" not in str(err.value)
     settings = Settings.from_env({"DATABASE_URL": dsn})
     assert "s3cr3t" not in repr(settings) and "s3cr3t" not in repr(open_store(settings))
 
 
-async def test_non_transient_error_is_not_retried(pg_store: PostgresStore) -> None:
-    bad = drift_event(1)
-    bad["kind"] = "vibes"  # violates the check constraint
-    with pytest.raises(StoreError):
-        await pg_store.write_drift_events([bad])
+async def test_non_transient_error_is_not_retried(clean_dsn: str) -> None:
+    # A bounded budget: a regression that took the error for transient ends in
+    # StoreUnavailable after three attempts (and fails below), instead of retrying until
+    # the test's timeout.
+    metrics = Metrics(CollectorRegistry())
+    store = PostgresStore(clean_dsn, retry=RetryPolicy(initial_s=0.001, attempts=3),
+                          rng=random.Random(7), metrics=metrics)
+    await store.start()
+    try:
+        bad = drift_event(1)
+        bad["kind"] = "vibes"  # violates the check constraint
+        with pytest.raises(StoreError, match="CheckViolationError") as err:
+            await store.write_drift_events([bad])
+        assert err.type is StoreError  # not its subclass StoreUnavailable: given up at once
+        errors = metrics.registry.get_sample_value("driftline_store_errors_total",
+                                                   {"table": "drift_events"})
+        retries = metrics.registry.get_sample_value("driftline_store_retries_total",
+                                                    {"table": "drift_events"})
+        assert (errors, retries) == (1.0, None)  # one attempt, no retry
+    finally:
+        await store.close()
 
 
 def test_open_store_picks_backend(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -122,5 +140,6 @@ def test_open_store_picks_backend(tmp_path) -> None:  # type: ignore[no-untyped-
     assert isinstance(rest, RestStore)
     emb = open_store(Settings.from_env({"DRIFTLINE_DATA_DIR": str(tmp_path)}))
     assert isinstance(emb, EmbeddedStore) and emb.server.data_dir == tmp_path / "pg"
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError,
+                       match="SUPABASE_URL is set but SUPABASE_SERVICE_ROLE_KEY is not"):
         open_store(Settings.from_env({"SUPABASE_URL": "http://127.0.0.1:1"}))

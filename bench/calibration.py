@@ -1,0 +1,237 @@
+"""Calibration: configured against realized run length, 1e4 to 1e9 events between false alarms.
+
+For each target (events between false alarms per detector) the thresholds come from
+``driftline.detectors.calibration`` as a monitor computes them: for a reference *estimated*
+from a warm-up of ``--warmup`` values, averaged over the warm-up's estimation error. The
+realized run length is measured the way a fleet of freshly warmed-up monitors meets it:
+every repetition draws a new reference (``--warmup`` independent values), builds the
+detector's increment table from it exactly as ``ScalarSignal`` does, and runs the CUSUM over
+fresh in-control values in a compiled loop, restarting after each alarm. The Bernoulli
+detector's reference rate is drawn from its warm-up too, and its run length at the true
+rate is exact (the skip-free recursion), so 1e9 costs nothing there.
+
+A second table prices each budget in detection delay (median over seeded runs, whole
+monitors on ``streams.offline.traffic``), which is how the default was chosen.
+
+    .venv/bin/python bench/calibration.py              # 1e4..1e9 (~10 min on 2 cores)
+    .venv/bin/python bench/calibration.py --quick      # 1e4..1e7, fewer repetitions
+    .venv/bin/python bench/calibration.py --adwin      # ADWIN(delta) false alarms per value
+
+Target: the realized run length is at least the configured one at every target (the lower
+end of its 95% interval at most 20% below it) and at most 3x above it (the 20% margin, the
+quadrature's safety and, for the Bernoulli grid, whole steps of the threshold).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
+import math
+import multiprocessing as mp
+import sys
+import time
+from dataclasses import replace
+
+import numba
+import numpy as np
+from driftline.detectors import ModelMonitor, MonitorConfig, calibration
+from driftline.detectors.cusum import SCALE, bernoulli_design
+from driftline.detectors.monitor import CALIBRATION_MARGIN
+from driftline.detectors.scores import NormalScores, mean_shape, spread_shape
+from driftline.streams.offline import traffic
+from driftline.streams.offline.traffic import Case, Shift
+
+SHAPES = {"mean +0.5 sd": mean_shape(0.5), "spread x1.5": spread_shape(1.5),
+          "spread x0.67": spread_shape(1 / 1.5)}
+
+
+@numba.njit(cache=True)
+def _run_cusum(ref: np.ndarray, table: np.ndarray, h: int, events: int, seed: int) -> int:
+    """Alarms of one CUSUM (increments ``table[column(x)]``, BY_RANK) over ``events`` fresh
+    N(0, 1) values, restarting at 0 after each alarm."""
+    np.random.seed(seed)
+    n = ref.shape[0] - 1
+    s = 0
+    alarms = 0
+    for _ in range(events):
+        v = np.random.standard_normal()
+        lo, hi = 0, n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if ref[mid] < v:
+                lo = mid + 1
+            else:
+                hi = mid
+        c = 2 * lo + (1 if ref[lo] == v else 0)
+        s += table[c]
+        if s < 0:
+            s = 0
+        if s >= h:
+            alarms += 1
+            s = 0
+    return alarms
+
+
+def _scalar_job(args: tuple[str, float, int, int, int]) -> tuple[str, float, int, int]:
+    name, arl, warmup, events, seed = args
+    rng = np.random.default_rng(seed)
+    scores = NormalScores(rng.standard_normal(warmup))
+    shape = SHAPES[name]
+    # As a monitor sets it: the budget less its calibration margin.
+    h = calibration.normal_cusum_threshold(shape, CALIBRATION_MARGIN / arl, warmup)
+    table = np.ascontiguousarray(scores.table(shape)[None, :][0])
+    alarms = _run_cusum(scores.ext, table, int(h * SCALE), events, seed)
+    return name, arl, alarms, events
+
+
+def scalar_rows(targets: list[float], warmup: int, reps: int, pool: mp.pool.Pool
+                ) -> list[str]:
+    jobs = []
+    for name in SHAPES:
+        for arl in targets:
+            # ~40 expected alarms at the configured rate, spread over the repetitions.
+            per = int(min(max(40 * arl / reps, 200_000), 4e9 / reps))
+            jobs += [(name, arl, warmup, per, 1000 * i + int(math.log10(arl)))
+                     for i in range(reps)]
+    res = pool.map(_scalar_job, jobs, chunksize=1)
+    lines = []
+    for name in SHAPES:
+        for arl in targets:
+            a = sum(r[2] for r in res if r[0] == name and r[1] == arl)
+            n = sum(r[3] for r in res if r[0] == name and r[1] == arl)
+            lines.append(_row(name, arl, a, n))
+    return lines
+
+
+def _row(name: str, arl: float, alarms: int, events: int) -> str:
+    realized = events / max(alarms, 1)
+    lo = events / (alarms + 1.96 * math.sqrt(alarms) + 2) if alarms else events / 3.0
+    ok = lo >= 0.8 * arl and realized <= 3.0 * arl
+    return (f"{name:24s} {arl:8.0e} {events:14,d} {alarms:7d} {realized:12.3g} "
+            f"{lo:12.3g} {realized / arl:7.2f}  {'ok' if ok else 'MISSED'}")
+
+
+def bernoulli_rows(targets: list[float], warmup_events: int, reps: int) -> list[str]:
+    """Up-CUSUM from p0 = 0.1 to 0.2: reference rate from a warm-up of ``warmup_events``
+    events; the run length at the true rate exact, averaged over the draws."""
+    rng = np.random.default_rng(7)
+    p_true = 0.1
+    lines = []
+    for arl in targets:
+        rates = []
+        for _ in range(reps):
+            n = int(warmup_events / p_true)
+            p0 = max(rng.binomial(n, p_true) / n, 1e-3)
+            a, unit = bernoulli_design(p0, 2.0)
+            h = calibration.bernoulli_threshold(a, unit, p0, float(p0 * n),
+                                                CALIBRATION_MARGIN / arl, True)
+            with np.errstate(all="ignore"):
+                run = calibration.bernoulli_arls(a, p_true, h, True)[h - 1]
+            rates.append(1.0 / run if run > 0 and math.isfinite(run) else 0.0)
+        realized = 1.0 / max(float(np.mean(rates)), 1e-300)
+        ok = 0.8 * arl <= realized <= 3.0 * arl
+        lines.append(f"{'bernoulli 10% -> 20%':24s} {arl:8.0e} {'(exact)':>14s} {'-':>7s} "
+                     f"{realized:12.3g} {'-':>12s} {realized / arl:7.2f}  "
+                     f"{'ok' if ok else 'MISSED'}")
+    return lines
+
+
+# -- budget versus delay ---------------------------------------------------------------------
+DELAY_SHIFTS = {
+    "latency +1 sd": Shift("latency", "mean", 1.0, 20_000),
+    "latency +0.5 sd": Shift("latency", "mean", 0.5, 20_000),
+    "error 10% -> 20%": Shift("error_rate", "rate", 0.2, 20_000),
+    "refusal 2% -> 4%": Shift("refusal_rate", "rate", 0.04, 20_000),
+}
+
+
+def _delay_job(args: tuple[float, str, int]) -> tuple[float, str, int | None]:
+    fa, name, seed = args
+    sh = DELAY_SHIFTS[name]
+    case = Case("iid", "iid", shift=sh)
+    n = sh.start + 12_000
+    cols = traffic.generate(case, n, seed)
+    mon = ModelMonitor("m", replace(MonitorConfig(), target_false_alarm_rate=fa))
+    ids = [str(i) for i in range(n)]
+    for a in range(0, n, 500):
+        for f in mon.observe_columns(ids[a:a + 500], cols.ts[a:a + 500], **cols.chunk(a, a + 500)):
+            if f.signal == sh.signal and int(f.event_id) >= sh.start:
+                return fa, name, int(f.event_id) - sh.start
+    return fa, name, None
+
+
+def delay_rows(budgets: list[float], seeds: int, pool: mp.pool.Pool) -> list[str]:
+    res = pool.map(_delay_job, [(b, n, s) for b in budgets for n in DELAY_SHIFTS
+                                for s in range(seeds)], chunksize=1)
+    lines = [f"{'events between false alarms':>28s} " + "".join(f"{n:>18s}" for n in DELAY_SHIFTS)
+             + "   fleet of 100 models at 10/s (6e8 events a week, 6 signals)"]
+    for b in budgets:
+        cells = []
+        for n in DELAY_SHIFTS:
+            d = [x for fa, nm, x in res if fa == b and nm == n and x is not None]
+            cells.append(f"{np.median(d):18.0f}" if d else f"{'missed':>18s}")
+        week = 100 * 10 * 86400 * 7 * 6 * b
+        lines.append(f"{1 / b:28.0e} " + "".join(cells) + f"   {week:,.1f} false alarms a week")
+    return lines
+
+
+def adwin_rows(n: int, pool: mp.pool.Pool) -> list[str]:
+    deltas = [0.002, 0.01, 0.05, 0.2, 0.5, 0.9]
+    res = pool.map(_adwin_job, [(d, s, n) for d in deltas for s in range(4)], chunksize=1)
+    return [f"ADWIN(delta={d}): {sum(k for dd, k in res if dd == d)} alarms in {4 * n:,} "
+            f"N(0, 1) values = {sum(k for dd, k in res if dd == d) / (4 * n):.3g} a value"
+            for d in deltas]
+
+
+def _adwin_job(args: tuple[float, int, int]) -> tuple[float, int]:
+    from river import drift
+
+    delta, seed, n = args
+    x = np.random.default_rng(seed).standard_normal(n).tolist()
+    det, k = drift.ADWIN(delta=delta), 0
+    for v in x:
+        det.update(v)
+        k += det.drift_detected
+    return delta, k
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="1e4..1e7 and fewer repetitions")
+    ap.add_argument("--warmup", type=int, default=MonitorConfig().warmup)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--adwin", action="store_true", help="measure ADWIN's false alarms only")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    with mp.get_context("fork").Pool(args.workers) as pool:
+        if args.adwin:
+            for line in adwin_rows(2_500_000, pool):
+                print(line)
+            return 0
+        targets = [1e4, 1e5, 1e6, 1e7] if args.quick else [1e4, 1e5, 1e6, 1e7, 1e8, 1e9]
+        reps = 8 if args.quick else 24
+        print(f"configured against realized run length (events between false alarms of one "
+              f"detector), references from a warm-up of {args.warmup:,}, {reps} references "
+              "a row")
+        print(f"{'detector':24s} {'target':>8s} {'events':>14s} {'alarms':>7s} "
+              f"{'realized':>12s} {'95% low':>12s} {'ratio':>7s}  target: realized >= 0.8x, "
+              "<= 3x")
+        lines = scalar_rows(targets, args.warmup, reps, pool)
+        lines += bernoulli_rows(targets, 200, 400)
+        for line in lines:
+            print(line)
+        print()
+        print("what each budget costs in delay (events after the shift, median of "
+              f"{6 if args.quick else 20} runs; i.i.d. traffic, whole monitors)")
+        budgets = [1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9]
+        for line in delay_rows(budgets, 6 if args.quick else 20, pool):
+            print(line)
+    print(f"\n{time.perf_counter() - t0:.0f} s")
+    return 1 if any("MISSED" in line for line in lines) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
