@@ -17,9 +17,11 @@ held-out distribution of ``1 - max cosine``. Two detectors watch it:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 from driftline.detectors import calibration, state
 from driftline.detectors.cusum import SCALE, Cusum, bernoulli_design
 from driftline.detectors.kernels import scan_many
@@ -106,6 +108,8 @@ class EmbeddingSignal(Signal):
         # The last NOVEL_KEPT values outside every centroid: index (in values seen),
         # nearest reference centroid, distance.
         self.novel = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))
+        self.novel_ids: list[str] = []  # their event ids, when the caller names its rows
+        self.names: Sequence[str] | None = None  # event ids of the update() running's rows
         self._warm_reset()
 
     def check(self, x: np.ndarray) -> None:
@@ -187,6 +191,7 @@ class EmbeddingSignal(Signal):
         assert self._cand is not None
         held = np.concatenate(self._held) if self._held else np.zeros(1)
         self.novel = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))
+        self.novel_ids = []
         self._install(self._cand, held)
         self._warm_reset()
 
@@ -241,6 +246,10 @@ class EmbeddingSignal(Signal):
                   - self._values.__array_interface__["data"][0]) // self._values.strides[0])
         sims = unit_rows(seg[rows], np.float64) @ self.centroids.T.astype(np.float64)
         at, near, dist = self.novel
+        names = self.names
+        got = ([names[i] for i in (start + rows).tolist()] if names is not None
+               else [""] * rows.shape[0])
+        self.novel_ids = (self.novel_ids + got)[-NOVEL_KEPT:]
         self.novel = (np.concatenate([at, self._base + start + rows])[-NOVEL_KEPT:],
                       np.concatenate([near, sims.argmax(axis=1)])[-NOVEL_KEPT:],
                       np.concatenate([dist, self._last_d[rows]])[-NOVEL_KEPT:])
@@ -267,8 +276,9 @@ class EmbeddingSignal(Signal):
         many of its interactions fell outside every reference centroid (beyond the held-out
         quantile of the distance), the reference centroid nearest to most of them and their
         median distance, and an exemplar of the new region (``exemplar_index``, into the
-        values passed to :meth:`update`): the interaction that raised the alarm, outside
-        every centroid itself when the novelty detector raised it.
+        values passed to :meth:`update`; ``exemplar_event_id`` when the caller named the
+        rows, :attr:`names`): the one of them at their median distance, else the interaction
+        that raised the alarm.
 
         Exact whatever the batches: the novelty detector's count follows from its statistic
         (each value outside adds ``a``, each inside takes 1), the distance detector's from
@@ -291,7 +301,17 @@ class EmbeddingSignal(Signal):
             counts = np.bincount(near[inside])
             out["nearest_centroid"] = int(counts.argmax())
             out["nearest_centroid_distance"] = float(np.median(dist[inside]))
-        out["exemplar_index"] = index
+        # A typical member of the new region: of the interactions outside every centroid in
+        # this update, the one at the median distance (the in-distribution tail just
+        # beyond the quantile is nearer); else the trigger.
+        ids = self.novel_ids if len(self.novel_ids) == kept_at.shape[0] else []
+        named = np.array([bool(i) for i in ids], dtype=bool).reshape(-1)
+        mine = np.flatnonzero(inside & named) if ids else np.zeros(0, dtype=np.int64)
+        if mine.shape[0]:
+            d = dist[mine]
+            out["exemplar_event_id"] = ids[int(mine[np.argmin(np.abs(d - np.median(d)))])]
+        else:
+            out["exemplar_index"] = index
         return out
 
     def _baseline(self) -> float:
@@ -314,11 +334,14 @@ class EmbeddingSignal(Signal):
             "ref_held": self.held,
             "filter": self.chain.state.copy() if self.chain is not None else np.zeros(0),
             "novel_at": self.novel[0], "novel_c": self.novel[1], "novel_d": self.novel[2],
+            "novel_ids": orjson.dumps(self.novel_ids).decode(),
         }
 
     def _load(self, r: state.Reader) -> None:
         if r.has("novel_at"):
             self.novel = (r.array("novel_at"), r.array("novel_c"), r.array("novel_d"))
+        if r.has("novel_ids"):
+            self.novel_ids = [str(i) for i in orjson.loads(str(r.text("novel_ids")))]
         self.dim = r.integer("dim")
         if self.dim:
             self._cap_fit()

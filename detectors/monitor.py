@@ -254,7 +254,14 @@ class ModelMonitor:
         found: list[tuple[int, int, Finding]] = []
         for order, name, rows, vals in inputs:
             sig = self.signals[name]
-            for alarm in sig.update(vals, ts[rows]):
+            if isinstance(sig, EmbeddingSignal):  # it names its exemplars
+                sig.names = _Rows(event_ids, rows)
+            try:
+                alarms = sig.update(vals, ts[rows])
+            finally:
+                if isinstance(sig, EmbeddingSignal):
+                    sig.names = None
+            for alarm in alarms:
                 row = int(rows[alarm.index])
                 found.append((row, order, Finding(
                     kind=sig.kind, signal=name, detector=alarm.detector,
@@ -317,6 +324,19 @@ class ModelMonitor:
         for name, sig in self.signals.items():
             sig.load(r.sub(name))
         return self
+
+
+class _Rows(Sequence[str]):
+    """The event ids of a signal's values (``rows`` of the batch), looked up on demand."""
+
+    def __init__(self, event_ids: Sequence[str], rows: np.ndarray) -> None:
+        self.ids, self.rows = event_ids, rows
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.ids[int(self.rows[i])]
 
 
 def _explained(explanation: dict[str, Any] | None, rows: np.ndarray,

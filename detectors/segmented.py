@@ -351,9 +351,11 @@ class SegmentedMonitor:
                 lab[sel] = k.take(batch, vals if whole else [vals[i] for i in sel.tolist()],
                                   out)
                 labels.append(lab)
+            model = [self._attributed(f, recent_at, ids, labels) for f in found]
             self._add_recent(recent_at, labels, n)
             out += [(-1, f) for f in self._feed_due()]
-        model = [self._attributed(f, recent_at, ids, labels) for f in found]
+        else:
+            model = found
         return model + [f for _, f in out]
 
     def flush(self) -> list[Finding]:
@@ -406,12 +408,18 @@ class SegmentedMonitor:
         got = at.get(f.signal)
         if got is None or not labels:
             return f
-        rows, _, before = got
+        rows, vals, before = got
         pos = next((k for k, r in enumerate(rows.tolist()) if ids[r] == f.event_id), None)
         if pos is None:
             return f
-        recent = self.recent[f.signal]
-        x, labs = recent.last(max(f.window, 1), before + pos + 1)
+        # The excursion: its values of this batch up to the alarm, the rest from before.
+        window = max(f.window, 1)
+        here = min(window, pos + 1)
+        old_x, old_labs = self.recent[f.signal].last(window - here, before)
+        now_labs = np.array([lab[rows[pos + 1 - here:pos + 1]] for lab in labels],
+                            dtype=object).reshape(len(labels), here)
+        x = np.concatenate([old_x, vals[pos + 1 - here:pos + 1]])
+        labs = np.concatenate([old_labs, now_labs], axis=1)
         c = self.budget
         inc = attribution.increments(self.model.signals[f.signal], f.detector, x,
                                      c.mean_shift, c.spread_ratio, c.rate_ratio,
