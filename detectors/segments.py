@@ -91,8 +91,27 @@ def values_of(records: Sequence[Any], key: str) -> list[str | None]:
     attributes (the decoder's interactions)."""
     if key == MODEL_VERSION:
         return [value_text(r.model_version) for r in records]
-    return [value_of(None, r.metadata, key) if r.metadata is not None else None
-            for r in records]
+    path = key[len(METADATA):]
+    if "." in path:
+        return [value_of(None, r.metadata, key) if r.metadata is not None else None
+                for r in records]
+    # One level (the common case): each distinct value checked once.
+    memo: dict[str, Any] = {}
+    out: list[str | None] = []
+    for r in records:
+        meta = r.metadata
+        v = meta.get(path) if type(meta) is dict else None  # (the decoder's: plain dicts)
+        if v is None:
+            out.append(None)
+            continue
+        if v.__class__ is not str:  # (True == 1: numbers and booleans unmemoised)
+            out.append(value_text(v))
+            continue
+        t = memo.get(v, memo)
+        if t is memo:
+            t = memo[v] = value_text(v)
+        out.append(t)  # type: ignore[arg-type]
+    return out
 
 
 @dataclass(frozen=True)
@@ -112,7 +131,7 @@ class SegmentConfig:
     model_share: float = 0.5
     min_share: float = 0.01
     rank_every: int = 1000
-    feed_rows: int = 512
+    feed_rows: int = 2048
 
     def __post_init__(self) -> None:
         if not self.keys:

@@ -42,7 +42,7 @@ log = logging.getLogger("driftline.store")
 _DRIFT_COLS = ("drift_id text, schema_version int, model_id text, model_version text, "
                "kind text, signal text, detector text, trigger_event_id text, "
                "detected_at timestamptz, baseline float8, \"current\" float8, "
-               "severity float8, raw jsonb")
+               "severity float8, segment jsonb, raw jsonb")
 _DECISION_COLS = ("decision_id text, model_id text, model_version text, action text, "
                   "outcome text, reason text, drift_ids text[], kinds text[], "
                   "max_severity float8, decided_at timestamptz")
