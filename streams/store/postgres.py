@@ -234,7 +234,9 @@ class PostgresStore(Store):
                              detail: dict[str, Any] | None = None) -> bool:
         check_state(state)
         payload = orjson.dumps(detail or {}).decode()
-        sql = ("with up as (update public.retrain_jobs set state = $2, detail = $3::jsonb,"
+        # (a transition's detail adds to the job's: its reason and segment stay)
+        sql = ("with up as (update public.retrain_jobs set state = $2,"
+               "   detail = coalesce(detail, '{}'::jsonb) || $3::jsonb,"
                "   updated_at = now()"
                f"  where job_id = $1 and {_RANK.format(col='state')}"
                f"      < {_RANK.format(col='$2::text')} returning job_id),"
