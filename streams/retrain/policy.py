@@ -273,7 +273,8 @@ class RetrainPolicy:
                                    "yet", **base)
         self._in_flight[base["decision_id"]] = (scope, action, now)
         return Decision(outcome=ACT,
-                        reason=f"{action}{' of ' + where if segment else ''}: {len(strong)} of {n} drift event(s) "
+                        reason=f"{action}{' of ' + where if segment else ''}: "
+                               f"{len(strong)} of {n} drift event(s) "
                                f"({', '.join(kinds)}) at or above severity "
                                f"{cfg.min_severity:.3g}, max {max_sev:.3g}", **base)
 
