@@ -118,12 +118,12 @@ class _Key:
              out: list[tuple[int, Finding]]) -> np.ndarray:
         """Route a batch (ranking at every ``rank_every`` interactions), queue each
         segment's rows; returns each row's segment value (for attribution)."""
-        cfg = self.owner.segments
         n = len(values)
         labels = np.empty(n, dtype=object)
         a = 0
         while a < n:
-            b = min(n, a + cfg.rank_every - self.table.period_n)
+            period = self._period()
+            b = min(n, a + period - self.table.period_n)
             chunk = values[a:b]
             self.table.add(chunk, b - a)
             other = len(self.slots)
@@ -141,10 +141,16 @@ class _Key:
                     seg.add(batch.piece(a + grp))
                     routed[(self.key, seg.value)] = (routed.get((self.key, seg.value), 0)
                                                      + grp.shape[0])
-            if self.table.period_n >= cfg.rank_every:
+            if self.table.period_n >= period:
                 self._rank(out)
             a = b
         return labels
+
+    def _period(self) -> int:
+        """Interactions until the next ranking: the first comes after a tenth of
+        ``rank_every`` (busy values get their monitors early in a model's life)."""
+        every = self.owner.segments.rank_every
+        return max(10, every // 10) if self.table.total == 0.0 else every
 
     def _rank(self, out: list[tuple[int, Finding]]) -> None:
         cfg = self.owner.segments

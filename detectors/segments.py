@@ -3,8 +3,9 @@
 A segment key is a field of the interaction: ``model_version`` or a ``metadata.<path>``
 (``metadata.tenant``, ``metadata.region``, ``metadata.a.b`` for nested objects). Its values
 come from producers, so they are untrusted: a key keeps monitors for at most
-``max_values`` of them (the busiest, re-ranked every ``rank_every`` interactions by counts
-that decay with a half-life of :data:`HALF_LIFE_RANKINGS` rankings), and pools the rest --
+``max_values`` of them (the busiest, re-ranked every ``rank_every`` interactions -- the
+first time after a tenth of it -- by counts that decay with a half-life of
+:data:`HALF_LIFE_RANKINGS` rankings; at least :data:`MIN_ADMIT`), and pools the rest --
 values too rare to rank, absent ones, anything but a short string, number or boolean -- in
 one segment named :data:`OTHER`. Memory is bounded per key: ``max_values + 1`` monitors and
 a table of at most :meth:`SegmentConfig.table_size` counted values (:class:`ValueTable`).
@@ -40,6 +41,7 @@ OTHER = "other"  # the pooled segment (a value literally "other" joins it)
 MAX_VALUE_CHARS = 128  # longer values are pooled, not cut (a cut could merge two values)
 MAX_KEY_CHARS = 128
 HALF_LIFE_RANKINGS = 4  # counts halve every 4 rankings
+MIN_ADMIT = 20.0  # interactions (decayed) a value needs for a monitor, whatever its share
 EVICT_RATIO = 2.0  # a value replaces the weakest monitored one when twice as busy
 _DECAY = 0.5 ** (1.0 / HALF_LIFE_RANKINGS)
 _PATH_PART = re.compile(r"[A-Za-z0-9_\-]+")
@@ -269,7 +271,8 @@ class ValueTable:
     def rank(self, monitored: Sequence[str], max_values: int, min_share: float
              ) -> tuple[list[str], list[str]]:
         """(values to evict, values to admit), in that order, for at most ``max_values``
-        monitored values: a value admitted needs ``min_share`` of the traffic and, when no
+        monitored values: a value admitted needs ``min_share`` of the traffic (and
+        :data:`MIN_ADMIT` interactions) and, when no
         slot is free, twice the count of the value it replaces; a monitored value below a
         quarter of ``min_share`` goes (its slot is free again)."""
         d = self.decayed
@@ -277,8 +280,9 @@ class ValueTable:
         evict = [v for v in monitored if d.get(v, 0.0) < floor / 4]
         kept = [v for v in monitored if v not in evict]
         admit: list[str] = []
+        need = max(floor, MIN_ADMIT)
         cands = [v for v in sorted(d, key=lambda v: (-d[v], v))
-                 if v not in monitored and v != OTHER and d[v] >= floor]
+                 if v not in monitored and v != OTHER and d[v] >= need]
         for v in cands:
             if len(kept) + len(admit) < max_values:
                 admit.append(v)

@@ -157,12 +157,12 @@ def test_the_budget_is_split_bonferroni_over_the_model_level_and_the_keys(
 
 def test_a_shift_in_one_tenant_is_found_in_its_segment_and_attributed_at_the_model() -> None:
     who, lat, _ = _stream(7, 14_000, 8000)
-    m = SegmentedMonitor("m", CFG, SegmentConfig((TENANT,), max_values=4))
+    m = SegmentedMonitor("m", CFG, SegmentConfig((TENANT,), max_values=5))
     found = _feed(m, who, lat, None, 700)
     seg = [f for f in found if f.segment]
     model = [f for f in found if not f.segment]
     assert [(f.segment, f.signal, f.detector, f.event_id) for f in seg] == [
-        (((TENANT, "t1"),), "latency", "cusum_mean_up", "e8112")]
+        (((TENANT, "t1"),), "latency", "cusum_mean_up", "e8111")]
     assert [(f.signal, f.detector, f.event_id) for f in model] == [
         ("latency", "cusum_spread_up", "e8164")]
     top = model[0].attribution[0]
@@ -179,7 +179,7 @@ def test_a_shift_in_one_tenant_is_found_in_its_segment_and_attributed_at_the_mod
 
 def test_an_embedding_alarm_names_centroid_novel_count_and_an_exemplar() -> None:
     who, lat, emb = _stream(7, 12_000, 7000, dim=16)
-    m = SegmentedMonitor("m", CFG, SegmentConfig((TENANT,), max_values=4))
+    m = SegmentedMonitor("m", CFG, SegmentConfig((TENANT,), max_values=5))
     found = [f for f in _feed(m, who, lat, emb, 1000) if f.signal == "embedding"]
     assert found, "the new topic was not found"
     for f in found:
@@ -196,7 +196,7 @@ def test_findings_do_not_depend_on_how_the_stream_is_cut() -> None:
     who, lat, _ = _stream(3, 12_000, 7000)
     runs = []
     for batch in (97, 1000, 12_000):
-        m = SegmentedMonitor("m", CFG, SegmentConfig((TENANT,), max_values=4,
+        m = SegmentedMonitor("m", CFG, SegmentConfig((TENANT,), max_values=5,
                                                      rank_every=500))
         runs.append(sorted(map(_key, _feed(m, who, lat, None, batch)), key=repr))
     assert runs[0] and runs[0] == runs[1] == runs[2]
@@ -204,7 +204,7 @@ def test_findings_do_not_depend_on_how_the_stream_is_cut() -> None:
 
 def test_a_restored_snapshot_continues_exactly() -> None:
     who, lat, _ = _stream(3, 12_000, 7000)
-    seg = SegmentConfig((TENANT,), max_values=4, rank_every=500)
+    seg = SegmentConfig((TENANT,), max_values=5, rank_every=500)
     whole = _feed(SegmentedMonitor("m", CFG, seg), who, lat, None, 500)
     first = SegmentedMonitor("m", CFG, seg)
     before = _feed(first, who, lat, None, 500, stop=5000)
