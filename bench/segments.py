@@ -193,6 +193,34 @@ def throughput(recs: list[Record], segments: SegmentPlan | None, config: Monitor
     return (len(recs) - warm) / (time.process_time() - t0)
 
 
+def report(path: Path, n: int, config: MonitorConfig) -> None:
+    """Seed 0's stream through ``driftline replay`` segmented by tenant, with a report of
+    the model and of every segment that raised a detection (docs/report-segments.png)."""
+    import tempfile
+
+    from driftline.streams.offline import replay
+    from driftline.streams.offline.report.recorder import chart_name
+
+    names, cols, emb, _ = stream(0, n, n // 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "interactions.jsonl"
+        with src.open("wb") as fh:
+            for i in range(n):
+                fh.write(orjson.dumps({
+                    "event_id": str(i), "model_id": "assistant", "ts": 1_767_225_600 + i,
+                    "latency_ms": float(cols["latency_ms"][i]),
+                    "correct": bool(cols["correct"][i]),
+                    "embedding": emb[i].tolist(), "metadata": {"tenant": names[i]}}) + b"\n")
+        charts = ("assistant", chart_name("assistant", {KEY: "t00"}))
+        truth = [{"model_id": c, "kind": k, "signal": s, "start_x": n // 2}
+                 for c in charts for s, k in (("latency", "behavior"),
+                                              ("error_rate", "accuracy"),
+                                              ("embedding", "embedding"))]
+        replay.run(src, Path(tmp) / "drift.jsonl", config=config, report_path=path,
+                   truth=truth, segments=SegmentPlan.parse(KEY, max_values=SEGMENTS))
+    print(f"report written to {path}")
+
+
 def median(xs: list[float]) -> float:
     return float(np.median(xs)) if xs else math.nan
 
@@ -207,10 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=1e-6, help="budget of the quality runs")
     ap.add_argument("--tp-events", type=int, default=200_000)
     ap.add_argument("--quick", action="store_true", help="fewer events everywhere")
+    ap.add_argument("--report", type=Path, help="only write seed 0's replay report (.png/.html)")
     args = ap.parse_args(argv)
     if args.quick:
         args.fa_events = 60_000
     cfg = MonitorConfig(warmup=1000, target_false_alarm_rate=args.rate, season_period_s=0.0)
+    if args.report:
+        report(args.report, args.events, cfg)
+        return 0
 
     gate = Gate(f"segments: 1 of {SEGMENTS} (10% of traffic) shifts; {args.seeds} seeds")
     q = quality(args.seeds, args.events, cfg)

@@ -450,6 +450,7 @@ def _run_model(c: _Chunk | None, rows: np.ndarray, ri: np.ndarray, labels: _Labe
 
 
 REPORT_STEP = 50  # interactions between two samples of a model's signals in a report
+REPORT_FEED = 10 * REPORT_STEP  # a segmented model's segments fed that often for a report
 SEGMENT_INDEX_KEPT = 1 << 17  # event ids of a segmented model's report, for its segments'
 
 
@@ -476,6 +477,9 @@ def _record(models: _Models, mon: ModelMonitor | SegmentedMonitor, model_id: str
             ids[s0:s1], ts[s0:s1], latency_ms=lat[s0:s1], output_tokens=tok[s0:s1],
             refusal=ref[s0:s1], feedback=fb[s0:s1], correct=cor[s0:s1], embeddings=sub,
             embedding_rows=er[sel] - s0, interactions=n_int, **part)
+        if isinstance(mon, SegmentedMonitor) and (count + n_int) // REPORT_FEED > (
+                count // REPORT_FEED):  # segments drawn as they go (same findings)
+            fs += mon.flush()
         cum = np.cumsum(ipos[s0:s1])
         at = {ids[k]: count + max(0, int(cum[k - s0]) - 1) for k in range(s0, s1)}
         if extra:  # a segment's finding may name an interaction of an earlier step
