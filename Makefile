@@ -37,6 +37,7 @@ typecheck-links:
 ## delay, miss or false-alarm bound (CI runs this after `make test`). One command per suite.
 quality: $(STAMP)
 	$(BIN)/python bench/quality.py --ci
+	$(BIN)/python bench/real_traffic.py --ci
 
 ## Only the tests that need no broker, database or Prometheus.
 unit: $(STAMP)

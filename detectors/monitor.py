@@ -151,6 +151,7 @@ class ModelMonitor:
         fa = self.config.target_false_alarm_rate * CALIBRATION_MARGIN
         self._events = 0
         self.specs = list(catalogue.SIGNALS)
+        self._fits_seen: dict[str, int] = {}
         self.signals: dict[str, Signal] = {
             s.name: s.build(self.config, fa, self.seasons.get(s.name)) for s in self.specs}
 
@@ -203,6 +204,38 @@ class ModelMonitor:
             correct=_column(catalogue.by_name("error_rate"), [correct]),
             feedback=_column(catalogue.by_name("negative_feedback_rate"), [feedback]),
             interactions=0)
+
+    def learn_history(self, ts: np.ndarray, **fields: np.ndarray | None) -> int:
+        """Seed the seasonal profiles from interactions older than any observed (the
+        store's rows or a topic's retained history, in time order), so that a fresh
+        deploy knows its time-of-day (or -week) shape at once instead of after two
+        periods. Nothing is monitored or alarmed; the references are not touched.
+
+        ``fields`` are columns as for :meth:`observe_columns`. Returns the values taken
+        in. Raises ``ValueError`` when ``ts`` is not ascending or starts before values
+        already seen (history is the past)."""
+        ts = np.asarray(ts, dtype=np.float64)
+        if ts.shape[0] > 1 and np.any(np.diff(ts) < 0):
+            raise ValueError("history: ts must be ascending")
+        taken = 0
+        for spec in self.specs:
+            season = self.seasons.get(spec.name)
+            col = fields.get(spec.field)
+            if season is None or col is None:
+                continue
+            col = np.asarray(col, dtype=np.float64)
+            if col.shape != ts.shape:
+                raise InvalidValue(f"{spec.name}: column of shape {col.shape} for "
+                                   f"{ts.shape[0]} timestamps")
+            rows = np.flatnonzero(~np.isnan(col))
+            if rows.size and ts[rows[0]] < season.clock:
+                raise ValueError(f"history: {spec.name} has values up to ts={season.clock:g}; "
+                                 "history must come before them")
+            vals = col[rows]
+            _check(spec, vals)
+            season.learn(spec.values(vals), ts[rows])
+            taken += int(rows.size)
+        return taken
 
     def observe_columns(self, event_ids: Sequence[str], ts: np.ndarray, *,
                         embeddings: np.ndarray | None = None,
@@ -275,6 +308,16 @@ class ModelMonitor:
     def warnings(self) -> list[str]:
         """What the references in force could not estimate well (see ``Signal.warnings``)."""
         return [w for sig in self.signals.values() for w in sig.warnings()]
+
+    def new_warnings(self) -> list[tuple[str, str]]:
+        """(signal, warning) of the references learned since the last call that could not
+        estimate something well: what the worker logs and counts once per reference."""
+        out: list[tuple[str, str]] = []
+        for name, sig in self.signals.items():
+            if self._fits_seen.get(name, 0) != sig.fits:
+                self._fits_seen[name] = sig.fits
+                out.extend((name, w) for w in sig.warnings())
+        return out
 
     # -- state -----------------------------------------------------------------------
     def snapshot(self) -> bytes:

@@ -58,6 +58,16 @@ class Windows:
             self.counts = self.counts[:k].reshape(-1, 2).sum(axis=1)
             self.base *= 2
 
+    def estimable(self, p: float) -> bool:
+        """Whether :meth:`dispersion` had windows to read at rate ``p``: 8 or more with 10
+        or more expected events each."""
+        c, w = self.counts, self.base
+        while c.shape[0] >= 8 and (w * p <= 50.0 or w == self.base):
+            if w * p >= 10.0:
+                return True
+            c, w = c[: c.shape[0] // 2 * 2].reshape(-1, 2).sum(axis=1), w * 2
+        return False
+
     def dispersion(self, p: float) -> float:
         """Relative spread of the rate across windows, beyond binomial sampling, at the
         largest window with 8 or more windows and 10 to ~50 expected events: from the
@@ -190,6 +200,16 @@ class RateSignal(Signal):
             self._designs.append((a, unit, up))
         self._table = np.array([[-1, a] if up else [1, -a] for a, _, up in self._designs],
                                dtype=np.int64)
+
+    def warnings(self) -> list[str]:
+        if not self.dets or not self.use_dispersion:
+            return []
+        p = max(self.p0, self.floor)
+        if self._ref_windows.estimable(p):
+            return []
+        return [f"{self.name}: the reference's {self._n:,} outcomes ({self._events:,} events) "
+                f"are too few to show how the rate varies across windows; it is priced as "
+                f"binomial until the quiet history that joins the reference shows it"]
 
     # -- monitoring -------------------------------------------------------------------------
     def _step(self, values: np.ndarray, ts: np.ndarray) -> int:

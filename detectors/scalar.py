@@ -167,15 +167,8 @@ class ScalarSignal(Signal):
             self.season.take(seg)
 
     def _learn_season(self, seg: np.ndarray, ts: np.ndarray) -> None:
-        """Take warm-up values into the profile, one clock bin at a time."""
-        season = self.season
-        assert season is not None
-        i = 0
-        while i < seg.shape[0]:
-            k = season.until_next_bin(ts[i:])
-            season.begin(ts[i: i + k])
-            season.take(seg[i: i + k])
-            i += k
+        assert self.season is not None
+        self.season.learn(seg, ts)
 
     def _alarm(self, det: int, s: int, run: int, index: int) -> Alarm:
         assert self.chain is not None

@@ -153,6 +153,16 @@ class SeasonalProfile:
             self._pending[0] += float(np.sum(np.log1p(x)))
             self._pending[1] += float(x.shape[0])
 
+    def learn(self, x: np.ndarray, ts: np.ndarray) -> None:
+        """Take values (``ts`` ascending, not before the clock) into the profile, one clock
+        bin at a time: a warm-up's values, or history from before the monitor started."""
+        i = 0
+        while i < x.shape[0]:
+            k = self.until_next_bin(ts[i:])
+            self.begin(ts[i: i + k])
+            self.take(x[i: i + k])
+            i += k
+
     def _merge(self) -> None:
         s, c = self._pending
         self._pending = [0.0, 0.0]

@@ -263,6 +263,11 @@ class SegmentedMonitor:
     def warnings(self) -> list[str]:
         return self.model.warnings()
 
+    def new_warnings(self) -> list[tuple[str, str]]:
+        """The model level's (a segment's reference learns from a tenth of the traffic or
+        less; its warnings would repeat the model's for every segment)."""
+        return self.model.new_warnings()
+
     def deploy(self, model_version: str | None) -> list[Finding]:
         """A new version: every reference starts afresh (the segments stay admitted).
         Returns what the segments' waiting interactions raised before it."""

@@ -69,6 +69,7 @@ class Signal(abc.ABC):
         self.persisted = False  # the alarmed change went on while it was
         self.last_alarm = -1  # index (in values seen) of the last alarm, published or not
         self.suppressed = 0  # alarms of a persisting change, not published again
+        self.fits = 0  # references learned (warm-ups and adopted candidates), for warnings
 
     @property
     def monitoring(self) -> bool:
@@ -95,6 +96,7 @@ class Signal(abc.ABC):
                 i += take
                 if done:
                     self._fit()
+                    self.fits += 1
                 continue
             step = self._step(values[i:], ts[i:])
             done = False
@@ -157,6 +159,7 @@ class Signal(abc.ABC):
         self.relearning = False
         if self.persisted:
             self._fit()
+            self.fits += 1
         else:
             self._warm_reset()
         self.persisted = False

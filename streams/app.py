@@ -22,7 +22,7 @@ from typing import Any
 
 import faust
 import orjson
-from driftline.detectors import MonitorConfig
+from driftline.detectors import MonitorConfig, catalogue
 from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
 from driftline.streams.ingest.decoder import BatchDecoder
@@ -73,6 +73,7 @@ def create_app(
     metrics = metrics or Metrics(max_models=settings.max_model_labels,
                                  max_segments=settings.max_segment_labels)
     monitor_config = monitor_config or settings.monitor_config()
+    metrics.set_budget(monitor_config.target_false_alarm_rate, len(catalogue.SIGNALS))
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",

@@ -233,6 +233,10 @@ class Metrics:
         self.drift_events = Counter(
             "driftline_drift_events_total", "Drift events published",
             ["model", "kind", "signal", "detector"], registry=r)
+        self.reference_warnings = Counter(
+            "driftline_reference_warnings_total",
+            "References learned from too little data for what they estimate (each is "
+            "logged with what and why), by signal", ["signal"], registry=r)
         self.detector_statistic = SignalGauge(
             "driftline_detector_statistic",
             "Current detector statistic per model and signal", r)
@@ -336,6 +340,19 @@ class Metrics:
         self.segment_bytes = Gauge(
             "driftline_segment_state_bytes", "State held by a model's segment monitors",
             ["model"], registry=r)
+        # The false-alarm budget, so that a recording rule can state it per model per day
+        # at each model's observed rate (prometheus/rules/driftline.yml).
+        self.false_alarm_budget = Gauge(
+            "driftline_false_alarm_budget",
+            "Configured false alarms per event, per signal (DRIFTLINE_FALSE_ALARM_RATE)",
+            registry=r)
+        self.budgeted_signals = Gauge(
+            "driftline_budgeted_signals",
+            "Signals each holding that budget (a model's budget is their sum)", registry=r)
+
+    def set_budget(self, per_event: float, signals: int) -> None:
+        self.false_alarm_budget.set(per_event)
+        self.budgeted_signals.set(signals)
 
     def observe_signal(self, model_id: str, signal: str, *, statistic: float | None = None,
                        threshold: float | None = None, baseline: float | None = None,

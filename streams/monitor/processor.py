@@ -661,6 +661,9 @@ class MonitorProcessor:
             return []
         self.metrics.interactions.labels(self.metrics.model(model_id)).inc(n)
         seg.count_routed(self.metrics, model_id, st.monitor)
+        for signal_name, warning in st.monitor.new_warnings():
+            log.warning("model %s: %s", model_id, warning)
+            self.metrics.reference_warnings.labels(signal_name).inc()
         self.processed += n
         self.metrics.event_age.observe(max(0.0, self.clock() - float(cols[0, -1])))
         return [(model_id, f) for f in found]

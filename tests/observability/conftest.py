@@ -57,6 +57,7 @@ def touch_all(m: Metrics) -> None:
     m.store_errors.labels("interactions").inc()
     m.store_up.labels("postgres").set(1)
     m.buffer_fill.labels("interactions").set(0.25)
+    m.reference_warnings.labels("latency").inc()
     seg = m.segment(label, "metadata.tenant", "acme")
     m.segment_interactions.labels(label, seg).inc()
     m.segment_drift_events.labels(label, seg, "behavior", "latency", "cusum_mean_up").inc()

@@ -198,6 +198,13 @@ async def _checkpoint(dl: Driftline) -> None:
         await durable
 
 
+async def test_create_app_exports_the_false_alarm_budget() -> None:
+    reg = CollectorRegistry()
+    create_app(_settings(DRIFTLINE_FALSE_ALARM_RATE="2e-7"), metrics=Metrics(reg))
+    assert reg.get_sample_value("driftline_false_alarm_budget") == 2e-7
+    assert reg.get_sample_value("driftline_budgeted_signals") == 6.0  # the catalogue's
+
+
 async def test_create_app_assembles_topics_and_agents() -> None:
     dl = create_app(_settings(), metrics=Metrics(CollectorRegistry()))
     assert dl.monitor.inputs == ["t.interactions", "t.feedback", "t.model-updates"]

@@ -902,3 +902,21 @@ def test_segment_metrics_count_every_routed_interaction() -> None:
     assert sum(per.values()) == 900
     assert per["other"] == 100  # before the first ranking, after 100 interactions
     assert (per["acme"], per["globex"], per["initech"]) == (266, 267, 267)  # i % 3 from 100
+def test_a_reference_learned_from_too_little_data_is_logged_and_counted_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A warm-up of 100 values is worth fewer than the 200 independent ones a latency level
+    # needs, and a rate reference of ~1,000 outcomes at 5% refusals (it waits for enough
+    # events) has too few windows of 10 expected refusals to show the rate's spread.
+    reg = CollectorRegistry()
+    proc = _processor(reg)
+    with caplog.at_level("WARNING", logger="driftline.monitor"):
+        records = _latency_stream(3000, shift_at=10**9, factor=1.0).records
+        _run(proc, records[:1500])
+        _run(proc, records[1500:])
+    lines = [r.getMessage() for r in caplog.records]
+    assert [m for m in lines if m.startswith("model m1: latency: the warm-up's 100 values")]
+    assert reg.get_sample_value("driftline_reference_warnings_total",
+                                {"signal": "latency"}) == 1.0
+    assert reg.get_sample_value("driftline_reference_warnings_total",
+                                {"signal": "refusal_rate"}) == 1.0
+    assert len(lines) == 2 + sum(1 for m in lines if "output_length" in m)
