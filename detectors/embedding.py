@@ -333,13 +333,16 @@ class EmbeddingSignal(Signal):
                           else empty),
             "ref_held": self.held,
             "filter": self.chain.state.copy() if self.chain is not None else np.zeros(0),
-            "novel_at": self.novel[0], "novel_c": self.novel[1], "novel_d": self.novel[2],
+            "novel_at": self.novel[0], "novel_c": self.novel[1],
+            # (distances are float32 values: distances_to rounds them)
+            "novel_d": self.novel[2].astype(np.float32),
             "novel_ids": orjson.dumps(self.novel_ids).decode(),
         }
 
     def _load(self, r: state.Reader) -> None:
         if r.has("novel_at"):
-            self.novel = (r.array("novel_at"), r.array("novel_c"), r.array("novel_d"))
+            self.novel = (r.array("novel_at"), r.array("novel_c"),
+                          r.array("novel_d").astype(np.float64))
         if r.has("novel_ids"):
             self.novel_ids = [str(i) for i in orjson.loads(str(r.text("novel_ids")))]
         self.dim = r.integer("dim")
