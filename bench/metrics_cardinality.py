@@ -31,8 +31,6 @@ def feed(m: Metrics, n_models: int) -> None:
                              baseline=0.5, current=0.6, kind=kind)
             if i % 10 == 0:
                 m.drift_events.labels(label, kind, signal, "adwin").inc()
-        # A caller that bypasses observe_signal still lands on the capped label.
-        m.detector_statistic.labels(label, "latency").set(float(i))
 
 
 def measure(n_models: int, cap: int) -> dict[str, float]:

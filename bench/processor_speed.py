@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 import orjson
 from driftline.detectors import MonitorConfig
+from driftline.streams.ingest.records import Record
 from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.agent import tune_gc
-from driftline.streams.monitor.processor import MonitorProcessor, Record
+from driftline.streams.monitor.processor import MonitorProcessor
+from driftline.streams.runtime import GC_GEN0_THRESHOLD, tune_gc
 from prometheus_client import CollectorRegistry
 
 TOPIC = "driftline.interactions"
@@ -108,8 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     # before the one-decoder change, 0.24-0.27 after, on the shared 2-core host.
     ap.add_argument("--target", type=float, default=0.2,
                     help="processor / bare on the scalar stream, at least")
+    ap.add_argument("--gc-gen0", type=int, default=GC_GEN0_THRESHOLD,
+                    help="the collector's young-generation threshold (streams/runtime.py)")
     args = ap.parse_args(argv)
-    tune_gc()
+    tune_gc(args.gc_gen0)
     streams = [("scalar", records(args.events, args.models, 1)),
                ("scalar 1% poison", records(args.events, args.models, 1, poison=0.01)),
                (f"{args.dim}-d half b64", records(args.events // 10, args.models, 2,

@@ -50,8 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from driftline.detectors import ModelMonitor, MonitorConfig
 from driftline.detectors.segmented import SegmentedMonitor
 from driftline.detectors.segments import SegmentConfig, SegmentPlan
+from driftline.streams.ingest.records import Record
 from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.processor import MonitorProcessor, Record
+from driftline.streams.monitor.processor import MonitorProcessor
 from gate import Gate
 from prometheus_client import CollectorRegistry
 

@@ -53,8 +53,13 @@ class Windows:
         self._fold()
 
     def _fold(self) -> None:
+        """Pair the windows up into windows twice as long while they are too many; an odd
+        last one is half of the next window, and joins the open one (which follows it), so
+        the windows are the same however the stream was cut into batches."""
         while self.counts.shape[0] > self.MAX_WINDOWS:
             k = self.counts.shape[0] // 2 * 2
+            if k < self.counts.shape[0]:
+                self.open = self.open + np.array([float(self.base), float(self.counts[-1])])
             self.counts = self.counts[:k].reshape(-1, 2).sum(axis=1)
             self.base *= 2
 

@@ -138,8 +138,9 @@ class RiverSignal(ScalarSignal):
             out["adwin"] = np.frombuffer(bytes(reduced[2]), dtype=np.uint8).copy()
         elif isinstance(det, drift.PageHinkley):
             out.update({"ph.n": float(det._x_mean.n), "ph.mean": float(det._x_mean._mean),
-                        "ph.inc": det._sum_increase, "ph.dec": det._sum_decrease,
-                        "ph.min": det._min_increase, "ph.max": det._max_decrease})
+                        "ph.inc": float(det._sum_increase), "ph.dec": float(det._sum_decrease),
+                        "ph.min": float(det._min_increase),  # (river starts the extremes
+                        "ph.max": float(det._max_decrease)})  # as ints)
         return out
 
     def _restore_reference(self, r: state.Reader) -> None:

@@ -5,6 +5,7 @@ Read top-down in topic order:
                                                               (+ monitor-state, compacted)
   drift-events -> retrain agent -> store (drift_events, decisions, jobs) + retrain-requests
   interactions -> logger agent -> store (interactions, sampled)
+  model-updates -> deploy agent -> store (model versions; open jobs closed)
 
 The monitor and logger agents take their topics in batches straight from aiokafka
 (see ``driftline.streams.ingest.consumer`` for why); the retrain agent is a Faust
@@ -25,14 +26,13 @@ import orjson
 from driftline.detectors import MonitorConfig, catalogue
 from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
+from driftline.streams.ingest.dead_letters import dead_letter_record
 from driftline.streams.ingest.decoder import BatchDecoder
+from driftline.streams.ingest.records import Record, Reject, count_rejects
 from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.agent import (
-    STATE_RECORD_MAX_BYTES,
-    MonitorAgent,
-    dead_letter_record,
-)
-from driftline.streams.monitor.processor import MonitorProcessor, Record, Reject, count_rejects
+from driftline.streams.monitor.agent import STATE_RECORD_MAX_BYTES, MonitorAgent
+from driftline.streams.monitor.processor import MonitorProcessor
+from driftline.streams.retrain.deploy_agent import DeployAgent
 from driftline.streams.store.errors import StoreError, StoreUnavailable
 from driftline.streams.store.logger_agent import LoggerAgent
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -56,6 +56,7 @@ class Driftline:
     processor: MonitorProcessor
     monitor: MonitorAgent
     logger: LoggerAgent | None
+    deploys: DeployAgent | None = None
 
 
 def create_app(
@@ -114,13 +115,19 @@ def create_app(
         max_delay_s=min(settings.run_hold_s, settings.commit_interval_s),
         apart_bytes=settings.state_apart_bytes, segments=settings.segment_plan(),
     )
-    monitor = MonitorAgent(settings, processor, metrics, on_deployed=deploy_handler)
+    # The monitor never waits for the store: deploy notices reach it through the deploy
+    # agent's own consumer group (a store outage holds back only that group).
+    monitor = MonitorAgent(settings, processor, metrics)
     app.service(monitor)  # type: ignore[arg-type]  # started and stopped with the app
+    deploys = None
+    if deploy_handler is not None:
+        deploys = DeployAgent(settings, deploy_handler, metrics)
+        app.service(deploys)  # type: ignore[arg-type]
     logger = None
     if interaction_sink is not None and settings.log_sample_rate > 0:
         logger = LoggerAgent(settings, interaction_sink, metrics)
         app.service(logger)  # type: ignore[arg-type]
-    dl = Driftline(app, settings, metrics, processor, monitor, logger)
+    dl = Driftline(app, settings, metrics, processor, monitor, logger, deploys)
 
     dead_letters = topic("dead-letters")
     decoder = BatchDecoder(settings.max_payload_bytes)
@@ -181,16 +188,14 @@ def create_app(
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
-        monitor.export_stats()  # the signal gauges are read from the detectors on demand
         return web.bytes(generate_latest(metrics.registry),
                          headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.page("/healthz")
     async def health(web: Any, request: Any) -> Any:
         # Cheap to poll (unlike /metrics, which renders every series).
-        return web.json({"status": "ok", "models": len(processor.models),
-                         "interactions_processed": processor.processed,
-                         "records_consumed": monitor.consumer.records})
+        doc = health_of(dl)
+        return web.json(doc, status=200 if doc["status"] == "ok" else 503)
 
     if on_startup is not None:
         @app.task
@@ -206,6 +211,20 @@ def create_app(
             for key, value in await retrain_tick():
                 await retrain_requests.send(key=key, value=value)
     return dl
+
+
+def health_of(dl: Driftline) -> dict[str, Any]:
+    """What ``/healthz`` says: ``ok``, or ``failed`` with the reason once a checkpoint or a
+    state restore failed (the worker is stopping: nothing past that point is committed)."""
+    monitor = dl.monitor
+    failed = monitor.consumer.failed or monitor.crash_reason
+    doc: dict[str, Any] = {"status": "failed" if failed else "ok",
+                           "models": len(dl.processor.models),
+                           "interactions_processed": dl.processor.processed,
+                           "records_consumed": monitor.consumer.records}
+    if failed:
+        doc["reason"] = f"{type(failed).__name__}: {failed}"
+    return doc
 
 
 async def ensure_topics(settings: Settings, extra: Sequence[str] = ()) -> list[str]:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import os
 
 # One BLAS thread: a streaming worker runs many small matrix products, where OpenBLAS'
-# thread pool only adds contention (measured here: a 200x384 @ 384x32 product took
-# 4.2 ms with the pool on 2 busy cores, 0.1 ms on one thread). Set before numpy loads.
+# thread pool only adds contention on busy cores. Set before numpy loads.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
@@ -287,8 +286,14 @@ def _migrate(args: argparse.Namespace) -> int:
         except Exception as exc:
             raise Failure(Exit.LOCAL, f"embedded Postgres under {settings.data_dir / 'pg'}: "
                           f"{type(exc).__name__}: {exc}") from None
+    import asyncpg
+
     try:
         applied = asyncio.run(_apply(dsn, args.timeout))
+    except asyncpg.LockNotAvailableError:
+        raise Failure(Exit.DATABASE, f"{where}: waited {args.timeout:g} s for a lock another "
+                      "session holds (another `driftline migrate`, or a long transaction on "
+                      "driftline's tables) (--timeout)") from None
     except TimeoutError:
         raise Failure(Exit.DATABASE, f"{where} did not answer within {args.timeout:g} s "
                       "(--timeout)") from None
@@ -310,7 +315,9 @@ async def _apply(dsn: str, connect_s: float) -> list[str]:
     from driftline.streams.store.migrate import apply_on
 
     async with asyncio.timeout(connect_s):  # connecting and logging in
-        conn = await asyncpg.connect(dsn, timeout=connect_s)
+        # Waiting for a lock (another migrator's, a table in use) is bounded as well.
+        conn = await asyncpg.connect(dsn, timeout=connect_s, server_settings={
+            "lock_timeout": str(max(1, int(connect_s * 1000)))})
     try:
         return await apply_on(conn)
     finally:

@@ -20,8 +20,9 @@ The catalogue, with the alerts and dashboard panels built on it, is in ``docs/ru
 from __future__ import annotations
 
 import platform
-from typing import Any
+from collections.abc import Callable, Iterator
 
+from driftline.detectors import catalogue
 from driftline.streams import __version__
 from prometheus_client import (
     CollectorRegistry,
@@ -31,35 +32,18 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 OTHER = "other"
 
-# Signal -> drift kind, for the ``kind`` label of the per-signal gauges (dashboard rows are
-# per kind). Callers may pass ``kind=`` explicitly; unknown signals fall back to
-# :func:`signal_kind`'s prefix rules.
-SIGNAL_KINDS: dict[str, str] = {
-    "embedding": "embedding",
-    "latency": "behavior",
-    "latency_ms": "behavior",
-    "input_tokens": "behavior",
-    "output_tokens": "behavior",
-    "output_length": "behavior",
-    "refusal": "behavior",
-    "refusal_rate": "behavior",
-    "feedback": "behavior",
-    "negative_feedback_rate": "behavior",
-    "correct": "accuracy",
-    "accuracy": "accuracy",
-    "error": "accuracy",
-    "error_rate": "accuracy",
-}
-
-
 def signal_kind(signal: str) -> str:
-    """The drift kind a signal belongs to (``behavior`` when nothing says otherwise)."""
-    kind = SIGNAL_KINDS.get(signal)
-    if kind is not None:
-        return kind
+    """The drift kind of a signal, by its name or its input field in the signal catalogue
+    (``behavior`` for a name the catalogue does not know, unless its prefix says
+    otherwise)."""
+    spec = next((s for s in catalogue.SIGNALS if signal in (s.name, s.field)), None)
+    if spec is not None:
+        return spec.kind
     if signal.startswith("embedding"):
         return "embedding"
     if signal.startswith(("accuracy", "correct", "error", "label")):
@@ -130,36 +114,59 @@ class SegmentLabels:
         return sum(map(len, self._known.values()))
 
 
-class SignalGauge:
-    """A ``{model, kind, signal}`` gauge addressed as ``labels(model, signal)``.
+class SignalGauges(Collector):  # type: ignore[misc]
+    """The per-model signal gauges (``{model, kind, signal}``): the detector statistic and
+    threshold, the signal's baseline and current value.
 
-    The ``kind`` label lets a dashboard row select one drift kind; it is derived from the
-    signal (:func:`signal_kind`) unless given.
+    Registered once; values are read at scrape time: :meth:`collect` first calls
+    ``refresh`` (the monitor brings the models that changed since the last scrape up to
+    date, reading their detectors there rather than at every checkpoint), then yields
+    the families. Models beyond the label cap get no gauges (an ``other`` gauge would
+    flap between unrelated models).
     """
 
-    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
-        self._gauge = Gauge(name, documentation, ["model", "kind", "signal"], registry=registry)
-        # Children by (model, signal, kind): every checkpoint sets every model's gauges,
-        # and prometheus_client's labels() validates and locks on each call.
-        self._children: dict[tuple[str, str, str | None], Any] = {}
+    FAMILIES = (
+        ("driftline_detector_statistic", "Current detector statistic per model and signal"),
+        ("driftline_detector_threshold", "Alarm threshold of the detector statistic"),
+        ("driftline_signal_baseline", "Reference value of the signal (native units)"),
+        ("driftline_signal_current", "Recent value of the signal (native units)"),
+    )
 
-    def labels(self, model: str | None = None, signal: str | None = None,
-               kind: str | None = None) -> Any:
-        if model is None or signal is None:
-            raise ValueError("labels(model, signal) needs both values")
-        child = self._children.get((model, signal, kind))
-        if child is None:
-            child = self._children[(model, signal, kind)] = self._gauge.labels(
-                model, kind or signal_kind(signal), signal)
-        return child
+    def __init__(self, labels: ModelLabels) -> None:
+        self.labels = labels
+        self.refresh: Callable[[], None] | None = None
+        # (model label, kind, signal) -> [statistic, threshold, baseline, current]
+        self._values: dict[tuple[str, str, str], list[float | None]] = {}
 
-    def remove(self, model: str, signal: str, kind: str | None = None) -> None:
-        self._gauge.remove(model, kind or signal_kind(signal), signal)
-        self._children = {k: c for k, c in self._children.items() if k[:2] != (model, signal)}
+    def set(self, model_id: str, signal: str, *, statistic: float | None = None,
+            threshold: float | None = None, baseline: float | None = None,
+            current: float | None = None, kind: str | None = None) -> None:
+        model = self.labels(model_id)
+        if model == OTHER:
+            return
+        row = self._values.setdefault((model, kind or signal_kind(signal), signal),
+                                      [None, None, None, None])
+        for i, v in enumerate((statistic, threshold, baseline, current)):
+            if v is not None:
+                row[i] = v
 
-    def clear(self) -> None:
-        self._gauge.clear()
-        self._children.clear()
+    def forget(self, model_id: str) -> None:
+        """Drop a model's gauges (its monitor is no longer held here)."""
+        self._values = {k: v for k, v in self._values.items() if k[0] != model_id}
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(name, doc, labels=["model", "kind", "signal"])
+                for name, doc in self.FAMILIES]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if self.refresh is not None:
+            self.refresh()
+        families = self.describe()
+        for labels, row in self._values.items():
+            for family, value in zip(families, row, strict=True):
+                if value is not None:
+                    family.add_metric(list(labels), value)
+        yield from families
 
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -176,10 +183,9 @@ class Metrics:
     ``invalid`` driftline_invalid_messages_total (reason, topic);
     ``dead_letters`` driftline_dead_letters_published_total (reason, topic);
     ``drift_events`` driftline_drift_events_total (model, kind, signal, detector);
-    ``detector_statistic`` / ``detector_threshold`` driftline_detector_statistic /
-    driftline_detector_threshold (model, kind, signal);
-    ``signal_baseline`` / ``signal_current`` driftline_signal_baseline /
-    driftline_signal_current (model, kind, signal);
+    ``signals`` (a collector, :class:`SignalGauges`) driftline_detector_statistic,
+    driftline_detector_threshold, driftline_signal_baseline, driftline_signal_current
+    (model, kind, signal);
     ``monitored_models`` driftline_monitored_models (phase);
     ``processing_seconds`` driftline_batch_processing_seconds (histogram);
     ``event_age`` driftline_event_age_seconds (histogram: interaction ts -> processed);
@@ -237,16 +243,8 @@ class Metrics:
             "driftline_reference_warnings_total",
             "References learned from too little data for what they estimate (each is "
             "logged with what and why), by signal", ["signal"], registry=r)
-        self.detector_statistic = SignalGauge(
-            "driftline_detector_statistic",
-            "Current detector statistic per model and signal", r)
-        self.detector_threshold = SignalGauge(
-            "driftline_detector_threshold",
-            "Alarm threshold of the detector statistic", r)
-        self.signal_baseline = SignalGauge(
-            "driftline_signal_baseline", "Reference value of the signal (native units)", r)
-        self.signal_current = SignalGauge(
-            "driftline_signal_current", "Recent value of the signal (native units)", r)
+        self.signals = SignalGauges(self.model)
+        r.register(self.signals)
         self.monitored_models = Gauge(
             "driftline_monitored_models", "Model monitors held by this worker, by phase",
             ["phase"], registry=r)
@@ -357,14 +355,6 @@ class Metrics:
     def observe_signal(self, model_id: str, signal: str, *, statistic: float | None = None,
                        threshold: float | None = None, baseline: float | None = None,
                        current: float | None = None, kind: str | None = None) -> None:
-        """Set one signal's gauges; skipped for models beyond the cap (their ``other``
-        gauges would flap between unrelated models)."""
-        model = self.model(model_id)
-        if model == OTHER:
-            return
-        for gauge, value in ((self.detector_statistic, statistic),
-                             (self.detector_threshold, threshold),
-                             (self.signal_baseline, baseline),
-                             (self.signal_current, current)):
-            if value is not None:
-                gauge.labels(model, signal, kind).set(value)
+        """Set one signal's gauges (see :class:`SignalGauges`)."""
+        self.signals.set(model_id, signal, statistic=statistic, threshold=threshold,
+                         baseline=baseline, current=current, kind=kind)

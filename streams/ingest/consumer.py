@@ -26,8 +26,8 @@ from aiokafka.errors import CommitFailedError
 from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
 from driftline.streams.ingest.leanfetch import LEAN_KEYS
+from driftline.streams.ingest.records import RecordLike
 from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.processor import RecordLike
 from mode import Service
 
 log = logging.getLogger("driftline.consumer")
@@ -39,20 +39,36 @@ PartitionsHook = Callable[[set[TopicPartition]], Awaitable[None]]
 Checkpoint = Callable[[], Awaitable[Awaitable[Any] | None]]
 
 
+class CheckpointFailed(RuntimeError):
+    """A checkpoint's output (or the state restore of an assignment) failed: this member
+    stops rather than go on without committing or over state it could not read."""
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Rebalance callbacks. aiokafka logs and drops what a listener raises (and goes on
+    with the assignment), so a failure here is handed to the consumer, whose loop raises
+    it: a partition whose state could not be restored is never processed afresh."""
+
     def __init__(self, owner: BatchConsumer) -> None:
         self.owner = owner
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        async with self.owner.lock:  # the batch in flight finishes first
-            await self.owner.checkpoint_now()  # state flushed, offsets committed
-            if self.owner.on_revoked is not None:
-                await self.owner.on_revoked(set(revoked))
+        try:
+            async with self.owner.lock:  # the batch in flight finishes first
+                await self.owner.checkpoint_now()  # state flushed, offsets committed
+                if self.owner.on_revoked is not None:
+                    await self.owner.on_revoked(set(revoked))
+        except Exception as exc:
+            self.owner.fail(exc)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        async with self.owner.lock:
-            if self.owner.on_assigned is not None:
-                await self.owner.on_assigned(set(assigned))
+        try:
+            async with self.owner.lock:
+                self.owner.raise_if_failed()
+                if self.owner.on_assigned is not None:
+                    await self.owner.on_assigned(set(assigned))
+        except Exception as exc:
+            self.owner.fail(exc)
 
 
 class BatchConsumer(Service):
@@ -95,10 +111,11 @@ class BatchConsumer(Service):
         # partitions as of their last fetch): 0 when the consumer has caught up.
         self.lag = 0
         self._in_flight: asyncio.Future[None] | None = None  # the last checkpoint's commit
-        # A checkpoint whose output failed (to be sent or acknowledged): from then on
-        # nothing is committed, not even at stop or revoke. The output it lost (a
-        # model's state) is not in any later checkpoint, which would otherwise commit
-        # offsets past it; the next owner replays from the last good commit.
+        # A checkpoint whose output failed (to be sent or acknowledged), or a rebalance
+        # callback that raised: from then on nothing is committed, not even at stop or
+        # revoke, and the loop raises it (the worker stops, /healthz says so). The output
+        # it lost is not in any later checkpoint, which would otherwise commit offsets
+        # past it; the next owner replays from the last good commit.
         self.failed: Exception | None = None
 
     async def on_start(self) -> None:
@@ -122,8 +139,20 @@ class BatchConsumer(Service):
     async def on_stop(self) -> None:
         if self.consumer is not None:
             async with self.lock:
-                await self.checkpoint_now()
+                if self.failed is None:
+                    await self.checkpoint_now()
                 await self.consumer.stop()
+
+    def fail(self, exc: Exception) -> None:
+        """Stop committing for good; the loop raises ``exc`` (the first failure kept)."""
+        if self.failed is None:
+            log.error("%s: stopping: %s: %s", self.kind, type(exc).__name__, exc)
+            self.failed = exc
+
+    def raise_if_failed(self) -> None:
+        if self.failed is not None:
+            raise CheckpointFailed(f"{self.kind}: {type(self.failed).__name__}: "
+                                   f"{self.failed}") from self.failed
 
     async def checkpoint_now(self, wait: bool = True) -> None:
         """Make the handled batches durable, then commit their offsets (lock held).
@@ -131,13 +160,12 @@ class BatchConsumer(Service):
         ``wait=False``: return once the output is sent; the commit follows its
         acknowledgement in the background (awaited by the next checkpoint).
         """
-        if self.failed is not None:
-            return
+        self.raise_if_failed()
         try:
             await self.settle()
             durable = await self.checkpoint() if self.checkpoint is not None else None
         except Exception as exc:
-            self.failed = exc
+            self.fail(exc)
             raise
         self._last_checkpoint = time.monotonic()
         offsets, self._uncommitted = self._uncommitted, {}
@@ -161,7 +189,7 @@ class BatchConsumer(Service):
             try:
                 await durable  # a failed send raises: nothing is committed
             except Exception as exc:
-                self.failed = exc
+                self.fail(exc)
                 raise
         consumer = self.consumer
         if not offsets or consumer is None:
@@ -191,17 +219,28 @@ class BatchConsumer(Service):
 
     @Service.task
     async def _run(self) -> None:
+        try:
+            await self._consume()
+        except Exception as exc:
+            # The service crashes with it (mode stops the worker, which exits non-zero);
+            # until then nothing more is committed and /healthz reports it.
+            self.fail(exc)
+            raise
+
+    async def _consume(self) -> None:
         consumer = self.consumer
         assert consumer is not None
         while not self.should_stop:
+            self.raise_if_failed()
             fetched = await consumer.getmany(timeout_ms=self.within_ms,
                                              max_records=self.max_records)
+            self.raise_if_failed()  # (a rebalance during the fetch may have failed)
+            if self._in_flight is not None and self._in_flight.done():
+                await self.settle()  # the last checkpoint's commit (raises if it failed)
             if not fetched:
                 if self.idle_checkpoint_due():
                     async with self.lock:
                         await self.checkpoint_now(wait=False)
-                elif self._in_flight is not None and self._in_flight.done():
-                    await self.settle()  # (raises if it failed)
                 continue
             async with self.lock:
                 records: list[RecordLike] = []

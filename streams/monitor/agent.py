@@ -3,40 +3,39 @@
 Per-model state lives in a compacted Kafka topic (``driftline.monitor-state``), keyed by
 ``model_id`` and written to the same partition number as the model's input records, so
 whoever owns input partition *p* restores exactly state partition *p*. Order of work
-per batch: process → publish drift events and dead letters → publish state → (the
-consumer) commit input offsets. A crash before the commit replays the batch onto state
-that may already contain it; the per-model offsets in the state skip those records, so
-every record changes a model once and a re-emitted detection keeps its ``drift_id``.
+per checkpoint: process → publish drift events and dead letters → their
+acknowledgements → publish state → its acknowledgement → (the consumer) commit input
+offsets. A crash before the commit replays the batch onto state that may already
+contain it; the per-model offsets in the state skip those records, so every record
+changes a model once and a re-emitted detection keeps its ``drift_id``. A failure
+anywhere in that chain stops the worker (see ``ingest.consumer``): nothing after it is
+committed, and the next owner starts from the last state that was whole.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from operator import attrgetter
 from typing import Any
 
-import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
-from driftline.detectors import ModelMonitor, MonitorConfig, kernels
+from driftline.detectors.priming import prime
 from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
 from driftline.streams.ingest.consumer import BatchConsumer
+from driftline.streams.ingest.dead_letters import dead_letter_record
+from driftline.streams.ingest.records import REJECT_REASON, RecordLike, Reject, count_rejects
 from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.processor import (
-    REJECT_REASON,
-    BatchResult,
-    LatestStates,
-    MonitorProcessor,
-    RecordLike,
-    Reject,
-    count_rejects,
-)
-from driftline.streams.monitor.segments import export_segment_stats, segment_configs
+from driftline.streams.monitor.gauges import ModelGauges
+from driftline.streams.monitor.processor import BatchResult, MonitorProcessor
+from driftline.streams.monitor.restore import read_state
+from driftline.streams.monitor.segments import segment_configs
+from driftline.streams.runtime import tune_gc
 from driftline.streams.store.errors import StoreError, StoreUnavailable
 from mode import Service
 
@@ -44,89 +43,14 @@ log = logging.getLogger("driftline.monitor")
 
 _REJECT_VALUE = attrgetter("record.value")
 
-# Dead-letter headers, modelled on Kafka Connect's ``__connect.errors.*``.
-H_REASON = "driftline.error.reason"
-H_MESSAGE = "driftline.error.message"
-H_TOPIC = "driftline.source.topic"
-H_PARTITION = "driftline.source.partition"
-H_OFFSET = "driftline.source.offset"
-H_TRUNCATED = "driftline.error.truncated"
 REJECT_LOG_EVERY_S = 10.0
 # Rejects wait for the next checkpoint to be published, or until they hold this much.
 DEAD_LETTER_BUFFER_BYTES = 1 << 20
-# A dead letter is its source record's key and value plus the headers above. A record as
-# big as the broker takes (message.max.bytes, 1 MiB by default) no longer fits with them,
-# and a dead letter the broker refuses would fail every checkpoint: past this size a dead
-# letter keeps the first bytes, and H_TRUNCATED names the original size (the whole record
-# stays at its source offset for the topic's retention).
-DEAD_LETTER_MAX_BYTES = 1_000_000
 # A state record holds a model's warm-up values until the warm-up ends: two scalar signals
 # of a 70,000-event warm-up are 1.1 MB, past the producer's and the broker's 1 MiB
 # defaults. The state topic is created to take records up to this size, and the
 # producer sends them (the default warm-up, 2,000, stays under 1 MB with embeddings).
 STATE_RECORD_MAX_BYTES = 16 << 20
-
-
-def dead_letter_headers(rej: Reject) -> list[tuple[str, bytes]]:
-    message = rej.message.encode()
-    if len(message) > 1000:  # cut without splitting a UTF-8 sequence
-        message = message[:1000].decode(errors="ignore").encode()
-    return [
-        (H_REASON, rej.reason.encode()),
-        (H_MESSAGE, message),
-        (H_TOPIC, rej.record.topic.encode()),
-        (H_PARTITION, str(rej.record.partition).encode()),
-        (H_OFFSET, str(rej.record.offset).encode()),
-    ]
-
-
-def dead_letter_record(rej: Reject) -> tuple[bytes | None, bytes | None,
-                                             list[tuple[str, bytes]]]:
-    """The dead letter of a reject: key, value (cut to fit if need be) and headers."""
-    rec = rej.record
-    key, value = rec.key, rec.value
-    headers = dead_letter_headers(rej)
-    size = len(key or b"") + len(value or b"")
-    if size > DEAD_LETTER_MAX_BYTES:
-        headers.append((H_TRUNCATED, str(size).encode()))
-        room = DEAD_LETTER_MAX_BYTES - sum(len(k) + len(v) for k, v in headers)
-        if key is not None and len(key) > room // 2:
-            key = key[:room // 2]
-        if value is not None:
-            value = value[:room - len(key or b"")]
-    return key, value, headers
-
-
-async def read_state(settings: Settings, topic: str, partitions: set[int]
-                     ) -> dict[str, tuple[int, bytes]]:
-    """The latest state (self-contained) and its partition per model in the given
-    partitions (see ``processor.LatestStates``)."""
-    if not partitions:
-        return {}
-    # "earliest": with the default "latest", the reset that assign() starts can land after
-    # seek_to_beginning() and move the position to the end (aiokafka 0.14) -- nothing read.
-    consumer = kafka_clients.consumer(settings, enable_auto_commit=False, group_id=None,
-                                      max_partition_fetch_bytes=8 << 20,
-                                      auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        end = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        latest = LatestStates()
-        todo = {tp for tp in tps if end[tp] > 0}
-        while todo:
-            fetched = await consumer.getmany(*todo, timeout_ms=500)
-            for tp, msgs in fetched.items():
-                for m in msgs:
-                    latest.add(m.key, m.value, tp.partition)
-            for tp in list(todo):
-                if await consumer.position(tp) >= end[tp]:
-                    todo.discard(tp)
-        return latest.result()
-    finally:
-        await consumer.stop()
 
 
 class MonitorAgent(Service):
@@ -146,8 +70,8 @@ class MonitorAgent(Service):
         self._partition: dict[str, int] = {}
         # Models changed since the last checkpoint, and sends not yet acknowledged.
         self._dirty: dict[str, int] = {}
-        # Models whose signal gauges are stale: refreshed when /metrics is scraped.
-        self._stale: set[str] = set()
+        # The per-model gauges, read from the monitors when /metrics is scraped.
+        self.gauges = ModelGauges(processor, metrics)
         self._pending: list[asyncio.Future[Any]] = []
         # Rejects waiting for the next checkpoint (or DEAD_LETTER_BUFFER_BYTES) to be
         # published as one record batch per partition.
@@ -168,9 +92,9 @@ class MonitorAgent(Service):
         # Thresholds are computed once per process (and configuration): do it before
         # the first model completes its warm-up, not in the middle of a batch.
         t0 = time.perf_counter()
-        await asyncio.to_thread(prime_calibration, self.processor.config)
+        await asyncio.to_thread(prime, self.processor.config)
         for cfg in segment_configs(self.processor.segments, self.processor.config):
-            await asyncio.to_thread(prime_calibration, cfg)  # the segments' shares too
+            await asyncio.to_thread(prime, cfg)  # the segments' shares too
         log.info("detector thresholds calibrated in %.1fs", time.perf_counter() - t0)
         tune_gc()
         self.producer = kafka_clients.producer(
@@ -201,6 +125,7 @@ class MonitorAgent(Service):
 
     async def revoked(self, tps: set[TopicPartition]) -> None:
         parts = {tp.partition for tp in tps if tp.topic == self.inputs[0]}
+        self.gauges.mark(m for m, st in self.processor.models.items() if st.partition in parts)
         self.processor.forget_partitions(parts)
         for model_id in [m for m, p in self._partition.items() if p in parts]:
             del self._state[model_id], self._partition[model_id]
@@ -254,12 +179,10 @@ class MonitorAgent(Service):
 
     async def _publish_dead_letters(self) -> None:
         """Publish the waiting rejects, one record batch per partition of the dead-letter
-        topic. One ``send()`` each cost ~25 us a reject (its coroutine, the producer's
-        partition lookup, a future per message resolved on the acknowledgement and
-        gathered at the checkpoint) -- a quarter of what 1% of bad input cost the
-        worker; appending to a batch costs ~4 us. Batches go out at checkpoints, not
-        per input batch: aiokafka's ``send_batch`` waits while the partition's previous
-        batch is not drained, which would hold the stream up.
+        topic: a ``send()`` per reject (its coroutine, the producer's partition lookup, a
+        future per message) costs several times an append to a batch. Batches go out at
+        checkpoints, not per input batch: aiokafka's ``send_batch`` waits while the
+        partition's previous batch is not drained, which would hold the stream up.
 
         A reject goes to the partition of its source record's number (modulo the
         topic's): a model's dead letters stay together and in order."""
@@ -304,83 +227,44 @@ class MonitorAgent(Service):
             log.warning("rejected %s[%d]@%d: %s: %s%s", rej.record.topic, rej.record.partition,
                         rej.record.offset, reason, rej.message, more)
 
-    async def checkpoint(self) -> asyncio.Future[Any] | None:
-        """Publish the state of every model changed since the last checkpoint; returns
-        what completes when the broker acknowledged it and every drift event and dead
-        letter before it. Only then does the consumer commit the input offsets."""
+    async def checkpoint(self) -> Awaitable[None] | None:
+        """Take the state of every model changed since the last checkpoint; return what
+        completes once it is acknowledged, and the consumer commits the input offsets
+        after that.
+
+        Strict acknowledgement order: the drift events and dead letters sent before this
+        checkpoint are acknowledged first, and only then is the state sent. A state in
+        the topic therefore never covers a record whose detection (or dead letter) the
+        broker does not hold: if an output fails, no state or offset goes past it, the
+        consumer stops (fail closed) and the next owner re-reads the records and
+        publishes the detection again, with the same ``drift_id``. The state records
+        are encoded now (the state as of these offsets), sent later."""
         assert self.producer is not None
         await self._emit(self.processor.flush())
         await self._publish_dead_letters()
-        state_topic = self.settings.topic("monitor-state")
-        futures, self._pending = self._pending, []
+        outputs, self._pending = self._pending, []
         dirty, self._dirty = self._dirty, {}
+        states: list[tuple[bytes, bytes | None, int]] = []
         for model_id, partition in dirty.items():
             if model_id not in self.processor.models:
                 continue  # its partition was revoked and flushed already
-            for key, value in self.processor.state_records(model_id):
-                futures.append(await self.producer.send(state_topic, value, key=key,
-                                                        partition=partition))
-        self._stale.update(dirty)
-        return asyncio.gather(*futures) if futures else None
+            states += [(key, value, partition)
+                       for key, value in self.processor.state_records(model_id)]
+        self.gauges.mark(dirty)
+        if not outputs and not states:
+            return None
+        return self._send_states_after(outputs, states)
 
-    def export_stats(self) -> None:
-        """Bring the per-model gauges up to date; called by the /metrics view on each
-        scrape. (Reading every model's detectors costs ~0.4 ms per model: once a scrape,
-        every 15 s, rather than once a checkpoint, every second.)"""
-        stale, self._stale = self._stale, set()
-        _export_stats(self.metrics, self.processor, stale)
-        phases: dict[str, int] = {"warmup": 0, "monitoring": 0}
-        for st in self.processor.models.values():
-            phases[st.monitor.phase] = phases.get(st.monitor.phase, 0) + 1
-        for phase, n in phases.items():
-            self.metrics.monitored_models.labels(phase).set(n)
-
-
-# Container allocations between two young-generation collections (CPython: 700).
-GC_GEN0_THRESHOLD = 50_000
-
-
-def tune_gc() -> None:
-    """Set the cyclic collector up for batch processing, once start-up is done.
-
-    Everything alive now (modules, the app, numba's compiler) lives as long as the
-    process: frozen, it stays out of the collector's full passes, which otherwise walk it
-    every time and pause the event loop for a tenth of a second or more.
-
-    A batch keeps thousands of small containers alive until it is done (a tuple per
-    record, the runs' lists). At CPython's 700 allocations per young collection, each of
-    them is walked several times and promoted to the older generations, whose
-    collections then walk them again. At 50,000, most die by reference count before a
-    collection sees them. Processor replay, interleaved in one process: 4.97 -> 4.37 us
-    a record clean, 5.47 -> 4.50 with 1% poison (whose exceptions leave reference cycles
-    behind: 0.91 of the clean rate -> 0.97); 4.32 / 4.33 with the collector off.
-    """
-    gc.collect()
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
-
-
-def prime_calibration(config: MonitorConfig) -> None:
-    """Compile the threshold kernels; run a throwaway monitor through one warm-up of
-    every scalar signal."""
-    kernels.compile_all()
-    n = config.warmup + 1
-    rng = np.random.default_rng(0)
-    monitor = ModelMonitor("__calibration__", config)
-    monitor.observe_columns(
-        [str(i) for i in range(n)], np.arange(n, dtype=np.float64),
-        latency_ms=rng.lognormal(6.0, 0.3, n), output_tokens=np.round(rng.lognormal(5.0, 0.5, n)),
-        refusal=(rng.random(n) < 0.05).astype(np.float64),
-        feedback=rng.choice([-1.0, 0.0, 1.0], n), correct=(rng.random(n) < 0.9).astype(np.float64))
-
-
-def _export_stats(metrics: Metrics, processor: MonitorProcessor, models: Any) -> None:
-    for model_id in models:
-        st = processor.models.get(model_id)
-        if st is None:
-            continue
-        for signal, s in st.monitor.stats().items():
-            metrics.observe_signal(model_id, signal, statistic=s.statistic,
-                                   threshold=s.threshold, baseline=s.baseline, current=s.current)
-        export_segment_stats(metrics, model_id, st.monitor)
+    async def _send_states_after(self, outputs: list[asyncio.Future[Any]],
+                                 states: list[tuple[bytes, bytes | None, int]]) -> None:
+        """Wait for the outputs' acknowledgements (a failure raises: nothing sent), then
+        send the state records in order and wait for theirs."""
+        if outputs:
+            await asyncio.gather(*outputs)
+        producer = self.producer
+        assert producer is not None
+        topic = self.settings.topic("monitor-state")
+        acks = [await producer.send(topic, value, key=key, partition=partition)
+                for key, value, partition in states]
+        if acks:
+            await asyncio.gather(*acks)

@@ -68,9 +68,10 @@ def count_finding(metrics: Metrics, model_id: str, f: Finding) -> None:
                                             f.signal, f.detector).inc()
 
 
-def export_segment_stats(metrics: Metrics, model_id: str,
-                         monitor: ModelMonitor | SegmentedMonitor) -> None:
-    """Set a segmented model's segment gauges (on a scrape, as the model's own)."""
+def set_segment_gauges(metrics: Metrics, model_id: str,
+                       monitor: ModelMonitor | SegmentedMonitor) -> None:
+    """Set a segmented model's segment gauges; :class:`.gauges.ModelGauges` calls this at
+    scrape time for the models that changed, as it sets the model's own."""
     if not isinstance(monitor, SegmentedMonitor):
         return
     model = metrics.model(model_id)

@@ -1,4 +1,5 @@
-"""The retraining loop: policy (pure), triggers (webhook, command) and the coordinator."""
+"""The retraining loop: policy (pure), triggers (a protocol; webhook and command) and the
+coordinator."""
 
 from driftline.streams.retrain.policy import Decision, PolicyConfig, RetrainPolicy
 from driftline.streams.retrain.service import RetrainService, request_of
@@ -6,6 +7,7 @@ from driftline.streams.retrain.triggers import (
     IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     CommandTrigger,
+    Trigger,
     TriggerResult,
     WebhookTrigger,
     sign,
@@ -13,5 +15,5 @@ from driftline.streams.retrain.triggers import (
 )
 
 __all__ = ["IDEMPOTENCY_HEADER", "SIGNATURE_HEADER", "CommandTrigger", "Decision",
-           "PolicyConfig", "RetrainPolicy", "RetrainService", "TriggerResult",
+           "PolicyConfig", "RetrainPolicy", "RetrainService", "Trigger", "TriggerResult",
            "WebhookTrigger", "request_of", "sign", "verify"]

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,13 +29,17 @@ from driftline.detectors.types import KINDS
 from driftline.streams.config import Settings
 from driftline.streams.metrics import Metrics
 from driftline.streams.retrain.policy import Decision, PolicyConfig, RetrainPolicy
-from driftline.streams.retrain.triggers import CommandTrigger, TriggerResult, WebhookTrigger
+from driftline.streams.retrain.triggers import (
+    CommandTrigger,
+    Trigger,
+    TriggerResult,
+    WebhookTrigger,
+)
 from driftline.streams.store.base import Store, iso
 
 log = logging.getLogger("driftline.retrain")
 
 REQUEST_SCHEMA_VERSION = 1
-_COMMAND_ACTIONS = ("retrain", "reindex")
 
 
 def request_of(job: dict[str, Any], reason: str = "") -> dict[str, Any]:
@@ -89,13 +93,12 @@ class RetrainService:
     """Turns drift events into at most one action per decision, recorded end to end."""
 
     def __init__(self, store: Store, policy: RetrainPolicy, *,
-                 webhook: WebhookTrigger | None = None, command: CommandTrigger | None = None,
-                 metrics: Metrics | None = None, clock: Callable[[], float] = time.time,
+                 triggers: Sequence[Trigger] = (), metrics: Metrics | None = None,
+                 clock: Callable[[], float] = time.time,
                  max_concurrent_triggers: int = 4) -> None:
         self.store = store
         self.policy = policy
-        self.webhook = webhook
-        self.command = command
+        self.triggers = list(triggers)  # fired in this order for each job they handle
         self.metrics = metrics
         self.clock = clock
         self._sem = asyncio.Semaphore(max_concurrent_triggers)
@@ -111,11 +114,13 @@ class RetrainService:
         ``DRIFTLINE_RETRAIN_COMMAND``; cooldown from ``DRIFTLINE_COOLDOWN_S``."""
         policy = policy or RetrainPolicy(PolicyConfig(cooldown_s=settings.cooldown_s),
                                          scope=settings.retrain_scope)
-        webhook = (WebhookTrigger(settings.webhook_url, settings.webhook_secret,
-                                  timeout_s=settings.webhook_timeout_s)
-                   if settings.webhook_url else None)
-        command = CommandTrigger(settings.retrain_command) if settings.retrain_command else None
-        return cls(store, policy, webhook=webhook, command=command, metrics=metrics)
+        triggers: list[Trigger] = []
+        if settings.webhook_url:
+            triggers.append(WebhookTrigger(settings.webhook_url, settings.webhook_secret,
+                                           timeout_s=settings.webhook_timeout_s))
+        if settings.retrain_command:
+            triggers.append(CommandTrigger(settings.retrain_command))
+        return cls(store, policy, triggers=triggers, metrics=metrics)
 
     # -- inputs ---------------------------------------------------------------------
 
@@ -248,11 +253,8 @@ class RetrainService:
         accepted = False
         try:
             async with self._sem:
-                results: list[TriggerResult] = []
-                if self.webhook is not None:
-                    results.append(await self.webhook.fire(request))
-                if self.command is not None and request["action"] in _COMMAND_ACTIONS:
-                    results.append(await self.command.fire(request))
+                results: list[TriggerResult] = [
+                    await t.fire(request) for t in self.triggers if t.handles(action)]
             detail: dict[str, Any] = {"triggers": [r.to_dict() for r in results]}
             if not results:
                 detail["via"] = "topic"

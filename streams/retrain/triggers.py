@@ -1,5 +1,8 @@
-"""Retrain triggers: a signed webhook and a local command. Each returns a
-:class:`TriggerResult`; neither raises on failure, so every outcome gets recorded.
+"""Retrain triggers: what the retrain service fires for a job. :class:`Trigger` is the
+protocol; a signed webhook and a local command implement it. (Every retrain request is
+also published on ``driftline.retrain-requests`` by the retrain agent, with or without
+triggers.) A trigger returns a :class:`TriggerResult` and never raises on failure, so
+every outcome gets recorded.
 
 Webhook contract (for receivers):
 
@@ -34,7 +37,7 @@ import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -63,6 +66,21 @@ class TriggerResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class Trigger(Protocol):
+    """Something the retrain service fires for a job: ``fire`` the request (the retrain
+    request of :func:`driftline.streams.retrain.service.request_of`) for the actions it
+    ``handles``; a failure is a result (``ok=False``), not an exception."""
+
+    name: str
+
+    def handles(self, action: str) -> bool:
+        """True when this trigger fires for jobs of ``action`` (retrain, reindex, alert)."""
+        ...
+
+    async def fire(self, request: Mapping[str, Any]) -> TriggerResult:
+        ...
 
 
 def body_of(request: Mapping[str, Any]) -> bytes:
@@ -135,6 +153,9 @@ class WebhookTrigger:
     def __repr__(self) -> str:
         return f"WebhookTrigger(url={self.url!r}, secret={self._secret!r})"
 
+    def handles(self, action: str) -> bool:
+        return True  # every action, alerts included: the receiver decides
+
     async def fire(self, request: Mapping[str, Any]) -> TriggerResult:
         body = body_of(request)
         headers = {"Content-Type": "application/json",
@@ -181,21 +202,28 @@ class WebhookTrigger:
 
 
 class CommandTrigger:
-    """Run an argument vector (no shell) with the request JSON on stdin."""
+    """Run an argument vector (no shell) with the request JSON on stdin, for the actions
+    that change a model (``retrain``, ``reindex``; not alerts)."""
 
     name = "command"
+    ACTIONS = ("retrain", "reindex")
 
     def __init__(self, command: str | Sequence[str], *, timeout_s: float = 600.0,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None,
+                 actions: Sequence[str] = ACTIONS) -> None:
         self.argv = shlex.split(command) if isinstance(command, str) else list(command)
         if not self.argv:
             raise ValueError("retrain command is empty")
         self.timeout_s = timeout_s
         base = dict(os.environ if env is None else env)
         self._env = {k: v for k, v in base.items() if k not in SECRET_ENV}
+        self.actions = tuple(actions)
 
     def __repr__(self) -> str:
         return f"CommandTrigger(argv={self.argv!r})"
+
+    def handles(self, action: str) -> bool:
+        return action in self.actions
 
     async def fire(self, request: Mapping[str, Any]) -> TriggerResult:
         t0 = time.perf_counter()

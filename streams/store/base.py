@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import base64
+import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from driftline.streams.metrics import Metrics
 from driftline.streams.store.errors import StoreError, StoreUnavailable, redact
 
 T = TypeVar("T")
+log = logging.getLogger("driftline.store")
 
 TABLES = ("drift_events", "retrain_decisions", "retrain_jobs", "retrain_job_transitions",
           "model_versions", "interactions")
@@ -51,26 +53,46 @@ async def retrying(op: Callable[[], Awaitable[T]], *, what: str, policy: RetryPo
                    on_error: Callable[[BaseException], None] | None = None) -> T:
     """Run ``op`` until it succeeds; retry transient failures with backoff.
 
-    A non-transient error raises :class:`StoreError`, an exhausted budget
-    :class:`StoreUnavailable`; both with a message free of ``secrets``.
+    Every attempt is bounded by ``policy.timeout_s``; every failed attempt logs one line
+    (what failed, why, when the next attempt is), and the first success after failures
+    says the store is back — an outage is visible, never a silent hang. A non-transient
+    error raises :class:`StoreError`, an exhausted budget :class:`StoreUnavailable`; both
+    with a message free of ``secrets``.
     """
     attempt = 0
     while True:
         try:
-            return await asyncio.wait_for(op(), policy.timeout_s)
+            result = await asyncio.wait_for(op(), policy.timeout_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             if on_error is not None:
                 on_error(exc)
-            msg = redact(f"{what}: {type(exc).__name__}: {exc}", *secrets)
+            msg = failure_line(what, exc, policy.timeout_s, secrets)
             if not transient(exc):
                 raise StoreError(msg) from None
             if policy.attempts is not None and attempt + 1 >= policy.attempts:
                 raise StoreUnavailable(f"{msg} (gave up after {attempt + 1} attempts)") \
                     from None
-            await asyncio.sleep(policy.delay(attempt, rng))
+            delay = policy.delay(attempt, rng)
+            log.warning("store unavailable: %s (attempt %d; retrying in %.1f s)", msg,
+                        attempt + 1, delay)
+            await asyncio.sleep(delay)
             attempt += 1
+            continue
+        if attempt:
+            log.warning("store back: %s succeeded after %d failed attempts", what, attempt)
+        return result
+
+
+def failure_line(what: str, exc: BaseException, timeout_s: float,
+                 secrets: Sequence[str | None] = ()) -> str:
+    """One line saying what failed and why, free of ``secrets``."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        why = f"no answer within {timeout_s:g} s"
+    else:
+        why = f"{type(exc).__name__}: {exc}"
+    return " ".join(redact(f"{what}: {why}", *secrets).split())
 
 
 async def observed(op: Callable[[], Awaitable[T]], *, what: str, table: str, backend: str,

@@ -23,10 +23,10 @@ from aiokafka import AIOKafkaProducer
 from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
 from driftline.streams.ingest.consumer import BatchConsumer
+from driftline.streams.ingest.dead_letters import dead_letter_record
 from driftline.streams.ingest.decoder import BatchDecoder
+from driftline.streams.ingest.records import RecordLike, Reject, count_rejects
 from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.agent import dead_letter_record
-from driftline.streams.monitor.processor import RecordLike, Reject, count_rejects
 from driftline.streams.store.errors import StoreError, StoreUnavailable
 from mode import Service
 

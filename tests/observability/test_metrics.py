@@ -36,7 +36,6 @@ def _feed(m: Metrics, n: int) -> None:
                              current=0.6, kind=kind)
             if i % 10 == 0:
                 m.drift_events.labels(label, kind, signal, "adwin").inc()
-        m.detector_statistic.labels(label, "latency").set(float(i))
 
 
 def test_first_n_models_keep_their_label_the_rest_share_other() -> None:
@@ -52,8 +51,8 @@ def test_signal_gauges_carry_the_drift_kind() -> None:
     m = Metrics(CollectorRegistry())
     m.observe_signal("m1", "latency", statistic=1.5, threshold=3.0, baseline=120.0,
                      current=180.0)
-    m.signal_current.labels("m1", "embedding_distance").set(0.3)
-    m.signal_current.labels("m1", "x", kind="accuracy").set(0.9)
+    m.observe_signal("m1", "embedding_distance", current=0.3)
+    m.observe_signal("m1", "x", current=0.9, kind="accuracy")
     get = m.registry.get_sample_value
     assert get("driftline_detector_statistic",
                {"model": "m1", "kind": "behavior", "signal": "latency"}) == 1.5
@@ -134,18 +133,23 @@ def test_exposition_passes_promtool_check_metrics(
     _promtool_check(promtool, body)
 
 
-def test_signal_gauge_children_are_reused_and_removal_forgets_them() -> None:
-    from driftline.streams.metrics import Metrics
-    from prometheus_client import CollectorRegistry
-
+def test_signal_gauges_are_read_at_scrape_time_and_forgotten_with_their_model() -> None:
+    """The gauges are a registered collector: each scrape first calls its ``refresh``
+    hook (the monitor reads the models that changed), then yields what is set."""
     reg = CollectorRegistry()
     m = Metrics(reg)
-    g = m.detector_statistic
-    assert g.labels("m1", "latency") is g.labels("m1", "latency")
-    g.labels("m1", "latency").set(2.5)
+    scrapes: list[int] = []
+
+    def refresh() -> None:
+        scrapes.append(len(scrapes))
+        m.observe_signal("m1", "latency", statistic=2.5 + len(scrapes))
+
+    m.signals.refresh = refresh
     labels = {"model": "m1", "kind": "behavior", "signal": "latency"}
-    assert reg.get_sample_value("driftline_detector_statistic", labels) == 2.5
-    g.remove("m1", "latency")
+    assert reg.get_sample_value("driftline_detector_statistic", labels) == 3.5
+    assert reg.get_sample_value("driftline_detector_statistic", labels) == 4.5
+    assert reg.get_sample_value("driftline_detector_threshold", labels) is None  # never set
+    assert scrapes == [0, 1, 2]  # one refresh a scrape
+    m.signals.refresh = None
+    m.signals.forget("m1")
     assert reg.get_sample_value("driftline_detector_statistic", labels) is None
-    g.labels("m1", "latency").set(1.0)  # a fresh child, exported again
-    assert reg.get_sample_value("driftline_detector_statistic", labels) == 1.0

@@ -38,9 +38,10 @@ import pytest
 import yaml
 from driftline.detectors import MonitorConfig
 from driftline.detectors.segments import SegmentPlan
+from driftline.streams.ingest.records import Record
 from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.processor import MonitorProcessor, Record
-from driftline.streams.monitor.segments import export_segment_stats
+from driftline.streams.monitor.gauges import ModelGauges
+from driftline.streams.monitor.processor import MonitorProcessor
 from driftline.streams.offline.simulate import demo_scenario
 from prometheus_client import start_http_server
 from prometheus_client.parser import text_string_to_metric_families
@@ -127,6 +128,7 @@ class InProcessWorker:
             interactions_topic=TOPIC, feedback_topic="driftline.feedback",
             updates_topic="driftline.model-updates", monitor_config=MonitorConfig(warmup=300),
             metrics=self.metrics, segments=SegmentPlan.parse("metadata.tenant"))
+        self.gauges = ModelGauges(self.processor, self.metrics)  # the segment gauges
         self.stream = seeded_stream()
         self.offsets = [0, 0, 0, 0]
         port = free_port()
@@ -172,9 +174,9 @@ class InProcessWorker:
                 m.observe_signal(model_id, ev["signal"], kind=ev["kind"],
                                  statistic=ev["severity"], baseline=ev["baseline"],
                                  current=ev["current"])
+            self.gauges.mark(result.dirty)
             for model_id in result.dirty:
                 monitor = self.processor.models[model_id].monitor
-                export_segment_stats(m, model_id, monitor)
                 stats = getattr(monitor, "stats", None)
                 if stats is not None:
                     for signal, s in stats().items():

@@ -13,10 +13,8 @@ import pytest
 from driftline.detectors import MonitorConfig
 from driftline.streams.app import Driftline, create_app
 from driftline.streams.config import Settings
-from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.agent import (
+from driftline.streams.ingest.dead_letters import (
     DEAD_LETTER_MAX_BYTES,
-    GC_GEN0_THRESHOLD,
     H_MESSAGE,
     H_OFFSET,
     H_PARTITION,
@@ -25,10 +23,13 @@ from driftline.streams.monitor.agent import (
     H_TRUNCATED,
     dead_letter_headers,
     dead_letter_record,
-    tune_gc,
 )
-from driftline.streams.monitor.processor import Record, Reject
+from driftline.streams.ingest.records import Record, Reject
+from driftline.streams.metrics import Metrics
+from driftline.streams.runtime import GC_GEN0_THRESHOLD, tune_gc
 from prometheus_client import CollectorRegistry
+
+from tests.streams.monitor.states import state_of
 
 T0 = 1_767_225_600.0
 
@@ -241,8 +242,13 @@ async def test_monitor_handle_publishes_dead_letters_drift_events_and_state() ->
     assert int(first["trigger_event_id"].rsplit("-", 1)[1]) >= 250
     state = producer.on("t.monitor-state")
     assert [(m["key"], m["partition"]) for m in state] == [(b"m1", 2)]
-    assert state[0]["value"] == dl.processor.state_of("m1")
-    assert deployed == [("m1", "v2")]
+    assert state[0]["value"] == state_of(dl.processor, "m1")
+    # The deploy reset the model's reference here; recording it in the store is the
+    # deploy agent's (its own consumer group): the monitor never waits for the store.
+    assert deployed == [] and dl.deploys is not None
+    # Signal gauges are read from the detectors when /metrics is scraped (any read of
+    # the registry), not per batch: the checkpoint only marks the model.
+    assert dl.monitor.gauges.stale == {"m1"}
     reg = dl.metrics.registry
     assert reg.get_sample_value("driftline_dead_letters_published_total",
                                 {"reason": "bad_json", "topic": "t.interactions"}) == 1.0
@@ -251,9 +257,9 @@ async def test_monitor_handle_publishes_dead_letters_drift_events_and_state() ->
     assert reg.get_sample_value("driftline_batch_processing_seconds_count") == 1.0
     # Signal gauges are read from the detectors when /metrics is scraped, not per batch.
     latency = {"model": "m1", "kind": "behavior", "signal": "latency"}
-    assert reg.get_sample_value("driftline_detector_threshold", latency) is None
-    dl.monitor.export_stats()
+    # A scrape: the registered collector reads the marked models' detectors.
     assert reg.get_sample_value("driftline_detector_threshold", latency) is not None
+    assert dl.monitor.gauges.stale == set()
     assert sum(reg.get_sample_value("driftline_monitored_models", {"phase": p}) or 0
                for p in ("warmup", "monitoring")) == 1
 
@@ -310,7 +316,7 @@ async def test_restored_state_is_handed_over_once_and_dropped_with_its_partition
     await _handle(dl, [
         Record("t.interactions", 0, 0, b"a", _latency("a", 1, 10**9)[0]),
         Record("t.interactions", 1, 0, b"b", _latency("b", 1, 10**9)[0])])
-    blobs = {m: dl.processor.state_of(m) for m in ("a", "b")}
+    blobs = {m: state_of(dl.processor, m) for m in ("a", "b")}
     await _checkpoint(dl)
     assert dl.monitor._state == {}  # checkpoints publish, they keep no copy
     # As if restored by ``assigned``: a on partition 0, b on partition 1, not loaded yet.
@@ -390,3 +396,64 @@ def test_worker_keeps_the_root_logger_at_the_level_asked_for(level: str) -> None
     finally:
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]
+
+
+def test_healthz_says_failed_with_the_reason_once_a_checkpoint_failed() -> None:
+    from driftline.streams.app import health_of
+    from driftline.streams.monitor.state_codec import StateError
+
+    dl = _app()
+    assert health_of(dl)["status"] == "ok"
+    dl.monitor.consumer.fail(StateError("unsupported monitor state version 9"))
+    doc = health_of(dl)
+    assert (doc["status"], doc["reason"]) == (
+        "failed", "StateError: unsupported monitor state version 9")
+    with pytest.raises(RuntimeError, match="monitor: StateError: unsupported monitor state"):
+        dl.monitor.consumer.raise_if_failed()
+
+
+async def test_deploy_agent_records_valid_notices_and_dead_letters_refused_ones() -> None:
+    from driftline.streams.store.errors import StoreError, StoreUnavailable
+
+    calls: list[tuple[str, str]] = []
+
+    async def record(model_id: str, version: str) -> None:
+        calls.append((model_id, version))
+        if version == "bad":
+            raise StoreError("mark deployed: value too long")
+
+    dl = create_app(_settings(), metrics=Metrics(CollectorRegistry()),
+                    monitor_config=MonitorConfig(warmup=100), deploy_handler=record)
+    agent = dl.deploys
+    assert agent is not None and agent.consumer.group_id == "driftline-unit-deploys"
+    assert agent.consumer.topics == ["t.model-updates"]
+    producer = SendAndWaitProducer()
+    agent.producer = producer
+
+    def update(offset: int, model: str, version: str) -> Record:
+        return Record("t.model-updates", 1, offset, model.encode(), orjson.dumps(
+            {"model_id": model, "model_version": version, "ts": T0, "kind": "deployed"}))
+
+    await agent.handle([update(0, "m1", "v2"), Record("t.model-updates", 1, 1, b"m1", b"{"),
+                        update(2, "m2", "bad"), update(3, "m3", "v7")])
+    assert calls == [("m1", "v2"), ("m2", "bad"), ("m3", "v7")]  # the invalid one skipped
+    assert agent.recorded == 2
+    assert [(t, dict(h)[H_REASON], dict(h)[H_OFFSET]) for t, _, h in producer.sent] == [
+        ("t.dead-letters", b"store_rejected", b"2")]
+
+    async def down(model_id: str, version: str) -> None:
+        raise StoreUnavailable("mark deployed: no answer (gave up after 3 attempts)")
+
+    agent.handler = down
+    with pytest.raises(StoreUnavailable, match="gave up after 3 attempts"):
+        await agent.handle([update(4, "m4", "v1")])  # not committed: read again later
+    assert len(producer.sent) == 1
+
+
+class SendAndWaitProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, list[tuple[str, bytes]]]] = []
+
+    async def send_and_wait(self, topic: str, value: bytes | None, *, key: bytes | None,
+                            headers: list[tuple[str, bytes]]) -> None:
+        self.sent.append((topic, value, headers))

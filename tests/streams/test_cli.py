@@ -182,6 +182,35 @@ def test_a_real_postgres_refusing_and_then_migrating(postgres_dsn: str) -> None:
     assert (proc.returncode, proc.stdout.strip()) == (0, "migrations applied: none pending")
 
 
+@pytest.mark.postgres
+def test_migrate_waiting_for_another_migrators_lock_times_out(postgres_dsn: str) -> None:
+    """Another session holds the migration lock (a second `driftline migrate`, stuck):
+    migrate waits --timeout for it, then says so in one line, exit 6."""
+    import asyncio
+
+    import asyncpg
+    from driftline.streams.store.migrate import _LOCK_KEY
+
+    async def holding() -> subprocess.CompletedProcess[str]:
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute("select pg_advisory_lock($1)", _LOCK_KEY)
+            return await asyncio.to_thread(run, "migrate", "--timeout", "1",
+                                           env={"DATABASE_URL": postgres_dsn}, timeout=60)
+        finally:
+            await conn.close()
+
+    start = time.monotonic()
+    line = one_error_line(asyncio.run(holding()), Exit.DATABASE)
+    assert line == ("error: the database at DATABASE_URL: waited 1 s for a lock another "
+                    "session holds (another `driftline migrate`, or a long transaction on "
+                    "driftline's tables) (--timeout)")
+    assert time.monotonic() - start < 30
+    # The lock released, the same command succeeds.
+    proc = run("migrate", "--timeout", "1", env={"DATABASE_URL": postgres_dsn})
+    assert (proc.returncode, proc.stdout.strip()) == (0, "migrations applied: none pending")
+
+
 @pytest.mark.parametrize(("args", "env", "expected"), [
     (("config",), {"DRIFTLINE_WARMUP": "abc"},
      "error: DRIFTLINE_WARMUP='abc' is not a valid int (from environment)"),

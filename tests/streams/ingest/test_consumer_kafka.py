@@ -15,7 +15,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from driftline.streams.config import Settings
-from driftline.streams.ingest.consumer import BatchConsumer
+from driftline.streams.ingest.consumer import BatchConsumer, CheckpointFailed
 
 from tests.fixtures_kafka import _produce
 
@@ -158,3 +158,34 @@ def test_an_empty_fetch_checkpoints_only_when_caught_up_or_due() -> None:
     bc.lag = 4000
     bc._last_checkpoint = time.monotonic() - 1.5
     assert bc.idle_checkpoint_due()
+
+
+async def test_a_failed_assignment_callback_stops_the_consumer_before_any_record(
+        kafka_bootstrap: str) -> None:
+    """aiokafka logs and drops what a rebalance listener raises and goes on with the
+    assignment; the consumer raises it instead (a state it could not restore is never
+    replaced by a fresh one), handles nothing and commits nothing."""
+    topic, group = f"c{uuid.uuid4().hex[:10]}", f"g{uuid.uuid4().hex[:10]}"
+    await _produce(kafka_bootstrap, [(topic, b"k", b"v%d" % i) for i in range(10)])
+    handled: list[Any] = []
+
+    async def handle(records: list[Any]) -> None:
+        handled.extend(records)
+
+    async def assigned(tps: set[TopicPartition]) -> None:
+        raise ValueError("unreadable state")
+
+    bc = BatchConsumer(settings=Settings(kafka_bootstrap=kafka_bootstrap), group_id=group,
+                       topics=[topic], handle=handle, on_assigned=assigned,
+                       commit_interval_s=0.1, within_s=0.05)
+    await bc.start()
+    try:
+        async def crashed() -> bool:
+            return bc.crash_reason is not None
+        await _until(crashed, "the consumer to stop on the failed assignment")
+        assert isinstance(bc.crash_reason, CheckpointFailed)
+        assert str(bc.crash_reason) == "batch: ValueError: unreadable state"
+        assert handled == []
+    finally:
+        await bc.stop()
+    assert await _committed(kafka_bootstrap, group, TopicPartition(topic, 0)) is None

@@ -36,16 +36,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from driftline.detectors import MonitorConfig
+from driftline.streams.ingest.records import Record
 from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.processor import (
-    MonitorProcessor,
-    Record,
-    decode_state,
-    latest_states,
-)
+from driftline.streams.monitor.processor import MonitorProcessor
+from driftline.streams.monitor.state_codec import decode_state
 from prometheus_client import CollectorRegistry
 
 from tests.fixtures_kafka import WorkerProcess, produce, wait_for
+from tests.streams.monitor.states import latest_states
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -193,7 +191,7 @@ def _drained(bootstrap: str, prefix: str) -> bool:
 
 
 def _states(bootstrap: str, prefix: str) -> dict[str, Any]:
-    """The latest monitor state per model, decoded (``_ModelState``). Read with this
+    """The latest monitor state per model, decoded (``ModelState``). Read with this
     module's reader, not the worker's ``read_state``: the test checks that one; both put
     a state together from its records with ``latest_states``."""
     records = [(m.key, m.value, m.partition)

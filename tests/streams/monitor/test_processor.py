@@ -12,17 +12,18 @@ import numpy as np
 import orjson
 import pytest
 from driftline.detectors import ModelMonitor, MonitorConfig, state
+from driftline.streams.ingest.records import Record
 from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.processor import (
+from driftline.streams.monitor.processor import BatchResult, MonitorProcessor
+from driftline.streams.monitor.state_codec import (
     STATE_VERSION,
-    BatchResult,
-    MonitorProcessor,
-    Record,
+    StateError,
     decode_state,
     encode_state,
-    latest_states,
 )
 from prometheus_client import CollectorRegistry
+
+from tests.streams.monitor.states import latest_states, state_of
 
 IT, FB, UP = "t.interactions", "t.feedback", "t.model-updates"
 WARMUP = 100
@@ -151,11 +152,11 @@ def test_replayed_batch_is_skipped_and_changes_nothing() -> None:
     records = _latency_stream(450, shift_at=250, factor=1.6, seed=3).records
     first = _run(proc, records)
     assert first.drift_events
-    before = proc.state_of("m1")
+    before = state_of(proc, "m1")
     again = _run(proc, records)
     assert again.drift_events == [] and again.rejects == []
     assert again.dirty == {}
-    assert proc.state_of("m1") == before
+    assert state_of(proc, "m1") == before
     assert reg.get_sample_value("driftline_interactions_processed_total",
                                 {"model": "m1"}) == 450.0
 
@@ -198,7 +199,8 @@ def test_encode_decode_state_round_trip() -> None:
     assert encode_state(back) == blob
     version, n = struct.unpack_from("<BI", blob)
     assert version == STATE_VERSION
-    assert orjson.loads(blob[5:5 + n]) == {"o": {IT: 59, FB: 0}, "d": ["v1", 16], "b": {}}
+    assert orjson.loads(blob[5:5 + n]) == {"offsets": {IT: 59, FB: 0},
+                                          "embedding_dim": ["v1", 16], "apart": {}}
 
 
 def _checkpointed_log(proc: MonitorProcessor, records: list[Record], batch: int
@@ -213,7 +215,7 @@ def _checkpointed_log(proc: MonitorProcessor, records: list[Record], batch: int
         out = proc.process(records[k:k + batch])
         for m, partition in sorted(out.dirty.items()):
             records_of_m = proc.state_records(m)
-            full = proc.state_of(m)  # (with the generations state_records just set)
+            full = state_of(proc, m)  # (with the generations state_records just set)
             for key, value in records_of_m:
                 topic.append((key, value, partition))
                 if key == m.encode():
@@ -261,21 +263,24 @@ def test_a_state_written_in_parts_restores_and_continues_like_a_whole_one(
     assert tail.drift_events == [e for e in whole.drift_events
                                  if e not in _run(_processor(), records[:700]).drift_events]
     for m in second.models:
-        _assert_same_state(second.state_of(m), final[m])
+        _assert_same_state(state_of(second, m), final[m])
     # Restored generations carry on: nothing changed, so nothing is rewritten apart.
     first_gens = {m: first.models[m].blobs for m in first.models}
     assert {m: second.models[m].blobs for m in second.models}.keys() == first_gens.keys()
 
 
-def test_a_state_whose_reference_is_gone_starts_afresh_and_says_so(
-        caplog: pytest.LogCaptureFixture) -> None:
+def test_a_state_whose_reference_is_gone_fails_closed() -> None:
+    """A state that needs a field the topic no longer holds cannot be restored; starting
+    the model afresh would let its next checkpoint overwrite the state with a new
+    baseline, so the restore raises and names the model and the field."""
     topic, _ = _checkpointed_log(_processor(apart_bytes=512),
                                  _embedding_and_latency_stream(11).records[:600], batch=100)
     kept = [r for r in topic if r[0] is None or not r[0].startswith(b"m2\0")]
     assert len(kept) < len(topic)
-    got = latest_states(kept)
-    assert set(got) == {"m1"}
-    assert "cannot restore the state of m2" in caplog.text
+    with pytest.raises(StateError, match=r"the state of m2 needs '[a-z_.]+' generation \d+, "
+                                         "which the state topic does not hold"):
+        latest_states(kept)
+    assert set(latest_states(r for r in kept if not r[0].startswith(b"m2"))) == {"m1"}
 
 
 @pytest.mark.parametrize("blob", [
@@ -283,7 +288,7 @@ def test_a_state_whose_reference_is_gone_starts_afresh_and_says_so(
     struct.pack("<BI", 0, 2) + b"{}",
 ])
 def test_unknown_state_version_is_rejected(blob: bytes) -> None:
-    with pytest.raises(ValueError, match="unsupported monitor state version"):
+    with pytest.raises(StateError, match="unsupported monitor state version"):
         decode_state(blob, 0)
 
 
@@ -292,16 +297,16 @@ def test_state_of_unknown_version_stops_the_batch() -> None:
     # letters (or start a silent fresh baseline): processing fails loudly.
     good = _processor()
     good.process(_latency_stream(3, shift_at=10**9, factor=1.0).records)
-    blob = bytearray(good.state_of("m1"))
+    blob = bytearray(state_of(good, "m1"))
     blob[0] = STATE_VERSION + 1
     proc = _processor(load_state=lambda _m: bytes(blob))
-    with pytest.raises(ValueError, match="unsupported monitor state version"):
+    with pytest.raises(StateError, match="unsupported monitor state version"):
         proc.process(_latency_stream(1, shift_at=10**9, factor=1.0).records)
     assert proc.models == {}
 
 
 def test_truncated_state_is_rejected() -> None:
-    with pytest.raises(ValueError, match="truncated"):
+    with pytest.raises(StateError, match="truncated"):
         decode_state(b"\x01\x00", 0)
 
 
@@ -338,7 +343,7 @@ def mixed_stream() -> tuple[list[Record], BatchResult, dict[str, bytes]]:
     records = _embedding_and_latency_stream(11).records
     proc = _processor()
     whole = _run(proc, records, batch=250)
-    return records, whole, {m: proc.state_of(m) for m in proc.models}
+    return records, whole, {m: state_of(proc, m) for m in proc.models}
 
 
 @pytest.mark.parametrize("split", [1, 137, 400, 777, 1000, 1300])
@@ -348,7 +353,7 @@ def test_restore_from_state_continues_exactly(
     assert whole.drift_events
     first = _processor()
     head = _run(first, records[:split], batch=97)
-    blobs = {m: first.state_of(m) for m in first.models}
+    blobs = {m: state_of(first, m) for m in first.models}
     second = _processor(load_state=blobs.get)
     # The source is re-read from before the split (offsets committed late): the records
     # already applied must be skipped, so the events are exactly the uninterrupted ones.
@@ -356,7 +361,7 @@ def test_restore_from_state_continues_exactly(
     assert head.drift_events + tail.drift_events == whole.drift_events
     assert head.deployed + tail.deployed == whole.deployed
     for m in second.models:
-        _assert_same_state(second.state_of(m), final[m])
+        _assert_same_state(state_of(second, m), final[m])
 
 
 def _assert_same_state(a: bytes, b: bytes) -> None:
@@ -735,8 +740,8 @@ def test_reject_warnings_are_rate_limited_per_reason(caplog: pytest.LogCaptureFi
     import logging
     import types
 
+    from driftline.streams.ingest.records import Reject
     from driftline.streams.monitor import agent as monitor_agent
-    from driftline.streams.monitor.processor import Reject
 
     clock = [1000.0]
     monkeypatch.setattr(monitor_agent.time, "monotonic", lambda: clock[0])
@@ -881,7 +886,7 @@ def test_a_segmented_model_checkpoints_and_continues_exactly(split: int) -> None
     assert min(int(e["trigger_event_id"].rsplit("-", 1)[1]) for e in segs) >= 1800
     first = _segmented()
     head = _run(first, records[:split], batch=97).drift_events + first.flush().drift_events
-    blobs = {m: first.state_of(m) for m in first.models}
+    blobs = {m: state_of(first, m) for m in first.models}
     second = _segmented(load_state=blobs.get)
     tail = _run(second, records[max(0, split - 150):], batch=97).drift_events
     tail += second.flush().drift_events
@@ -902,6 +907,8 @@ def test_segment_metrics_count_every_routed_interaction() -> None:
     assert sum(per.values()) == 900
     assert per["other"] == 100  # before the first ranking, after 100 interactions
     assert (per["acme"], per["globex"], per["initech"]) == (266, 267, 267)  # i % 3 from 100
+
+
 def test_a_reference_learned_from_too_little_data_is_logged_and_counted_once(
         caplog: pytest.LogCaptureFixture) -> None:
     # A warm-up of 100 values is worth fewer than the 200 independent ones a latency level

@@ -9,8 +9,10 @@ from __future__ import annotations
 import numpy as np
 import orjson
 from driftline.detectors import MonitorConfig, state
+from driftline.streams.ingest.records import Record
 from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.processor import APART_BYTES, MonitorProcessor, Record
+from driftline.streams.monitor.processor import MonitorProcessor
+from driftline.streams.monitor.state_codec import APART_BYTES
 from prometheus_client import CollectorRegistry
 
 BATCH = 500  # interactions between two checkpoints

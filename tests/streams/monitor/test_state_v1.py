@@ -9,16 +9,14 @@ from pathlib import Path
 
 import orjson
 from driftline.detectors import MonitorConfig
+from driftline.streams.ingest.records import Record
 from driftline.streams.metrics import Metrics
-from driftline.streams.monitor.processor import (
-    STATE_VERSION,
-    MonitorProcessor,
-    Record,
-    decode_state,
-)
+from driftline.streams.monitor.processor import MonitorProcessor
+from driftline.streams.monitor.state_codec import STATE_VERSION, decode_state
 from prometheus_client import CollectorRegistry
 
 from tests.streams.monitor import state_v1_stream as stream
+from tests.streams.monitor.states import state_of
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 RECORD = (DATA / "monitor-state-v1.bin").read_bytes()
@@ -72,4 +70,4 @@ def test_the_monitor_continues_from_it_as_the_old_build_did() -> None:
     assert _run(proc, after) == OLD_BUILD["after"]
     assert proc.processed == stream.TOTAL - stream.CUT
     # Its next checkpoint is a record of this build's version.
-    assert proc.state_of(stream.MODEL)[0] == STATE_VERSION
+    assert state_of(proc, stream.MODEL)[0] == STATE_VERSION

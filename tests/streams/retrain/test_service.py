@@ -18,6 +18,7 @@ from driftline.streams.retrain import (
     PolicyConfig,
     RetrainPolicy,
     RetrainService,
+    TriggerResult,
     WebhookTrigger,
     verify,
 )
@@ -45,7 +46,7 @@ def service(store: PostgresStore, url: str | None = None, *, window: float = 0.0
     hook = (WebhookTrigger(url, SECRET, retry=RetryPolicy(initial_s=0.01, attempts=3),
                            rng=random.Random(5)) if url else None)
     policy = policy or RetrainPolicy(PolicyConfig(group_window_s=window, cooldown_s=cooldown))
-    return RetrainService(store, policy, webhook=hook, command=command)
+    return RetrainService(store, policy, triggers=[t for t in (hook, command) if t is not None])
 
 
 async def test_duplicate_drift_event_gives_one_row_and_one_action(
@@ -184,9 +185,10 @@ async def test_from_settings_and_secrets_stay_out_of_store_and_logs(
         "DRIFTLINE_COOLDOWN_S": "120", "DRIFTLINE_WEBHOOK_TIMEOUT_S": "2.5"})
     svc = RetrainService.from_settings(settings, pg_store)
     assert svc.policy.default.cooldown_s == 120.0
-    assert svc.webhook is not None and svc.webhook.timeout_s == 2.5
-    assert svc.command is not None and svc.command.argv[0] == sys.executable
-    assert secret not in repr(svc.webhook) and secret not in repr(settings)
+    webhook, command = svc.triggers
+    assert isinstance(webhook, WebhookTrigger) and webhook.timeout_s == 2.5
+    assert isinstance(command, CommandTrigger) and command.argv[0] == sys.executable
+    assert secret not in repr(webhook) and secret not in repr(settings)
     caplog.set_level("DEBUG")
     assert await svc.handle([drift_event(1)], now=1.0) == []  # 5 s grouping window
     [req] = await svc.tick(now=6.0)
@@ -273,3 +275,34 @@ async def test_a_second_drift_waits_for_the_job_in_flight(pg_store: PostgresStor
     [job] = await pg_store.jobs()
     assert (job["job_id"], job["state"]) == (req["job_id"], "running")
     assert len(server.requests) == 1
+
+
+class RecordingTrigger:
+    """A trigger of a user's own, through the Trigger protocol."""
+
+    name = "recording"
+
+    def __init__(self, actions: set[str]) -> None:
+        self.actions = actions
+        self.fired: list[str] = []
+
+    def handles(self, action: str) -> bool:
+        return action in self.actions
+
+    async def fire(self, request: Any) -> TriggerResult:
+        self.fired.append(request["job_id"])
+        return TriggerResult(self.name, True, 1, 0.0)
+
+
+async def test_the_service_fires_each_trigger_of_its_list_that_handles_the_action(
+        pg_store: PostgresStore) -> None:
+    retrains, alerts = RecordingTrigger({"retrain", "reindex"}), RecordingTrigger({"alert"})
+    svc = RetrainService(pg_store, RetrainPolicy(PolicyConfig(group_window_s=0.0,
+                                                              cooldown_s=0.0)),
+                         triggers=[retrains, alerts])
+    [req] = await svc.handle([drift_event(1)], now=1000.0)
+    await svc.drain()
+    assert req["action"] == "retrain"
+    assert (retrains.fired, alerts.fired) == ([req["job_id"]], [])
+    [job] = await pg_store.jobs()
+    assert job["state"] == "running"

@@ -108,3 +108,33 @@ async def test_the_webhook_sleeps_the_schedule_between_its_six_attempts(
     # The webhook's default policy: from half a second, doubling, capped at 30 s.
     ref = random.Random(4)
     assert between == [d / 2 + ref.uniform(0, d / 2) for d in (0.5, 1.0, 2.0, 4.0, 8.0)]
+
+
+async def test_every_failed_attempt_is_one_log_line_and_the_recovery_another(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """An outage is visible while it lasts: a line per failed attempt (what, why, the
+    next delay; never the password), one when the store answers again."""
+    slept = _recording_sleep(monkeypatch)
+    dsn = "postgresql://u:hunter2@db.example:5432/x"
+    calls = {"n": 0}
+
+    async def op() -> str:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(f"connect to {dsn} failed\nsecond line")
+        if calls["n"] == 2:
+            await asyncio.Event().wait()  # hangs: the attempt's timeout ends it
+        return "ok"
+
+    caplog.set_level("WARNING", logger="driftline.store")
+    policy = RetryPolicy(initial_s=0.1, max_s=0.5, timeout_s=0.05)
+    assert await retrying(op, what="write interactions", policy=policy,
+                          rng=random.Random(1), transient=lambda e: isinstance(e, OSError),
+                          secrets=[dsn]) == "ok"
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        f"store unavailable: write interactions: OSError: connect to *** failed second line"
+        f" (attempt 1; retrying in {slept[0]:.1f} s)",
+        "store unavailable: write interactions: no answer within 0.05 s"
+        f" (attempt 2; retrying in {slept[1]:.1f} s)",
+        "store back: write interactions succeeded after 2 failed attempts"]

@@ -1,0 +1,42 @@
+"""Restore: read the monitor-state topic's partitions this worker was assigned, back to
+each model's latest state (self-contained, see :class:`.state_codec.LatestStates`)."""
+
+from __future__ import annotations
+
+from aiokafka import TopicPartition
+from driftline.streams import kafka_clients
+from driftline.streams.config import Settings
+from driftline.streams.monitor.state_codec import LatestStates
+
+
+async def read_state(settings: Settings, topic: str, partitions: set[int]
+                     ) -> dict[str, tuple[int, bytes]]:
+    """The latest state (self-contained) and its partition per model in the given
+    partitions. Raises :class:`.state_codec.StateError` when a state cannot be put
+    together (the caller stops rather than starting that model afresh)."""
+    if not partitions:
+        return {}
+    # "earliest": with the default "latest", the reset that assign() starts can land after
+    # seek_to_beginning() and move the position to the end (aiokafka 0.14) -- nothing read.
+    consumer = kafka_clients.consumer(settings, enable_auto_commit=False, group_id=None,
+                                      max_partition_fetch_bytes=8 << 20,
+                                      auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        end = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        latest = LatestStates()
+        todo = {tp for tp in tps if end[tp] > 0}
+        while todo:
+            fetched = await consumer.getmany(*todo, timeout_ms=500)
+            for tp, msgs in fetched.items():
+                for m in msgs:
+                    latest.add(m.key, m.value, tp.partition)
+            for tp in list(todo):
+                if await consumer.position(tp) >= end[tp]:
+                    todo.discard(tp)
+        return latest.result()
+    finally:
+        await consumer.stop()

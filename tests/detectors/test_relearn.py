@@ -1,0 +1,176 @@
+"""What an alarm does to a signal: the reference stays in force while a candidate is learned.
+
+The streams are seeded lognormal latencies (log-SD 0.5, so "+1 SD" multiplies by e^0.5) and
+0/1 outcomes; the signals are built as the monitor builds them (a quarter of 0.8e-6 a
+detector, warm-up 2,000, AR order up to 5, long-run variance on). A *blip* is five values
+at +5 SD: one alarm, then nothing -- a benign alarm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from driftline.detectors import state
+from driftline.detectors.rate import RateSignal
+from driftline.detectors.scalar import ScalarSignal
+from driftline.detectors.signal import Alarm
+
+FA = 0.8e-6
+WARMUP = 2000
+BLIP = 4000  # five values at +5 SD from here
+
+
+def latency(seed: int, n: int, shifts: tuple[tuple[int, float], ...] = (),
+            blip: bool = False) -> np.ndarray:
+    z = np.random.default_rng(seed).standard_normal(n)
+    if blip:
+        z[BLIP: BLIP + 5] = 5.0
+    for start, size in shifts:
+        z[start:] += size
+    return np.exp(5.0 + 0.5 * z)
+
+
+def run(x: np.ndarray, relearn: bool = True, chunk: int = 0) -> tuple[ScalarSignal, list[Alarm]]:
+    sig = ScalarSignal("latency", FA, WARMUP, relearn=relearn)
+    ts = np.arange(x.shape[0], dtype=np.float64)
+    if not chunk:
+        return sig, sig.update(x, ts)
+    out: list[Alarm] = []
+    for a in range(0, x.shape[0], chunk):
+        out += [dataclasses.replace(al, index=a + al.index)
+                for al in sig.update(x[a: a + chunk], ts[a: a + chunk])]
+    return sig, out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_persisting_shift_alarms_once_and_replaces_the_reference(seed: int) -> None:
+    sig, alarms = run(latency(seed, 16_000, ((4000, 1.0),)))
+    assert [a.detector for a in alarms] == ["cusum_mean_up"]
+    assert 4000 <= alarms[0].index < 4080
+    assert alarms[0].baseline == pytest.approx(np.exp(5.0), rel=0.03)
+    # The change went on while the candidate was learned: its alarms were not published
+    # again, and the candidate (all shifted values) became the reference.
+    assert sig.suppressed > 0
+    assert sig.phase == "monitoring" and not sig.relearning and not sig.persisted
+    assert sig.chain is not None
+    assert sig.chain.marginal.median() == pytest.approx(np.exp(5.5), rel=0.03)
+    assert sig.reference.shape == (WARMUP,)
+    assert float(np.log(sig.reference).mean()) == pytest.approx(5.5, abs=0.05)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_real_shift_soon_after_a_benign_alarm_is_detected(seed: int) -> None:
+    x = latency(seed, 14_000, ((4600, 1.0),), blip=True)
+    _, alarms = run(x)
+    assert [a.detector for a in alarms] == ["cusum_spread_up", "cusum_mean_up"]
+    assert BLIP <= alarms[0].index < BLIP + 5
+    assert 4600 <= alarms[1].index < 4700
+    # The shift is measured against the reference in force, not against a candidate.
+    assert alarms[1].baseline == pytest.approx(np.exp(5.0), rel=0.03)
+    # Without relearning the signal warms up afresh after the blip, and the shift, 600
+    # values into that warm-up, becomes part of the new reference: never reported.
+    _, blind = run(x, relearn=False)
+    assert [(a.index, a.detector) for a in blind] == [(alarms[0].index, "cusum_spread_up")]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_benign_alarm_keeps_the_reference(seed: int) -> None:
+    x = latency(seed, 9000, blip=True)
+    sig = ScalarSignal("latency", FA, WARMUP)
+    ts = np.arange(x.shape[0], dtype=np.float64)
+    assert sig.update(x[:BLIP], ts[:BLIP]) == []
+    chain, reference, state_before = sig.chain, sig.reference.copy(), sig.chain.state.copy()
+    alarms = sig.update(x[BLIP: BLIP + 100], ts[BLIP: BLIP + 100])
+    assert [a.detector for a in alarms] == ["cusum_spread_up"]
+    assert sig.phase == "relearning"
+    assert sig.update(x[BLIP + 100:], ts[BLIP + 100:]) == []
+    # The candidate saw a quiet reference: it is dropped, the reference stays as it was.
+    assert sig.phase == "monitoring" and sig.suppressed == 0
+    assert sig.chain is chain
+    np.testing.assert_array_equal(sig.reference, reference)
+    np.testing.assert_array_equal(sig.chain.state, state_before)  # (order 0: no state)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_new_change_after_a_replacement_is_published(seed: int) -> None:
+    sig, alarms = run(latency(seed, 20_000, ((4000, 1.0), (12_000, 1.0))))
+    assert [a.detector for a in alarms] == ["cusum_mean_up", "cusum_mean_up"]
+    assert 4000 <= alarms[0].index < 4080
+    assert 12_000 <= alarms[1].index < 12_080
+    assert alarms[0].baseline == pytest.approx(np.exp(5.0), rel=0.03)
+    assert alarms[1].baseline == pytest.approx(np.exp(5.5), rel=0.03)  # the new reference
+    assert sig.chain is not None
+    assert sig.chain.marginal.median() == pytest.approx(np.exp(6.0), rel=0.03)
+
+
+@pytest.mark.parametrize("chunk", [1, 97, 1000])
+def test_relearning_is_the_same_in_any_batches(chunk: int) -> None:
+    x = latency(2, 9000 if chunk == 1 else 14_000, ((4600, 1.0),), blip=True)
+    whole, expect = run(x)
+    parts, got = run(x, chunk=chunk)
+    assert got == expect
+    assert (parts.suppressed, parts.last_alarm, parts.phase) == (
+        whole.suppressed, whole.last_alarm, whole.phase)
+
+
+@pytest.mark.parametrize("cut", [4002, 4300, 4650, 6500])
+def test_relearning_survives_a_snapshot(cut: int) -> None:
+    # Cut before the blip's alarm, while the candidate is learned, inside the shift's
+    # excursion, and after the candidate replaced the reference.
+    x = latency(3, 12_000, ((4600, 1.0),), blip=True)
+    ts = np.arange(x.shape[0], dtype=np.float64)
+    _, expect = run(x)
+    first = ScalarSignal("latency", FA, WARMUP)
+    got = first.update(x[:cut], ts[:cut])
+    fields = state.decode(state.encode(first.dump("latency")))
+    second = ScalarSignal("latency", FA, WARMUP)
+    second.load(state.Reader(fields).sub("latency"))
+    assert (second.relearning, second.persisted, second.last_alarm, second.suppressed) == (
+        first.relearning, first.persisted, first.last_alarm, first.suppressed)
+    got += [dataclasses.replace(a, index=cut + a.index)
+            for a in second.update(x[cut:], ts[cut:])]
+    assert got == expect
+
+
+# -- rates --------------------------------------------------------------------------------------
+def outcomes(seed: int, p1: float, n: int = 40_000, start: int = 15_000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random(n) < np.where(np.arange(n) >= start, p1, 0.05)).astype(np.float64)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_persisting_large_rate_shift_alarms_once(seed: int) -> None:
+    sig = RateSignal("refusal_rate", FA, WARMUP)
+    alarms = sig.update(outcomes(seed, 0.2), np.arange(40_000.0))
+    assert [a.detector for a in alarms] == ["bernoulli_cusum_up"]
+    assert 15_000 <= alarms[0].index < 15_300
+    assert sig.suppressed > 0
+    assert sig.p0 == pytest.approx(0.2, abs=0.03)  # the candidate replaced the reference
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a persisting rate shift of the design ratio (0.05 -> 0.10 from outcome 15,000) is "
+    "published twice (seeds 196 and 333): after the first alarm the statistic sat at 0 "
+    "for a stretch longer than the next excursion, and Signal.update takes that next "
+    "excursion (began - last_alarm > max(MIN_QUIET, run)) for a new change although the "
+    "rate never came back"))
+@pytest.mark.parametrize("seed", [196, 333])
+def test_a_persisting_rate_shift_of_the_design_ratio_alarms_once(seed: int) -> None:
+    sig = RateSignal("refusal_rate", FA, WARMUP)
+    alarms = sig.update(outcomes(seed, 0.1), np.arange(40_000.0))
+    assert sig.cv == 0.0  # (no dispersion priced in: the relearn policy alone)
+    assert [a.index for a in alarms][1:] == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "seed 350: the reference's Windows.dispersion reads cv 0.22 on binomial outcomes "
+    "(see test_rate_dispersion), which quadruples the up threshold (228 -> 933); the "
+    "2x shift then takes ~2,000-2,700 outcomes to alarm, longer than the candidate, so "
+    "each candidate is dropped as benign and the stale reference republishes the same "
+    "persisting change every ~2,500 outcomes (9 alarms in 25,000)"))
+def test_a_persisting_rate_shift_is_not_republished_by_a_stale_reference() -> None:
+    sig = RateSignal("refusal_rate", FA, WARMUP)
+    alarms = sig.update(outcomes(350, 0.1), np.arange(40_000.0))
+    assert len(alarms) == 1, [a.index for a in alarms]
