@@ -17,8 +17,11 @@ held-out distribution of ``1 - max cosine``. Two detectors watch it:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import orjson
 from driftline.detectors import calibration, state
 from driftline.detectors.cusum import SCALE, Cusum, bernoulli_design
 from driftline.detectors.kernels import scan_many
@@ -28,6 +31,7 @@ from driftline.detectors.signal import Alarm, Signal
 from driftline.detectors.types import InvalidValue
 
 FIT_BUFFER_BYTES = 800_000  # 1000 vectors of 384-d; fewer for wider embeddings
+NOVEL_KEPT = 32  # the last interactions outside every centroid, for an alarm's explanation
 
 
 def spherical_kmeans(x: np.ndarray, k: int, seed: int, iters: int = 25) -> np.ndarray:
@@ -99,6 +103,13 @@ class EmbeddingSignal(Signal):
         self.cv = 0.0
         self._design = (1, 1.0)
         self._last_d = np.zeros(0)
+        self._values: np.ndarray | None = None  # the vectors of the update() running
+        self._base = 0  # values seen before them
+        # The last NOVEL_KEPT values outside every centroid: index (in values seen),
+        # nearest reference centroid, distance.
+        self.novel = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))
+        self.novel_ids: list[str] = []  # their event ids, when the caller names its rows
+        self.names: Sequence[str] | None = None  # event ids of the update() running's rows
         self._warm_reset()
 
     def check(self, x: np.ndarray) -> None:
@@ -130,7 +141,11 @@ class EmbeddingSignal(Signal):
         if values.shape[0] and not self.dim:
             self.dim = int(values.shape[1])
             self._cap_fit()
-        return super().update(values, ts)
+        self._values, self._base = values, self.seen
+        try:
+            return super().update(values, ts)
+        finally:
+            self._values = None
 
     def _cap_fit(self) -> None:
         """Bound the k-means buffer (float16) so a warming snapshot stays under ~0.8 MB."""
@@ -175,6 +190,8 @@ class EmbeddingSignal(Signal):
     def _fit(self) -> None:
         assert self._cand is not None
         held = np.concatenate(self._held) if self._held else np.zeros(1)
+        self.novel = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0))
+        self.novel_ids = []
         self._install(self._cand, held)
         self._warm_reset()
 
@@ -214,8 +231,28 @@ class EmbeddingSignal(Signal):
     def _track(self, seg: np.ndarray, ts: np.ndarray) -> None:
         assert self.chain is not None
         k = seg.shape[0]
-        self._ewma_add((self._last_d[:k] > self.tau).astype(np.float64))
+        outside = self._last_d[:k] > self.tau
+        self._ewma_add(outside.astype(np.float64))
         self.chain.advance(k)
+        if outside.any() and self._values is not None and self.centroids is not None:
+            self._keep_novel(seg, np.flatnonzero(outside))
+
+    def _keep_novel(self, seg: np.ndarray, rows: np.ndarray) -> None:
+        """Remember the newest of ``seg[rows]`` (outside every centroid) for explanations.
+        ``seg`` is a slice of the values passed to :meth:`update`, which gives its place."""
+        assert self._values is not None and self.centroids is not None
+        rows = rows[-NOVEL_KEPT:]
+        start = ((seg.__array_interface__["data"][0]
+                  - self._values.__array_interface__["data"][0]) // self._values.strides[0])
+        sims = unit_rows(seg[rows], np.float64) @ self.centroids.T.astype(np.float64)
+        at, near, dist = self.novel
+        names = self.names
+        got = ([names[i] for i in (start + rows).tolist()] if names is not None
+               else [""] * rows.shape[0])
+        self.novel_ids = (self.novel_ids + got)[-NOVEL_KEPT:]
+        self.novel = (np.concatenate([at, self._base + start + rows])[-NOVEL_KEPT:],
+                      np.concatenate([near, sims.argmax(axis=1)])[-NOVEL_KEPT:],
+                      np.concatenate([dist, self._last_d[rows]])[-NOVEL_KEPT:])
 
     def _det_scale(self, det: Cusum) -> float:
         return 1.0 / self._design[1] if det is self.dets[0] else float(SCALE)
@@ -228,9 +265,54 @@ class EmbeddingSignal(Signal):
             run = max(run, 1)
             cur = min(max((s + run) / (a + 1) / run, 0.0), 1.0)
             sd = math.sqrt(self.p0 * (1.0 - self.p0))
-            return Alarm(index, name, self.p0, cur, abs(cur - self.p0) / sd)
+            return Alarm(index, name, self.p0, cur, abs(cur - self.p0) / sd,
+                         explanation=self._explain(det, s, run, index))
         base, cur, sev = mean_alarm(self.chain, 0.5, 1.0, s, run)
-        return Alarm(index, name, base, cur, sev)
+        return Alarm(index, name, base, cur, sev,
+                     explanation=self._explain(det, s, run, index))
+
+    def _explain(self, det: int, s: int, run: int, index: int) -> dict[str, Any]:
+        """An alarm's excursion (the ``run`` values up to it) in the reference's terms: how
+        many of its interactions fell outside every reference centroid (beyond the held-out
+        quantile of the distance), the reference centroid nearest to most of them and their
+        median distance, and an exemplar of the new region (``exemplar_index``, into the
+        values passed to :meth:`update`; ``exemplar_event_id`` when the caller named the
+        rows, :attr:`names`): the one of them at their median distance, else the interaction
+        that raised the alarm.
+
+        Exact whatever the batches: the novelty detector's count follows from its statistic
+        (each value outside adds ``a``, each inside takes 1), the distance detector's from
+        the last :data:`NOVEL_KEPT` values outside (``at_least`` when they do not reach back
+        to the excursion's start); the centroid from those too (checkpointed with the
+        signal)."""
+        run = max(run, 1)
+        at = self._base + index
+        began = at - run + 1
+        kept_at, near, dist = self.novel
+        inside = (kept_at >= began) & (kept_at <= at)
+        out: dict[str, Any] = {"distance_threshold": self.tau, "of_interactions": run}
+        if det == 0:  # s = a k - (run - k)
+            out["outside_centroids"] = round((s + run) / (self._design[0] + 1))
+        else:
+            out["outside_centroids"] = int(inside.sum())
+            if kept_at.shape[0] == NOVEL_KEPT and kept_at[0] > began:
+                out["at_least"] = True
+        if inside.any():
+            counts = np.bincount(near[inside])
+            out["nearest_centroid"] = int(counts.argmax())
+            out["nearest_centroid_distance"] = float(np.median(dist[inside]))
+        # A typical member of the new region: of the interactions outside every centroid in
+        # this update, the one at the median distance (the in-distribution tail just
+        # beyond the quantile is nearer); else the trigger.
+        ids = self.novel_ids if len(self.novel_ids) == kept_at.shape[0] else []
+        named = np.array([bool(i) for i in ids], dtype=bool).reshape(-1)
+        mine = np.flatnonzero(inside & named) if ids else np.zeros(0, dtype=np.int64)
+        if mine.shape[0]:
+            d = dist[mine]
+            out["exemplar_event_id"] = ids[int(mine[np.argmin(np.abs(d - np.median(d)))])]
+        else:
+            out["exemplar_index"] = index
+        return out
 
     def _baseline(self) -> float:
         return self.p0
@@ -251,9 +333,18 @@ class EmbeddingSignal(Signal):
                           else empty),
             "ref_held": self.held,
             "filter": self.chain.state.copy() if self.chain is not None else np.zeros(0),
+            "novel_at": self.novel[0], "novel_c": self.novel[1],
+            # (distances are float32 values: distances_to rounds them)
+            "novel_d": self.novel[2].astype(np.float32),
+            "novel_ids": orjson.dumps(self.novel_ids).decode(),
         }
 
     def _load(self, r: state.Reader) -> None:
+        if r.has("novel_at"):
+            self.novel = (r.array("novel_at"), r.array("novel_c"),
+                          r.array("novel_d").astype(np.float64))
+        if r.has("novel_ids"):
+            self.novel_ids = [str(i) for i in orjson.loads(str(r.text("novel_ids")))]
         self.dim = r.integer("dim")
         if self.dim:
             self._cap_fit()

@@ -287,13 +287,21 @@ class ModelMonitor:
         found: list[tuple[int, int, Finding]] = []
         for order, name, rows, vals in inputs:
             sig = self.signals[name]
-            for alarm in sig.update(vals, ts[rows]):
+            if isinstance(sig, EmbeddingSignal):  # it names its exemplars
+                sig.names = _Rows(event_ids, rows)
+            try:
+                alarms = sig.update(vals, ts[rows])
+            finally:
+                if isinstance(sig, EmbeddingSignal):
+                    sig.names = None
+            for alarm in alarms:
                 row = int(rows[alarm.index])
                 found.append((row, order, Finding(
                     kind=sig.kind, signal=name, detector=alarm.detector,
                     baseline=_finite(alarm.baseline), current=_finite(alarm.current),
                     severity=_finite(alarm.severity), event_id=event_ids[row],
-                    ts=float(ts[row]), model_version=self.model_version)))
+                    ts=float(ts[row]), model_version=self.model_version, window=alarm.run,
+                    explanation=_explained(alarm.explanation, rows, event_ids))))
         found.sort(key=lambda f: (f[0], f[1]))
         return [f for _, _, f in found]
 
@@ -359,6 +367,30 @@ class ModelMonitor:
         for name, sig in self.signals.items():
             sig.load(r.sub(name))
         return self
+
+
+class _Rows(Sequence[str]):
+    """The event ids of a signal's values (``rows`` of the batch), looked up on demand."""
+
+    def __init__(self, event_ids: Sequence[str], rows: np.ndarray) -> None:
+        self.ids, self.rows = event_ids, rows
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.ids[int(self.rows[i])]
+
+
+def _explained(explanation: dict[str, Any] | None, rows: np.ndarray,
+               event_ids: Sequence[str]) -> dict[str, Any] | None:
+    """A signal's explanation with its exemplar (an index into the signal's values) as the
+    event id of that interaction."""
+    if explanation is None or "exemplar_index" not in explanation:
+        return explanation
+    out = dict(explanation)
+    out["exemplar_event_id"] = event_ids[int(rows[int(out.pop("exemplar_index"))])]
+    return out
 
 
 def _finite(x: float) -> float:

@@ -22,9 +22,11 @@ reference.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from driftline.detectors import state
@@ -45,6 +47,8 @@ class Alarm:
     baseline: float
     current: float
     severity: float
+    run: int = 0  # values in the excursion that raised it (set by ``Signal.update``)
+    explanation: dict[str, Any] | None = None  # what the signal can say about it
 
 
 class Signal(abc.ABC):
@@ -119,7 +123,7 @@ class Signal(abc.ABC):
             at = base + i + idx
             began = at - run + 1
             if not self.relearn:
-                out.append(self._alarm(j, s, run, i + idx))
+                out.append(dataclasses.replace(self._alarm(j, s, run, i + idx), run=run))
                 self.last_alarm = at
                 self.dets = []
                 self._warm_reset()
@@ -130,7 +134,7 @@ class Signal(abc.ABC):
                                           began - self.last_alarm > max(MIN_QUIET, run))
             self.last_alarm = at
             if new:
-                out.append(self._alarm(j, s, run, i + idx))
+                out.append(dataclasses.replace(self._alarm(j, s, run, i + idx), run=run))
                 self._warm_reset()  # a candidate from the values after the alarm
                 self.relearning = True
                 self.persisted = False

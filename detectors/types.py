@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +44,11 @@ class Finding:
     event_id: str
     ts: float
     model_version: str | None
+    # Where and what (see ``detectors.segments``); empty when there is nothing to add.
+    window: int = 0  # values of the signal in the alarm's excursion (the detector's run)
+    explanation: Mapping[str, Any] | None = None  # embedding: nearest centroid, exemplar
+    segment: tuple[tuple[str, str], ...] = ()  # the segment's (key, value) pairs
+    attribution: tuple[Mapping[str, Any], ...] = ()  # model level: the segments that moved
 
 
 @dataclass(frozen=True, slots=True)

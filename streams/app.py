@@ -71,7 +71,8 @@ def create_app(
     on_startup: Callable[[], Awaitable[list[tuple[bytes, bytes]]]] | None = None,
 ) -> Driftline:
     """Build the Faust app with every topic and agent of driftline."""
-    metrics = metrics or Metrics(max_models=settings.max_model_labels)
+    metrics = metrics or Metrics(max_models=settings.max_model_labels,
+                                 max_segments=settings.max_segment_labels)
     monitor_config = monitor_config or settings.monitor_config()
     metrics.set_budget(monitor_config.target_false_alarm_rate, len(catalogue.SIGNALS))
     app = faust.App(
@@ -112,7 +113,7 @@ def create_app(
         monitor_config=monitor_config, metrics=metrics,
         max_payload_bytes=settings.max_payload_bytes, min_run=settings.run_min,
         max_delay_s=min(settings.run_hold_s, settings.commit_interval_s),
-        apart_bytes=settings.state_apart_bytes,
+        apart_bytes=settings.state_apart_bytes, segments=settings.segment_plan(),
     )
     # The monitor never waits for the store: deploy notices reach it through the deploy
     # agent's own consumer group (a store outage holds back only that group).

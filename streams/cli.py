@@ -380,7 +380,8 @@ def _replay(args: argparse.Namespace) -> int:
     bar = Progress(0, "replay", sys.stderr)
     stats = replay.run(source, output, feedback_path=feedback, config=settings.monitor_config(),
                        progress=lambda n: bar.update(n, f"lines ({size / 2**20:,.0f} MiB file)"),
-                       report_path=reports or None, truth=truth, rejects_path=rejects)
+                       report_path=reports or None, truth=truth, rejects_path=rejects,
+                       segments=settings.segment_plan() or None)
     print(stats)
     if rejects is not None:
         print(f"rejected lines: {rejects}")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from driftline.detectors import MonitorConfig
+    from driftline.detectors.segments import SegmentPlan
 
 
 class Secret:
@@ -119,6 +120,18 @@ class Settings:
     state_apart_bytes: int = field(default=1024,
                                    metadata={"env": "DRIFTLINE_STATE_APART_BYTES"})
     max_model_labels: int = field(default=100, metadata={"env": "DRIFTLINE_MAX_MODEL_LABELS"})
+    # Segments (detectors/segments.py): "KEY[,KEY...]" for every model and/or
+    # "MODEL=KEY[,KEY...]" per model, ";"-separated; keys are model_version or
+    # metadata.<name>. Each key watches its busiest DRIFTLINE_SEGMENT_VALUES values (the
+    # rest as "other"); the model level keeps DRIFTLINE_SEGMENT_MODEL_SHARE of the
+    # false-alarm budget, the keys share the rest. Worker and replay read the same.
+    segments: str = field(default="", metadata={"env": "DRIFTLINE_SEGMENTS"})
+    segment_values: int = field(default=20, metadata={"env": "DRIFTLINE_SEGMENT_VALUES"})
+    segment_model_share: float = field(default=0.5,
+                                       metadata={"env": "DRIFTLINE_SEGMENT_MODEL_SHARE"})
+    # Distinct segment labels per model label in the metrics (then "other").
+    max_segment_labels: int = field(default=64,
+                                    metadata={"env": "DRIFTLINE_MAX_SEGMENT_LABELS"})
     log_sample_rate: float = field(default=1.0, metadata={"env": "DRIFTLINE_LOG_SAMPLE_RATE"})
     # Store: DATABASE_URL wins over Supabase; with neither, an embedded Postgres under data_dir.
     database_url: Secret = field(default_factory=lambda: Secret(""),
@@ -135,6 +148,10 @@ class Settings:
                                      metadata={"env": "DRIFTLINE_WEBHOOK_TIMEOUT_S"})
     retrain_command: str = field(default="", metadata={"env": "DRIFTLINE_RETRAIN_COMMAND"})
     cooldown_s: float = field(default=3600.0, metadata={"env": "DRIFTLINE_COOLDOWN_S"})
+    # "segment": a segment's drift is decided and acted on for that segment alone (its
+    # request names it, e.g. re-index only that segment's index); "model": it joins the
+    # model's decision.
+    retrain_scope: str = field(default="segment", metadata={"env": "DRIFTLINE_RETRAIN_SCOPE"})
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -173,6 +190,12 @@ class Settings:
         return MonitorConfig(warmup=self.warmup, target_false_alarm_rate=self.false_alarm_rate,
                              dependence=self.dependence, season_period_s=self.season_period_s,
                              season_bins=self.season_bins, detectors=self.detectors)
+
+    def segment_plan(self) -> SegmentPlan:
+        """Which models are segmented by which keys (the worker's and replay's)."""
+        from driftline.detectors.segments import SegmentPlan
+
+        return SegmentPlan.parse(self.segments, self.segment_values, self.segment_model_share)
 
 
 TOPICS = ("interactions", "feedback", "model-updates", "drift-events", "dead-letters",
@@ -291,7 +314,8 @@ def layered(environ: Mapping[str, str], file: Path | None = None,
 
 
 _AT_LEAST_ONE = ("partitions", "replication", "batch_size", "store_batch_size", "run_min",
-                 "max_model_labels", "max_payload_bytes", "season_bins")
+                 "max_model_labels", "max_payload_bytes", "season_bins",
+                 "max_segment_labels")
 _POSITIVE = ("commit_interval_s", "batch_within_s", "run_hold_s")
 
 
@@ -336,6 +360,18 @@ def problems(s: Settings) -> list[tuple[str, str]]:
             out.append((env["detectors"], str(exc).removeprefix("detectors: ")))
     if not 0.0 <= s.log_sample_rate <= 1.0:
         out.append((env["log_sample_rate"], "must be between 0 and 1"))
+    if not 1 <= s.segment_values <= 1000:
+        out.append((env["segment_values"], "must be within 1-1000"))
+    if not 0.0 < s.segment_model_share < 1.0:
+        out.append((env["segment_model_share"], "must be in (0, 1): the model level's share "
+                    "of the false-alarm budget"))
+    else:
+        try:
+            s.segment_plan()
+        except ValueError as exc:
+            out.append((env["segments"], str(exc)))
+    if s.retrain_scope not in ("segment", "model"):
+        out.append((env["retrain_scope"], "must be 'segment' or 'model'"))
     if not s.cooldown_s >= 0:
         out.append((env["cooldown_s"], "must be 0 or more seconds"))
     out += [(env[n], "must be at least 1") for n in _AT_LEAST_ONE if getattr(s, n) < 1]

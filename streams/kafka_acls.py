@@ -80,7 +80,7 @@ class AclLayout:
                 why="the worker creates missing topics at start (an admin may instead)"),
             Acl(self.worker, ("Read",), "group", (self.app_id,), "prefixed",
                 why=f"consumer groups {self.app_id}, {self.app_id}-monitor, "
-                    f"{self.app_id}-logger"),
+                    f"{self.app_id}-logger, {self.app_id}-deploys"),
             Acl(self.worker, ("Read", "Write", "Create"), "topic", (f"{self.app_id}-",),
                 "prefixed", why="Faust's internal topics (its partition assignor)"),
             Acl(self.deployer, ("Write",), "topic", (t("model-updates"),),

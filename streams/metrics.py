@@ -4,6 +4,10 @@ Every label here has a bounded set of values:
 
 * ``model`` — capped by :class:`ModelLabels` (the first ``max_models`` ids seen; the rest
   share ``other``);
+* ``segment`` — ``<key>=<value>`` of a segmented model's segment: at most
+  ``keys x (DRIFTLINE_SEGMENT_VALUES + 1)`` per model at a time by construction, and capped
+  per model label by :class:`SegmentLabels` (the first ``max_segments`` seen; the rest
+  share ``other``);
 * ``kind`` — ``embedding | behavior | accuracy`` (``detectors.KINDS``);
 * ``signal``, ``detector``, ``action``, ``outcome``, ``table``, ``buffer`` — closed sets
   chosen by driftline's own code, never copied from a payload;
@@ -80,6 +84,34 @@ class ModelLabels:
 
     def __len__(self) -> int:
         return len(self._known)
+
+
+class SegmentLabels:
+    """Caps the ``segment`` label per model label: the first ``limit`` segments seen keep
+    their ``key=value``, later ones share ``other`` (a segment evicted and re-admitted, or
+    values that churn, would otherwise mint series without end).
+
+    >>> cap = SegmentLabels(2)
+    >>> [cap("m", "tenant", v) for v in ("a", "b", "c", "a")]
+    ['tenant=a', 'tenant=b', 'other', 'tenant=a']
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._known: dict[str, set[str]] = {}
+
+    def __call__(self, model: str, key: str, value: str) -> str:
+        label = f"{key}={value}"
+        known = self._known.setdefault(model, set())
+        if label in known:
+            return label
+        if len(known) < self.limit:
+            known.add(label)
+            return label
+        return OTHER
+
+    def __len__(self) -> int:
+        return sum(map(len, self._known.values()))
 
 
 class SignalGauges(Collector):  # type: ignore[misc]
@@ -167,10 +199,18 @@ class Metrics:
     driftline_store_retries_total / driftline_store_errors_total (table);
     ``store_up`` driftline_store_up (backend: postgres, rest, embedded);
     ``buffer_fill`` driftline_buffer_fill_ratio (buffer);
-    ``model_labels`` driftline_model_labels / driftline_model_labels_limit.
+    ``model_labels`` driftline_model_labels / driftline_model_labels_limit;
+    ``segment_interactions`` driftline_segment_interactions_processed_total (model, segment);
+    ``segment_drift_events`` driftline_segment_drift_events_total (model, segment, kind,
+    signal, detector); ``segment_statistic`` / ``segment_threshold`` / ``segment_baseline``
+    / ``segment_current`` driftline_segment_detector_statistic / _threshold /
+    driftline_segment_signal_baseline / _current (model, segment, kind, signal);
+    ``segment_monitors`` driftline_segment_monitors, ``segment_values``
+    driftline_segment_values_tracked, ``segment_bytes`` driftline_segment_state_bytes (model).
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None, max_models: int = 100) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, max_models: int = 100,
+                 max_segments: int = 64) -> None:
         # ``*_created`` samples would double every counter's and histogram's series, and
         # Prometheus 2.x stores them as plain gauges nobody queries. (A process-wide switch
         # of prometheus_client; the worker's registry is the process' only one.)
@@ -268,6 +308,36 @@ class Metrics:
             registry=r)
         self.model_labels_limit.set(max_models)
 
+        # Segments of segmented models (detectors/segmented.py).
+        self.segment = SegmentLabels(max_segments)
+        self.segment_interactions = Counter(
+            "driftline_segment_interactions_processed_total",
+            "Interactions routed to a segment's monitor", ["model", "segment"], registry=r)
+        self.segment_drift_events = Counter(
+            "driftline_segment_drift_events_total", "Drift events of a segment's monitor",
+            ["model", "segment", "kind", "signal", "detector"], registry=r)
+        seg = ["model", "segment", "kind", "signal"]
+        self.segment_statistic = Gauge(
+            "driftline_segment_detector_statistic",
+            "Detector statistic of a segment's monitor, per signal", seg, registry=r)
+        self.segment_threshold = Gauge(
+            "driftline_segment_detector_threshold",
+            "Alarm threshold of a segment's detector statistic", seg, registry=r)
+        self.segment_baseline = Gauge(
+            "driftline_segment_signal_baseline",
+            "Reference value of a segment's signal (native units)", seg, registry=r)
+        self.segment_current = Gauge(
+            "driftline_segment_signal_current",
+            "Recent value of a segment's signal (native units)", seg, registry=r)
+        self.segment_monitors = Gauge(
+            "driftline_segment_monitors", "Segment monitors held for a model (its keys' "
+            "busiest values and their 'other')", ["model"], registry=r)
+        self.segment_values = Gauge(
+            "driftline_segment_values_tracked", "Segment values a model counts to rank them",
+            ["model"], registry=r)
+        self.segment_bytes = Gauge(
+            "driftline_segment_state_bytes", "State held by a model's segment monitors",
+            ["model"], registry=r)
         # The false-alarm budget, so that a recording rule can state it per model per day
         # at each model's observed rate (prometheus/rules/driftline.yml).
         self.false_alarm_budget = Gauge(

@@ -70,7 +70,8 @@ class StoreHooks:
 
 
 def build(settings: Settings, metrics: Metrics | None = None) -> tuple[Driftline, StoreHooks]:
-    metrics = metrics or Metrics(max_models=settings.max_model_labels)
+    metrics = metrics or Metrics(max_models=settings.max_model_labels,
+                                 max_segments=settings.max_segment_labels)
     hooks = StoreHooks(settings, metrics)
     dl = create_app(settings, metrics=metrics, retrain_handler=hooks.retrain,
                     interaction_sink=hooks.log_interactions, deploy_handler=hooks.deployed,

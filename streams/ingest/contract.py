@@ -194,6 +194,12 @@ class DriftEvent:
     schema_version: Literal[1] = 1
     model_version: Name | None = None
     trigger_event_id: Name | None = None
+    # Where and what (a segmented model's monitor): the segment of a segment's detection,
+    # the segments that moved a model-level one with their share, an embedding drift's
+    # nearest reference centroid, interactions outside every centroid and exemplar.
+    segment: dict[Name, Name] | None = None
+    attribution: list[dict[str, Any]] | None = None
+    explanation: dict[str, Any] | None = None
 
 
 DRIFT_KINDS = ("embedding", "behavior", "accuracy")

@@ -34,6 +34,7 @@ from driftline.streams.metrics import Metrics
 from driftline.streams.monitor.gauges import ModelGauges
 from driftline.streams.monitor.processor import BatchResult, MonitorProcessor
 from driftline.streams.monitor.restore import read_state
+from driftline.streams.monitor.segments import segment_configs
 from driftline.streams.runtime import tune_gc
 from driftline.streams.store.errors import StoreError, StoreUnavailable
 from mode import Service
@@ -92,6 +93,8 @@ class MonitorAgent(Service):
         # the first model completes its warm-up, not in the middle of a batch.
         t0 = time.perf_counter()
         await asyncio.to_thread(prime, self.processor.config)
+        for cfg in segment_configs(self.processor.segments, self.processor.config):
+            await asyncio.to_thread(prime, cfg)  # the segments' shares too
         log.info("detector thresholds calibrated in %.1fs", time.perf_counter() - t0)
         tune_gc()
         self.producer = kafka_clients.producer(

@@ -10,10 +10,13 @@ from collections.abc import Iterable
 
 from driftline.streams.metrics import Metrics
 from driftline.streams.monitor.processor import MonitorProcessor
+from driftline.streams.monitor.segments import set_segment_gauges
 
 
 class ModelGauges:
-    """Refreshes ``metrics.signals`` (registered once) from ``processor``'s monitors."""
+    """Refreshes ``metrics.signals`` (registered once) from ``processor``'s monitors, and
+    a segmented model's segment gauges (registered after ``signals``, so they are
+    collected after this refresh in the same scrape)."""
 
     def __init__(self, processor: MonitorProcessor, metrics: Metrics) -> None:
         self.processor = processor
@@ -37,6 +40,7 @@ class ModelGauges:
                 self.metrics.observe_signal(model_id, signal, statistic=s.statistic,
                                             threshold=s.threshold, baseline=s.baseline,
                                             current=s.current, kind=s.kind)
+            set_segment_gauges(self.metrics, model_id, st.monitor)
         phases: dict[str, int] = {"warmup": 0, "monitoring": 0}
         for st in models.values():
             phases[st.monitor.phase] = phases.get(st.monitor.phase, 0) + 1

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import attrgetter
 from typing import Any
 
 import numpy as np
-from driftline.detectors import Finding, InvalidValue, ModelMonitor, MonitorConfig, catalogue
+from driftline.detectors import Finding, InvalidValue, MonitorConfig, catalogue
+from driftline.detectors.segmented import SegmentedMonitor, new_monitor
+from driftline.detectors.segments import SegmentPlan, value_of
 from driftline.streams.drift.events import drift_event
 from driftline.streams.ingest.contract import (
     Feedback,
@@ -36,6 +38,7 @@ from driftline.streams.ingest.contract import (
 from driftline.streams.ingest.decoder import BatchDecoder, FastInteraction
 from driftline.streams.ingest.records import RecordLike, Reject, count_rejects
 from driftline.streams.metrics import Metrics
+from driftline.streams.monitor import segments as seg
 from driftline.streams.monitor.runs import EventIds, Grouper, Run, Slice
 from driftline.streams.monitor.state_codec import (
     APART_BYTES,
@@ -99,6 +102,7 @@ class MonitorProcessor:
         min_run: int = 0,
         max_delay_s: float = 0.25,
         apart_bytes: int = APART_BYTES,
+        segments: SegmentPlan | None = None,
     ) -> None:
         self.topics = (interactions_topic, feedback_topic, updates_topic)
         self.config = monitor_config
@@ -124,6 +128,7 @@ class MonitorProcessor:
         self._pending: dict[str, Run] = {}
         self.processed = 0  # interactions fed to their monitor
         self.apart_bytes = apart_bytes
+        self.segments = segments  # which models are segmented (streams/monitor/segments.py)
 
     # -- the models held ------------------------------------------------------------------
 
@@ -146,8 +151,9 @@ class MonitorProcessor:
         st = self.models.get(model_id)
         if st is None:
             raw = self.load_state(model_id)
-            st = (decode_state(raw, partition) if raw is not None
-                  else ModelState(ModelMonitor(model_id, self.config), {}, partition))
+            plan = self.segments.for_model(model_id) if self.segments else None
+            st = (decode_state(raw, partition, self.segments) if raw is not None
+                  else ModelState(new_monitor(model_id, self.config, plan), {}, partition))
             self.models[model_id] = st
         st.partition = partition
         return st
@@ -190,6 +196,8 @@ class MonitorProcessor:
             if drain or run.n >= self.min_run or tick - run.since >= self.max_delay_s:
                 del self._pending[model_id]
                 findings += self._observe(model_id, self.models[model_id], run, out)
+        if drain:  # caught up: segments' waiting interactions too
+            findings += self._flush_segments(out.dirty)
         return self._publish(findings, out)
 
     def flush(self) -> BatchResult:
@@ -199,7 +207,17 @@ class MonitorProcessor:
         pending, self._pending = self._pending, {}
         for model_id, run in pending.items():
             findings += self._observe(model_id, self.models[model_id], run, out)
+        findings += self._flush_segments(self.models)
         return self._publish(findings, out)
+
+    def _flush_segments(self, model_ids: Iterable[str]) -> list[tuple[str, Finding]]:
+        """Feed segmented models' waiting segment interactions."""
+        out: list[tuple[str, Finding]] = []
+        for model_id in model_ids:
+            st = self.models.get(model_id)
+            if st is not None and isinstance(st.monitor, SegmentedMonitor):
+                out += [(model_id, f) for f in st.monitor.flush()]
+        return out
 
     def _apply(self, model_id: str, items: list[WorkItem], out: BatchResult, tick: float
                ) -> list[tuple[str, Finding]]:
@@ -223,7 +241,8 @@ class MonitorProcessor:
                 findings += [(model_id, f) for f in st.monitor.observe_label(
                     fb.event_id, fb.ts, correct=fb.correct, feedback=fb.feedback)]
             else:
-                st.monitor.deploy(item.update.model_version)
+                findings += [(model_id, f) for f in
+                             st.monitor.deploy(item.update.model_version) or []]
                 out.deployed.append((model_id, item.update.model_version))
                 out.deploy_records.append(item.record)
         if run is not None:
@@ -327,8 +346,11 @@ class MonitorProcessor:
         for model_id, f in findings:
             ev = drift_event(model_id, f)
             out.drift_events.append((model_id, ev))
-            self.metrics.drift_events.labels(
-                self.metrics.model(model_id), f.kind, f.signal, f.detector).inc()
+            if f.segment:
+                seg.count_finding(self.metrics, model_id, f)
+            else:
+                self.metrics.drift_events.labels(
+                    self.metrics.model(model_id), f.kind, f.signal, f.detector).inc()
             self.metrics.detection_lag.observe(max(0.0, now - f.ts))
         return out
 
@@ -357,11 +379,17 @@ class MonitorProcessor:
             its = run.interactions() if its is None else its
             version = next((it.model_version for it in its if it.model_version is not None),
                            None)
+        ids: Sequence[str] = EventIds(run)
+        extra: dict[str, Any] = {}
+        if isinstance(st.monitor, SegmentedMonitor):  # each row's segment values too
+            its = run.interactions() if its is None else its
+            ids = [it.event_id for it in its]
+            extra["segments"] = seg.segment_columns(st.monitor, its)
         try:
             found = st.monitor.observe_columns(
-                EventIds(run), cols[0], embeddings=embeddings,
+                ids, cols[0], embeddings=embeddings,
                 embedding_rows=np.array(emb_rows, dtype=np.int64), model_version=version,
-                **signals)
+                **extra, **signals)
         except InvalidValue:
             # The monitor validates a batch before it changes state: find the culprit(s).
             return self._observe_slowly(model_id, st, run, out)
@@ -372,6 +400,7 @@ class MonitorProcessor:
                           model_id, n)
             return []
         self.metrics.interactions.labels(self.metrics.model(model_id)).inc(n)
+        seg.count_routed(self.metrics, model_id, st.monitor)
         for signal_name, warning in st.monitor.new_warnings():
             log.warning("model %s: %s", model_id, warning)
             self.metrics.reference_warnings.labels(signal_name).inc()
@@ -386,13 +415,20 @@ class MonitorProcessor:
         for rec in run.records():
             try:
                 it = parse_interaction(rec.value, rec.key, self.max_payload_bytes)
-                found += [(model_id, f) for f in st.monitor.observe(it.obs)]
+                if isinstance(st.monitor, SegmentedMonitor):
+                    meta = it.raw.get("metadata")
+                    values = {k: value_of(it.obs.model_version, meta, k)
+                              for k in st.monitor.segments.keys}
+                    found += [(model_id, f) for f in st.monitor.observe(it.obs, values)]
+                else:
+                    found += [(model_id, f) for f in st.monitor.observe(it.obs)]
                 ok += 1
             except InvalidEvent as exc:
                 self._reject(out, rec, exc.reason, exc.message)
             except InvalidValue as exc:
                 self._reject(out, rec, "bad_value", str(exc))
         self.metrics.interactions.labels(self.metrics.model(model_id)).inc(ok)
+        seg.count_routed(self.metrics, model_id, st.monitor)
         self.processed += ok
         return found
 

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import orjson
 from driftline.detectors import ModelMonitor, state
+from driftline.detectors.segmented import SegmentedMonitor, restore_monitor
+from driftline.detectors.segments import SegmentPlan
 
 STATE_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
@@ -62,7 +64,7 @@ _SHORT_HEADER = HeaderKeys(offsets="o", embedding_dim="d", apart="b")  # version
 class ModelState:
     """A model's monitor and what it has seen, as the processor keeps it."""
 
-    monitor: ModelMonitor
+    monitor: ModelMonitor | SegmentedMonitor
     offsets: dict[str, int]  # source topic -> last offset applied
     partition: int
     dim: list[Any] | None = None  # [model_version, embedding dimension] once seen
@@ -122,12 +124,17 @@ def encode_state(st: ModelState) -> bytes:
     return _record(st, refs, st.monitor.snapshot_fields())
 
 
-def decode_state(data: bytes, partition: int) -> ModelState:
-    """Rebuild a model's state from a self-contained record (see :func:`inline_state`)."""
+def decode_state(data: bytes, partition: int, segments: SegmentPlan | None = None
+                 ) -> ModelState:
+    """Rebuild a model's state from a self-contained record (see :func:`inline_state`),
+    segmented as ``segments`` now says."""
     head, snap = _split(data)
     try:
         fields = state.decode(snap)
-        monitor = ModelMonitor.restore_fields(fields)
+        model_id = fields.get("model_id")
+        plan = (segments.for_model(model_id) if segments and isinstance(model_id, str)
+                else None)
+        monitor = restore_monitor(fields, plan)
     except (ValueError, KeyError, TypeError) as exc:
         raise StateError(f"unreadable monitor snapshot: {exc}") from None
     # The record was a checkpoint: an array that comes out the same at the next one is

@@ -28,6 +28,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import orjson
 from driftline.detectors import Finding, ModelMonitor, MonitorConfig
+from driftline.detectors.segmented import SegmentedMonitor, new_monitor
+from driftline.detectors.segments import SegmentPlan, values_of
 from driftline.streams.drift.events import drift_event
 from driftline.streams.ingest import contract as schema
 from driftline.streams.ingest.contract import InteractionRecord
@@ -84,6 +86,7 @@ class _Chunk:
     feedback: np.ndarray
     correct: np.ndarray
     emb: list[np.ndarray | None]
+    records: list[Any] = field(default_factory=list)  # decoded (None: rejected), for segments
     has_vectors: bool = False
     versions: set[Any] = field(default_factory=set)
     line_of: Callable[[int], int] = int  # row -> line number in the file
@@ -107,7 +110,7 @@ def _chunk(records: list[InteractionRecord | None], ids: list[str | None],
                 has = True
     return _Chunk(ok, ids, list(map(_EVENT_ID, rows)), list(map(_VERSION, rows)),
                   cols[0].copy(), cols[1].copy(), cols[2].copy(), cols[3].copy(),
-                  cols[4].copy(), cols[5].copy(), emb, has)
+                  cols[4].copy(), cols[5].copy(), emb, rows, has)
 
 
 _EVENT_ID = attrgetter("event_id")
@@ -172,19 +175,23 @@ def _read_labels(path: Path | None, stats: ReplayStats, rejects: _Rejects) -> _L
 class _Models:
     """The monitors, created on first sight, with their versions and embedding dimension."""
 
-    def __init__(self, config: MonitorConfig, recorder: SeriesRecorder | None = None) -> None:
+    def __init__(self, config: MonitorConfig, recorder: SeriesRecorder | None = None,
+                 segments: SegmentPlan | None = None) -> None:
         self.config = config
-        self.monitors: dict[str, ModelMonitor] = {}
+        self.segments = segments  # which models are segmented (as the worker's)
+        self.monitors: dict[str, ModelMonitor | SegmentedMonitor] = {}
         self.versions: dict[str, set[str]] = {}
         self.dims: dict[str, int] = {}
         # For a report: what each model's signals looked like, per interaction index.
         self.recorder = recorder
         self.count: dict[str, int] = {}
+        self.index_of: dict[str, dict[str, int]] = {}  # segmented: event id -> index
 
-    def get(self, model_id: str) -> ModelMonitor:
+    def get(self, model_id: str) -> ModelMonitor | SegmentedMonitor:
         m = self.monitors.get(model_id)
         if m is None:
-            m = self.monitors[model_id] = ModelMonitor(model_id, self.config)
+            plan = self.segments.for_model(model_id) if self.segments else None
+            m = self.monitors[model_id] = new_monitor(model_id, self.config, plan)
             self.versions[model_id] = set()
         return m
 
@@ -193,14 +200,16 @@ def run(input_path: str | Path, output_path: str | Path, feedback_path: str | Pa
         config: MonitorConfig | None = None, progress: Callable[[int], None] | None = None,
         report_path: str | Path | Sequence[str | Path] | None = None,
         truth: list[dict[str, Any]] | None = None,
-        rejects_path: str | Path | None = None) -> ReplayStats:
+        rejects_path: str | Path | None = None,
+        segments: SegmentPlan | None = None) -> ReplayStats:
     """Replay interactions (and feedback) through per-model monitors; write drift events.
 
     With ``report_path`` (one path or several) also write a report of every model's
     signals, baselines, warm-ups and detections, with ``truth`` (the simulator's injected
     drifts) marked: HTML, PNG or a JSON summary, by each path's suffix. With
     ``rejects_path``, write each rejected line there as a JSON object: file, line number
-    (1-based), reason (``contract.REASONS``), message.
+    (1-based), reason (``contract.REASONS``), message. ``segments`` segments models as the
+    worker's ``DRIFTLINE_SEGMENTS`` does (``Settings.segment_plan()``).
     """
     reports = ([] if report_path is None else [report_path]
                if isinstance(report_path, str | Path) else list(report_path))
@@ -211,7 +220,7 @@ def run(input_path: str | Path, output_path: str | Path, feedback_path: str | Pa
     try:
         stats = _run(Path(input_path), Path(output_path),
                      Path(feedback_path) if feedback_path else None, config, progress,
-                     recorder, Path(rejects_path) if rejects_path else None)
+                     recorder, Path(rejects_path) if rejects_path else None, segments)
     finally:
         if enabled:
             gc.enable()
@@ -223,13 +232,13 @@ def run(input_path: str | Path, output_path: str | Path, feedback_path: str | Pa
 
 def _run(input_path: Path, output_path: Path, feedback_path: Path | None,
          config: MonitorConfig | None, progress: Callable[[int], None] | None,
-         recorder: SeriesRecorder | None = None, rejects_path: Path | None = None
-         ) -> ReplayStats:
+         recorder: SeriesRecorder | None = None, rejects_path: Path | None = None,
+         segments: SegmentPlan | None = None) -> ReplayStats:
     t0 = time.perf_counter()
     stats = ReplayStats()
     rejects = _Rejects(rejects_path)
     reasons = rejects.reasons
-    models = _Models(config or MonitorConfig(), recorder)
+    models = _Models(config or MonitorConfig(), recorder, segments)
     try:
         labels = _read_labels(feedback_path, stats, rejects)
         decoder = BatchDecoder()
@@ -312,6 +321,11 @@ def _process(c: _Chunk | None, labels: _Labels, models: _Models, stats: ReplaySt
     for model_id, k in code.items():
         found += _run_model(c, rows, groups_r[k], labels, lo, groups_l[k], row_pos, lab_pos,
                             model_id, models, stats, reasons)
+    if c is None:  # the end: what waits for segments' monitors
+        end = int(state["pos"])
+        for model_id, mon in models.monitors.items():
+            if isinstance(mon, SegmentedMonitor):
+                found += [(end, model_id, f) for f in mon.flush()]
     found.sort(key=lambda f: f[0])
     if found:
         out.write(b"".join(orjson.dumps(drift_event(mid, f)) + b"\n" for _, mid, f in found))
@@ -400,7 +414,8 @@ def _run_model(c: _Chunk | None, rows: np.ndarray, ri: np.ndarray, labels: _Labe
             if mon.model_version is None:
                 mon.model_version = v
             else:
-                mon.deploy(v)
+                at = int(allpos[a])
+                found += [(at, model_id, f) for f in mon.deploy(v) or []]
         if b <= a:
             continue
         er = emb_rows[(emb_rows >= a) & (emb_rows < b)]
@@ -408,27 +423,41 @@ def _run_model(c: _Chunk | None, rows: np.ndarray, ri: np.ndarray, labels: _Labe
         n_int = int(ipos[a:b].sum())
         stats.interactions += n_int
         stats.feedback += (b - a) - n_int
+        extra: dict[str, Any] = {}
+        if isinstance(mon, SegmentedMonitor) and c is not None:
+            # Each row's segment values (labels' rows: none; they count at the model level).
+            recs = [c.records[r] for r in src.tolist()]
+            per_key = {k: values_of(recs, k) for k in mon.segments.keys}
+            sl = order[a:b].tolist()
+            extra["segments"] = {k: [vals[j] if j < n_r else None for j in sl]
+                                 for k, vals in per_key.items()}
+            extra["label_rows"] = ~ipos[a:b]
         if models.recorder is None:
             fs = mon.observe_columns(
                 ids[a:b], ts[a:b], latency_ms=lat[a:b], output_tokens=tok[a:b],
                 refusal=ref[a:b], feedback=fb[a:b], correct=cor[a:b], embeddings=e,
-                embedding_rows=er - a, interactions=n_int)
+                embedding_rows=er - a, interactions=n_int, **extra)
         else:
             fs = _record(models, mon, model_id, ids, ts, lat, tok, ref, fb, cor, e, er, ipos,
-                         a, b)
+                         a, b, extra)
         if fs:
+            # A segment's finding may name an interaction of an earlier chunk (its monitor
+            # is fed a few hundred rows at a time): it comes out where it was found.
             where = {ids[k]: int(allpos[k]) for k in range(a, b)}
-            found += [(where[f.event_id], model_id, f) for f in fs]
+            last = int(allpos[b - 1])
+            found += [(where.get(f.event_id, last), model_id, f) for f in fs]
     return found
 
 
 REPORT_STEP = 50  # interactions between two samples of a model's signals in a report
+REPORT_FEED = 10 * REPORT_STEP  # a segmented model's segments fed that often for a report
+SEGMENT_INDEX_KEPT = 1 << 17  # event ids of a segmented model's report, for its segments'
 
 
-def _record(models: _Models, mon: ModelMonitor, model_id: str, ids: list[str], ts: np.ndarray,
-            lat: np.ndarray, tok: np.ndarray, ref: np.ndarray, fb: np.ndarray,
-            cor: np.ndarray, e: np.ndarray | None, er: np.ndarray, ipos: np.ndarray, a: int,
-            b: int) -> list[Finding]:
+def _record(models: _Models, mon: ModelMonitor | SegmentedMonitor, model_id: str,
+            ids: list[str], ts: np.ndarray, lat: np.ndarray, tok: np.ndarray, ref: np.ndarray,
+            fb: np.ndarray, cor: np.ndarray, e: np.ndarray | None, er: np.ndarray,
+            ipos: np.ndarray, a: int, b: int, extra: dict[str, Any]) -> list[Finding]:
     """Feed [a, b) in steps, sampling the signals between steps (the detections do not
     depend on how a run is cut)."""
     rec = models.recorder
@@ -440,14 +469,27 @@ def _record(models: _Models, mon: ModelMonitor, model_id: str, ids: list[str], t
         sel = (er >= s0) & (er < s1)
         sub = e[np.flatnonzero(sel)] if e is not None and sel.any() else None
         n_int = int(ipos[s0:s1].sum())
+        part: dict[str, Any] = {}
+        if extra:
+            part["segments"] = {k: v[s0 - a:s1 - a] for k, v in extra["segments"].items()}
+            part["label_rows"] = extra["label_rows"][s0 - a:s1 - a]
         fs = mon.observe_columns(
             ids[s0:s1], ts[s0:s1], latency_ms=lat[s0:s1], output_tokens=tok[s0:s1],
             refusal=ref[s0:s1], feedback=fb[s0:s1], correct=cor[s0:s1], embeddings=sub,
-            embedding_rows=er[sel] - s0, interactions=n_int)
+            embedding_rows=er[sel] - s0, interactions=n_int, **part)
+        if isinstance(mon, SegmentedMonitor) and (count + n_int) // REPORT_FEED > (
+                count // REPORT_FEED):  # segments drawn as they go (same findings)
+            fs += mon.flush()
         cum = np.cumsum(ipos[s0:s1])
         at = {ids[k]: count + max(0, int(cum[k - s0]) - 1) for k in range(s0, s1)}
+        if extra:  # a segment's finding may name an interaction of an earlier step
+            seen = models.index_of.setdefault(model_id, {})
+            seen.update(at)
+            while len(seen) > SEGMENT_INDEX_KEPT:
+                del seen[next(iter(seen))]
+            at = seen
         for f in fs:
-            rec.detection(drift_event(model_id, f), at[f.event_id])
+            rec.detection(drift_event(model_id, f), at.get(f.event_id, count + n_int - 1))
         count += n_int
         rec.sample(model_id, count, mon)
         out += fs

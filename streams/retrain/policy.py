@@ -6,6 +6,13 @@ kind (accuracy → retrain, embedding → reindex, behavior → ``behavior_actio
 events at or above ``min_severity``. Every group ends in exactly one :class:`Decision`,
 acted on or not, with its reason. A drift_id seen before is ignored.
 
+**Segments.** With ``scope="segment"`` (``DRIFTLINE_RETRAIN_SCOPE``, the default) a
+segment's drift event (one that names ``segment: {key: value}``) is decided for that
+segment alone: its own group, cooldown and in-flight job, and its decision (and the job's
+request) name the segment, so the receiver can act on that segment only (re-index that
+tenant's index). Model-level events, and every event with ``scope="model"``, are decided
+for the model as a whole.
+
 The cooldown is spent only by a job that was accepted: an acted decision's job is *in
 flight* until the caller settles it (:meth:`~RetrainPolicy.settle`). While it is, another
 decision of the same model and action is suppressed (``suppressed_in_flight``: no second
@@ -73,9 +80,17 @@ class PolicyConfig:
         raise ValueError(f"unknown drift kind {kind!r}")
 
 
+def scope_of(model_id: str, segment: Mapping[str, str] | None) -> str:
+    """The key a policy decides under: the model id, or the model and one segment."""
+    if not segment:
+        return model_id
+    return model_id + "\x00" + "\x00".join(f"{k}={v}" for k, v in sorted(segment.items()))
+
+
 @dataclass(frozen=True)
 class Decision:
-    """What the policy decided for one group of drift events of one model."""
+    """What the policy decided for one group of drift events of one model (or of one of
+    its segments: ``segment``)."""
 
     decision_id: str
     model_id: str
@@ -87,6 +102,7 @@ class Decision:
     kinds: tuple[str, ...]
     max_severity: float
     decided_at: float
+    segment: Mapping[str, str] | None = None
 
     @property
     def acted(self) -> bool:
@@ -96,6 +112,7 @@ class Decision:
         d = asdict(self)
         d["drift_ids"] = list(self.drift_ids)
         d["kinds"] = list(self.kinds)
+        d["segment"] = dict(self.segment) if self.segment else None
         return d
 
 
@@ -109,7 +126,9 @@ def _slim(event: Mapping[str, Any]) -> dict[str, Any]:
     """The fields a decision needs: keeps the policy's state small."""
     return {"drift_id": str(event["drift_id"]), "model_id": str(event["model_id"]),
             "model_version": event.get("model_version"), "kind": str(event["kind"]),
-            "severity": float(event.get("severity") or 0.0)}
+            "severity": float(event.get("severity") or 0.0),
+            "segment": (dict(event["segment"]) if isinstance(event.get("segment"), Mapping)
+                        else None)}
 
 
 class RetrainPolicy:
@@ -117,7 +136,10 @@ class RetrainPolicy:
 
     def __init__(self, default: PolicyConfig | None = None,
                  per_model: Mapping[str, PolicyConfig] | None = None,
-                 remember: int = 10_000) -> None:
+                 remember: int = 10_000, scope: str = "segment") -> None:
+        if scope not in ("segment", "model"):
+            raise ValueError("scope must be 'segment' or 'model'")
+        self.scope = scope
         self.default = default or PolicyConfig()
         self.per_model = dict(per_model or {})
         self._pending: dict[str, _Group] = {}
@@ -143,45 +165,59 @@ class RetrainPolicy:
         cfg = self.config(ev["model_id"])
         cfg.action_for(ev["kind"])  # an unknown kind raises before anything changes
         self._remember(ev["drift_id"])
-        group = self._pending.setdefault(ev["model_id"], _Group(opened_at=now))
+        if self.scope == "model":
+            ev["segment"] = None
+        key = scope_of(ev["model_id"], ev["segment"])
+        group = self._pending.setdefault(key, _Group(opened_at=now))
         group.events.append(ev)
         if cfg.group_window_s == 0:
-            decisions.append(self._decide(self._pending.pop(ev["model_id"]), now))
+            decisions.append(self._decide(self._pending.pop(key), now))
         return decisions
+
+    def _config_of(self, key: str) -> PolicyConfig:
+        """The config of a scope key's model."""
+        return self.config(key.split("\x00", 1)[0])
 
     def flush(self, now: float, *, force: bool = False) -> list[Decision]:
         """Decide every group whose window has closed by ``now`` (all of them if
         ``force``)."""
         due = [m for m, g in self._pending.items()
-               if force or now >= g.opened_at + self.config(m).group_window_s]
+               if force or now >= g.opened_at + self._config_of(m).group_window_s]
         return [self._decide(self._pending.pop(m), now) for m in sorted(due)]
 
     def on_deployed(self, model_id: str, model_version: str, now: float) -> list[Decision]:
-        """A new version is live: an open group of the model is superseded, not acted on."""
-        group = self._pending.pop(model_id, None)
-        if group is None:
-            return []
-        d = self._decide(group, now)
-        return [replace(d, outcome=SUPERSEDED,
-                        reason=f"model version {model_version} deployed before the "
-                               f"grouping window closed; no action")]
+        """A new version is live: open groups of the model (and of its segments) are
+        superseded, not acted on."""
+        keys = sorted(k for k in self._pending
+                      if k == model_id or k.startswith(model_id + "\x00"))
+        out = []
+        for key in keys:
+            d = self._decide(self._pending.pop(key), now)
+            out.append(replace(d, outcome=SUPERSEDED,
+                               reason=f"model version {model_version} deployed before the "
+                                      f"grouping window closed; no action"))
+        return out
 
-    def note_action(self, model_id: str, action: str, at: float) -> None:
+    def note_action(self, model_id: str, action: str, at: float,
+                    segment: Mapping[str, str] | None = None) -> None:
         """Restore a past accepted action (e.g. from the store's jobs) so its cooldown
         holds, counted from ``at`` (its decision)."""
-        last = self._last_action.setdefault(model_id, {})
+        last = self._last_action.setdefault(scope_of(model_id, segment), {})
         last[action] = max(at, last.get(action, float("-inf")))
 
-    def hold(self, job_id: str, model_id: str, action: str, at: float) -> None:
+    def hold(self, job_id: str, model_id: str, action: str, at: float,
+             segment: Mapping[str, str] | None = None) -> None:
         """Mark a job as in flight (e.g. one restored from the store still ``requested``)."""
-        self._in_flight[job_id] = (model_id, action, at)
+        self._in_flight[job_id] = (scope_of(model_id, segment), action, at)
 
     def settle(self, job_id: str, accepted: bool) -> None:
         """The job of an acted decision was accepted (its cooldown starts, from the
         decision) or refused (nothing spent). Unknown job ids are ignored."""
         held = self._in_flight.pop(job_id, None)
         if held is not None and accepted:
-            self.note_action(*held)
+            key, action, at = held
+            last = self._last_action.setdefault(key, {})
+            last[action] = max(at, last.get(action, float("-inf")))
 
     def in_flight(self) -> list[str]:
         """The job ids not settled yet."""
@@ -192,7 +228,8 @@ class RetrainPolicy:
 
     def next_due(self) -> float | None:
         """When the earliest open group closes (for a timer), or None."""
-        times = [g.opened_at + self.config(m).group_window_s for m, g in self._pending.items()]
+        times = [g.opened_at + self._config_of(m).group_window_s
+                 for m, g in self._pending.items()]
         return min(times) if times else None
 
     # -- decision -------------------------------------------------------------------
@@ -200,6 +237,10 @@ class RetrainPolicy:
     def _decide(self, group: _Group, now: float) -> Decision:
         events = group.events
         model_id = events[0]["model_id"]
+        segment = events[0].get("segment")
+        scope = scope_of(model_id, segment)
+        where = model_id + (" [" + ", ".join(f"{k}={v}" for k, v in segment.items()) + "]"
+                            if segment else "")
         cfg = self.config(model_id)
         drift_ids = tuple(sorted(e["drift_id"] for e in events))
         kinds = tuple(sorted({e["kind"] for e in events}))
@@ -211,28 +252,29 @@ class RetrainPolicy:
         base = {"decision_id": action_id(*drift_ids), "model_id": model_id,
                 "model_version": versions[-1] if versions else None, "action": action,
                 "drift_ids": drift_ids, "kinds": kinds, "max_severity": max_sev,
-                "decided_at": now}
+                "decided_at": now, "segment": segment}
         n = len(events)
         if not strong:
             return Decision(outcome=BELOW_MIN_SEVERITY,
                             reason=f"{n} drift event(s), max severity {max_sev:.3g} below "
                                    f"the minimum {cfg.min_severity:.3g}", **base)
-        last = self._last_action.get(model_id, {}).get(action)
+        last = self._last_action.get(scope, {}).get(action)
         if last is not None and now - last < cfg.cooldown_s:
             return Decision(outcome=SUPPRESSED_COOLDOWN,
                             reason=f"{action} suppressed by cooldown: the last {action} of "
-                                   f"{model_id} was {now - last:.0f}s ago "
+                                   f"{where} was {now - last:.0f}s ago "
                                    f"(cooldown {cfg.cooldown_s:.0f}s)", **base)
         pending = [at for m, a, at in self._in_flight.values()
-                   if m == model_id and a == action]
+                   if m == scope and a == action]
         if pending:
             return Decision(outcome=SUPPRESSED_IN_FLIGHT,
-                            reason=f"{action} suppressed: a {action} job of {model_id} "
+                            reason=f"{action} suppressed: a {action} job of {where} "
                                    f"decided {now - max(pending):.0f}s ago is not accepted "
                                    "yet", **base)
-        self._in_flight[base["decision_id"]] = (model_id, action, now)
+        self._in_flight[base["decision_id"]] = (scope, action, now)
         return Decision(outcome=ACT,
-                        reason=f"{action}: {len(strong)} of {n} drift event(s) "
+                        reason=f"{action}{' of ' + where if segment else ''}: "
+                               f"{len(strong)} of {n} drift event(s) "
                                f"({', '.join(kinds)}) at or above severity "
                                f"{cfg.min_severity:.3g}, max {max_sev:.3g}", **base)
 

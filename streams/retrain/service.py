@@ -55,6 +55,9 @@ def request_of(job: dict[str, Any], reason: str = "") -> dict[str, Any]:
         "drift_ids": list(job.get("drift_ids") or []),
         "requested_at": iso(job["requested_at"]),
         "reason": reason or (job.get("detail") or {}).get("reason", ""),
+        # A segment's job (DRIFTLINE_RETRAIN_SCOPE=segment): act on that segment only,
+        # e.g. re-index {"metadata.tenant": "acme"}'s index. None: the whole model.
+        "segment": (job.get("detail") or {}).get("segment"),
     }
 
 
@@ -109,7 +112,8 @@ class RetrainService:
                       policy: RetrainPolicy | None = None) -> RetrainService:
         """Triggers from ``DRIFTLINE_WEBHOOK_URL``/``_SECRET``/``_TIMEOUT_S`` and
         ``DRIFTLINE_RETRAIN_COMMAND``; cooldown from ``DRIFTLINE_COOLDOWN_S``."""
-        policy = policy or RetrainPolicy(PolicyConfig(cooldown_s=settings.cooldown_s))
+        policy = policy or RetrainPolicy(PolicyConfig(cooldown_s=settings.cooldown_s),
+                                         scope=settings.retrain_scope)
         triggers: list[Trigger] = []
         if settings.webhook_url:
             triggers.append(WebhookTrigger(settings.webhook_url, settings.webhook_secret,
@@ -167,10 +171,11 @@ class RetrainService:
         for j in jobs:
             # Only an accepted job spent its cooldown; one still requested is in flight.
             at = _epoch(j["requested_at"])
+            segment = (j.get("detail") or {}).get("segment")
             if j["state"] in ("running", "succeeded"):
-                self.policy.note_action(j["model_id"], j["action"], at)
+                self.policy.note_action(j["model_id"], j["action"], at, segment)
             elif j["state"] == "requested":
-                self.policy.hold(j["job_id"], j["model_id"], j["action"], at)
+                self.policy.hold(j["job_id"], j["model_id"], j["action"], at, segment)
         out: list[dict[str, Any]] = []
         for j in jobs:
             if j["state"] == "requested" and j["job_id"] not in self._inflight:
@@ -194,7 +199,9 @@ class RetrainService:
         jobs = {d.decision_id: {"job_id": d.decision_id, "decision_id": d.decision_id,
                                 "model_id": d.model_id, "model_version": d.model_version,
                                 "action": d.action, "drift_ids": list(d.drift_ids),
-                                "detail": {"reason": d.reason}, "requested_at": now}
+                                "detail": ({"reason": d.reason, "segment": dict(d.segment)}
+                                           if d.segment else {"reason": d.reason}),
+                                "requested_at": now}
                 for d in acted}
         try:
             await self.store.write_decisions([d.to_dict() for d in decisions])

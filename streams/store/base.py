@@ -163,6 +163,8 @@ def drift_row(event: dict[str, Any]) -> dict[str, Any]:
         "baseline": _num(event.get("baseline")),
         "current": _num(event.get("current")),
         "severity": float(event.get("severity") or 0.0),
+        # A segment's detection names it ({key: value}); model-level ones: null.
+        "segment": event["segment"] if isinstance(event.get("segment"), dict) else None,
         "raw": event,
     }
 

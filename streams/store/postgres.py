@@ -42,7 +42,7 @@ log = logging.getLogger("driftline.store")
 _DRIFT_COLS = ("drift_id text, schema_version int, model_id text, model_version text, "
                "kind text, signal text, detector text, trigger_event_id text, "
                "detected_at timestamptz, baseline float8, \"current\" float8, "
-               "severity float8, raw jsonb")
+               "severity float8, segment jsonb, raw jsonb")
 _DECISION_COLS = ("decision_id text, model_id text, model_version text, action text, "
                   "outcome text, reason text, drift_ids text[], kinds text[], "
                   "max_severity float8, decided_at timestamptz")
@@ -234,7 +234,9 @@ class PostgresStore(Store):
                              detail: dict[str, Any] | None = None) -> bool:
         check_state(state)
         payload = orjson.dumps(detail or {}).decode()
-        sql = ("with up as (update public.retrain_jobs set state = $2, detail = $3::jsonb,"
+        # (a transition's detail adds to the job's: its reason and segment stay)
+        sql = ("with up as (update public.retrain_jobs set state = $2,"
+               "   detail = coalesce(detail, '{}'::jsonb) || $3::jsonb,"
                "   updated_at = now()"
                f"  where job_id = $1 and {_RANK.format(col='state')}"
                f"      < {_RANK.format(col='$2::text')} returning job_id),"

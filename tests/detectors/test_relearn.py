@@ -8,6 +8,8 @@ at +5 SD: one alarm, then nothing -- a benign alarm.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from driftline.detectors import state
@@ -37,7 +39,7 @@ def run(x: np.ndarray, relearn: bool = True, chunk: int = 0) -> tuple[ScalarSign
         return sig, sig.update(x, ts)
     out: list[Alarm] = []
     for a in range(0, x.shape[0], chunk):
-        out += [Alarm(a + al.index, al.detector, al.baseline, al.current, al.severity)
+        out += [dataclasses.replace(al, index=a + al.index)
                 for al in sig.update(x[a: a + chunk], ts[a: a + chunk])]
     return sig, out
 
@@ -127,7 +129,7 @@ def test_relearning_survives_a_snapshot(cut: int) -> None:
     second.load(state.Reader(fields).sub("latency"))
     assert (second.relearning, second.persisted, second.last_alarm, second.suppressed) == (
         first.relearning, first.persisted, first.last_alarm, first.suppressed)
-    got += [Alarm(cut + a.index, a.detector, a.baseline, a.current, a.severity)
+    got += [dataclasses.replace(a, index=cut + a.index)
             for a in second.update(x[cut:], ts[cut:])]
     assert got == expect
 

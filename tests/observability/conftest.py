@@ -58,6 +58,14 @@ def touch_all(m: Metrics) -> None:
     m.store_up.labels("postgres").set(1)
     m.buffer_fill.labels("interactions").set(0.25)
     m.reference_warnings.labels("latency").inc()
+    seg = m.segment(label, "metadata.tenant", "acme")
+    m.segment_interactions.labels(label, seg).inc()
+    m.segment_drift_events.labels(label, seg, "behavior", "latency", "cusum_mean_up").inc()
+    for gauge in (m.segment_statistic, m.segment_threshold, m.segment_baseline,
+                  m.segment_current):
+        gauge.labels(label, seg, "behavior", "latency").set(1.0)
+    for gauge in (m.segment_monitors, m.segment_values, m.segment_bytes):
+        gauge.labels(label).set(2)
 
 
 def exposed_labels() -> dict[str, set[str]]:

@@ -37,8 +37,10 @@ import orjson
 import pytest
 import yaml
 from driftline.detectors import MonitorConfig
+from driftline.detectors.segments import SegmentPlan
 from driftline.streams.ingest.records import Record
 from driftline.streams.metrics import Metrics
+from driftline.streams.monitor.gauges import ModelGauges
 from driftline.streams.monitor.processor import MonitorProcessor
 from driftline.streams.offline.simulate import demo_scenario
 from prometheus_client import start_http_server
@@ -59,6 +61,7 @@ N_PER_MODEL = 2_400
 DRIFT_AT = 1_200
 PHASES = 12
 DEADLINE_S = 60.0
+TENANTS = ("acme", "globex", "initech")  # the in-process target segments by metadata.tenant
 
 
 def free_port() -> int:
@@ -101,7 +104,8 @@ def seeded_stream(seed: int = 7) -> list[tuple[str, bytes]]:
             scale = 3.0 if model == DRIFTING and i >= DRIFT_AT else 1.0
             doc = {"event_id": f"{model}-{i}", "model_id": model, "ts": 0.0,
                    "latency_ms": float(rng.lognormal(np.log(200.0 * scale), 0.25)),
-                   "output_tokens": int(rng.integers(50, 400))}
+                   "output_tokens": int(rng.integers(50, 400)),
+                   "metadata": {"tenant": TENANTS[i % len(TENANTS)]}}
             out.append((model, orjson.dumps(doc)))
     return out
 
@@ -116,12 +120,15 @@ class InProcessWorker:
     drifting: str = DRIFTING
     models: set[str] = field(default_factory=lambda: set(MODELS))
     dead_letters: int = sum(1 for n in range(N_PER_MODEL * len(MODELS)) if n % 97 == 96)
+    segments: set[str] = field(default_factory=lambda: {
+        f"metadata.tenant={t}" for t in (*TENANTS, "other")})
 
     def __post_init__(self) -> None:
         self.processor = MonitorProcessor(
             interactions_topic=TOPIC, feedback_topic="driftline.feedback",
             updates_topic="driftline.model-updates", monitor_config=MonitorConfig(warmup=300),
-            metrics=self.metrics)
+            metrics=self.metrics, segments=SegmentPlan.parse("metadata.tenant"))
+        self.gauges = ModelGauges(self.processor, self.metrics)  # the segment gauges
         self.stream = seeded_stream()
         self.offsets = [0, 0, 0, 0]
         port = free_port()
@@ -156,6 +163,9 @@ class InProcessWorker:
                 records.append(Record(TOPIC, part, self.offsets[part], model.encode(), value,
                                       now))
             result = self.processor.process(records)
+            if start + 250 >= len(chunk):  # the agent's checkpoint: segments fed too
+                flushed = self.processor.flush()
+                result.drift_events += flushed.drift_events
             for rej in result.rejects:
                 m.dead_letters.labels(rej.reason, rej.record.topic).inc()
             for model_id, ev in result.drift_events:
@@ -164,6 +174,7 @@ class InProcessWorker:
                 m.observe_signal(model_id, ev["signal"], kind=ev["kind"],
                                  statistic=ev["severity"], baseline=ev["baseline"],
                                  current=ev["current"])
+            self.gauges.mark(result.dirty)
             for model_id in result.dirty:
                 monitor = self.processor.models[model_id].monitor
                 stats = getattr(monitor, "stats", None)
@@ -214,6 +225,8 @@ class WorkerTarget:
     """``driftline worker`` on the real broker and Postgres, fed by ``driftline simulate``."""
 
     EVENTS = 1_500  # per model; the demo scenario drifts each drifting model at EVENTS // 2
+    # segmented by the simulator's metadata.route (other: before the first ranking)
+    segments = frozenset(f"metadata.route={r}" for r in ("chat", "search", "other"))
     RATE = 400.0  # interactions/s: the feed spans many 1 s scrapes
     POISON = (b"{not json", b'{"event_id": "p", "model_id": "support-bot", "ts": NaN}',
               b"[1, 2]")
@@ -230,7 +243,8 @@ class WorkerTarget:
                     "DRIFTLINE_APP_ID": f"{self.prefix}-app",
                     "DRIFTLINE_DATA_DIR": str(tmp / "data"), "DRIFTLINE_WEB_PORT": str(port),
                     "DRIFTLINE_WEB_HOST": "127.0.0.1", "DRIFTLINE_WARMUP": "300",
-                    "DRIFTLINE_BATCH_WITHIN_S": "0.05", "DATABASE_URL": dsn}
+                    "DRIFTLINE_BATCH_WITHIN_S": "0.05", "DATABASE_URL": dsn,
+                    "DRIFTLINE_SEGMENTS": "metadata.route"}
         self.tmp = tmp
         self.log = tmp / "worker.log"
         with self.log.open("wb") as out:
@@ -368,7 +382,7 @@ def fed(prometheus: Prometheus, target: Target) -> Fed:
 
 def substitute(expr: str, instance: str, model: str, range_s: int) -> str:
     """Grafana's variable interpolation for our variables and the built-in intervals."""
-    values = {"job": "driftline", "instance": instance, "model": model,
+    values = {"job": "driftline", "instance": instance, "model": model, "segment": ".+",
               "__rate_interval": RATE_INTERVAL, "__interval": f"{SCRAPE_S}s",
               "__range": f"{range_s}s"}
     return re.sub(r"\$\{?(\w+)\}?", lambda mt: values[mt.group(1)], expr)
@@ -446,7 +460,8 @@ def test_the_feed_detected_the_injected_drift(target: Target, fed: Fed,
 
 
 def test_variables_have_values(prometheus: Prometheus, target: Target, fed: Fed) -> None:
-    expected = {"job": {"driftline"}, "instance": {target.address}, "model": target.models}
+    expected = {"job": {"driftline"}, "instance": {target.address}, "model": target.models,
+                "segment": target.segments}
     for var in DASHBOARD["templating"]["list"]:
         if var["type"] != "query":
             continue
@@ -491,3 +506,23 @@ def test_alert_rules_evaluate_without_errors(prometheus: Prometheus, target: Tar
     assert not active & {"DriftlineStoreUnavailable", "DriftlineWorkerDown",
                          "DriftlineRetrainFailing", "DriftlineNoInteractionsProcessed",
                          "DriftlineConsumerLagHigh"}, active
+
+
+def test_segment_panels_show_the_segments(prometheus: Prometheus, target: Target,
+                                          fed: Fed) -> None:
+    """The segment panels have data for each segment label, bounded like ``model``."""
+    data = prometheus.get(
+        "/api/v1/query", query='sum by (model, segment) '
+        '(driftline_segment_interactions_processed_total{job="driftline"})')["result"]
+    by_model: dict[str, set[str]] = {}
+    for s in data:
+        by_model.setdefault(s["metric"]["model"], set()).add(s["metric"]["segment"])
+    assert set(by_model) == target.models
+    assert all(segs <= target.segments for segs in by_model.values()), by_model
+    routed = prometheus.scalar('sum(driftline_segment_interactions_processed_total'
+                               '{job="driftline"})')
+    total = prometheus.scalar('sum(driftline_interactions_processed_total{job="driftline"})')
+    assert routed == total  # one key: each interaction in exactly one segment
+    events = prometheus.get("/api/v1/query", query='sum by (model, segment) '
+                            '(driftline_segment_drift_events_total{job="driftline"})')["result"]
+    assert target.drifting in {s["metric"]["model"] for s in events}

@@ -171,3 +171,70 @@ def test_a_poison_record_at_the_brokers_size_limit_is_dead_lettered_cut(
              "the good interactions", worker)
     assert worker.metric("driftline_dead_letters_published_total") == 1
     assert worker.proc.poll() is None
+
+
+def _tenant_interactions(model: str, n: int, shift_at: int, seed: int = 5) -> list[dict]:
+    """Three tenants in turn; from ``shift_at`` acme's latency doubles (a third of the
+    traffic), the others' stays."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        tenant = ("acme", "globex", "initech")[i % 3]
+        median = 500.0 * (2.0 if tenant == "acme" and i >= shift_at else 1.0)
+        out.append({"event_id": f"{model}-{i}", "model_id": model, "model_version": "v1",
+                    "ts": 1_767_225_600 + i,
+                    "latency_ms": float(rng.lognormal(math.log(median), 0.3)),
+                    "output_tokens": int(rng.lognormal(math.log(150), 0.5)),
+                    "metadata": {"tenant": tenant, "region": "eu"}})
+    return out
+
+
+def test_a_segments_drift_flows_through_the_worker_to_the_store_as_replay_finds_it(
+        run_worker, kafka_bootstrap, topic_prefix, postgres_dsn, tmp_path):
+    from driftline.detectors import MonitorConfig
+    from driftline.detectors.segments import SegmentPlan
+    from driftline.streams.config import Settings
+    from driftline.streams.offline import replay
+
+    env = {"DATABASE_URL": postgres_dsn, "DRIFTLINE_WARMUP": str(WARMUP),
+           "DRIFTLINE_SEGMENTS": "metadata.tenant"}
+    worker = run_worker(env)
+    model = f"{topic_prefix}-seg"
+    docs = _tenant_interactions(model, 2400, shift_at=1500)
+    produce(kafka_bootstrap, [(f"{topic_prefix}.interactions", model.encode(),
+                               orjson.dumps(d)) for d in docs])
+    wait_for(lambda: worker.metric("driftline_interactions_processed_total") >= 2400, 90,
+             "all interactions processed", worker)
+
+    # Replay over the same interactions, configured as the worker is, finds the same.
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+    settings = Settings.from_env({"DRIFTLINE_WARMUP": str(WARMUP),
+                                  "DRIFTLINE_SEGMENTS": "metadata.tenant"})
+    replay.run(src, out, config=settings.monitor_config(), segments=settings.segment_plan())
+    offline = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    assert isinstance(settings.segment_plan(), SegmentPlan)
+    assert isinstance(settings.monitor_config(), MonitorConfig)
+    segmental = [e for e in offline if e.get("segment")]
+    assert segmental and {tuple(e["segment"].items()) for e in segmental} == {
+        (("metadata.tenant", "acme"),)}
+
+    drift = consume(kafka_bootstrap, f"{topic_prefix}.drift-events",
+                    lambda r: len(r) >= len(offline), timeout=90)
+    online = [orjson.loads(r.value) for r in drift]
+    assert sorted(e["drift_id"] for e in online) == sorted(e["drift_id"] for e in offline), \
+        worker.tail()
+    seg = next(e for e in online if e.get("segment"))
+    assert seg["segment"] == {"metadata.tenant": "acme"}
+    assert int(seg["trigger_event_id"].rsplit("-", 1)[1]) >= 1500
+    assert seg["signal"] == "latency" and seg["kind"] == "behavior"
+
+    row = wait_for(lambda: _row(postgres_dsn, seg["drift_id"]), 30,
+                   "the segment's drift_events row", worker)
+    assert orjson.loads(row["segment"]) == {"metadata.tenant": "acme"}
+    requests = consume(kafka_bootstrap, f"{topic_prefix}.retrain-requests",
+                       lambda r: any(orjson.loads(x.value).get("segment") for x in r),
+                       timeout=60)
+    req = next(orjson.loads(r.value) for r in requests if orjson.loads(r.value).get("segment"))
+    assert req["segment"] == {"metadata.tenant": "acme"} and seg["drift_id"] in req["drift_ids"]
+    assert worker.metric("driftline_segment_drift_events_total") >= 1

@@ -1,5 +1,10 @@
 """What the monitors looked like while they ran, for a report: ``replay`` samples every
-model's signals as it feeds them, and marks each detection at its interaction."""
+model's signals as it feeds them, and marks each detection at its interaction.
+
+A segmented model's segments are sampled too, on the model's interaction index, each as
+a chart group of its own named ``MODEL [key=value]`` (:func:`chart_name`); the report
+shows those of segments that raised a detection (a segment's drift events land there,
+with the model-level attribution on the model's own charts)."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Any
 
 from driftline.detectors import ModelMonitor, SignalStats
 from driftline.detectors.scalar import ScalarSignal
+from driftline.detectors.segmented import SegmentedMonitor
 from driftline.detectors.signal import EWMA_WEIGHT
 from driftline.streams.offline.report.model import Report, Segment, SignalTrace
 
@@ -20,6 +26,13 @@ BAND_SDS = 3.0
 _EWMA_SD = math.sqrt(EWMA_WEIGHT / (2.0 - EWMA_WEIGHT))
 
 Band = tuple[float, float, float]
+
+
+def chart_name(model_id: str, segment: Mapping[str, str] | None) -> str:
+    """The report's name of a model's chart group, or of one of its segments'."""
+    if not segment:
+        return model_id
+    return f"{model_id} [" + ", ".join(f"{k}={v}" for k, v in segment.items()) + "]"
 
 
 def reference_band(signal: object, stats: SignalStats) -> Band | None:
@@ -56,22 +69,37 @@ class SeriesRecorder:
         # model -> signal -> [(x, current, band or None while warming up)]
         self.samples: dict[str, dict[str, list[tuple[float, float, Band | None]]]] = {}
         self.detections: list[dict[str, Any]] = []
+        self.segment_charts: set[str] = set()
 
-    def sample(self, model_id: str, index: int, monitor: ModelMonitor) -> None:
-        sigs = self.samples.setdefault(model_id, {})
-        for name, stats in monitor.stats().items():
-            band = reference_band(monitor.signals[name], stats)
-            sigs.setdefault(name, []).append((float(index), float(stats.current), band))
+    def sample(self, model_id: str, index: int,
+               monitor: ModelMonitor | SegmentedMonitor) -> None:
+        self._sample(model_id, index, monitor.stats(), monitor.signals)
+        if isinstance(monitor, SegmentedMonitor):
+            for seg in monitor.all_segments():
+                name = chart_name(model_id, {seg.key: seg.value})
+                self.segment_charts.add(name)
+                self._sample(name, index, seg.monitor.stats(), seg.monitor.signals)
+
+    def _sample(self, chart: str, index: int, stats: Mapping[str, SignalStats],
+                signals: Mapping[str, Any]) -> None:
+        sigs = self.samples.setdefault(chart, {})
+        for name, st in stats.items():
+            band = reference_band(signals[name], st)
+            sigs.setdefault(name, []).append((float(index), float(st.current), band))
 
     def detection(self, event: Mapping[str, Any], index: int) -> None:
-        self.detections.append({**event, "x": float(index)})
+        """A drift event at ``index``; a segment's on its segment's charts."""
+        chart = chart_name(str(event.get("model_id")), event.get("segment"))
+        self.detections.append({**event, "model_id": chart, "x": float(index)})
 
     def report(self, injected: Sequence[Mapping[str, Any]] | None = None, *,
                title: str = "driftline drift report") -> Report:
         signals = {
             model_id: {name: self._trace(model_id, name, samples)
                        for name, samples in sigs.items() if _has_values(samples)}
-            for model_id, sigs in self.samples.items()}
+            for model_id, sigs in self.samples.items()
+            if model_id not in self.segment_charts
+            or any(d.get("model_id") == model_id for d in self.detections)}
         return Report(signals, list(self.detections),
                       None if injected is None else [dict(t) for t in injected], title)
 

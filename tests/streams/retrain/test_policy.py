@@ -141,3 +141,59 @@ def test_state_round_trips_through_json() -> None:
     for i in range(3, 7):  # the memory of drift ids is bounded
         q.offer(ev(i), 100 + i)
     assert len(q.to_state()["seen"]) == 3
+
+
+# -- segments -------------------------------------------------------------------------------
+
+def seg_ev(i: int, tenant: str | None, kind: str = "embedding") -> dict:
+    e = ev(i, kind)
+    if tenant is not None:
+        e["segment"] = {"metadata.tenant": tenant}
+    return e
+
+
+def test_a_segments_drift_is_decided_and_cooled_down_for_that_segment_alone() -> None:
+    p = RetrainPolicy(PolicyConfig(group_window_s=0, cooldown_s=60))
+    [a] = p.offer(seg_ev(1, "acme"), now=0.0)
+    assert (a.action, a.outcome, a.segment) == ("reindex", ACT, {"metadata.tenant": "acme"})
+    assert a.reason.startswith("reindex of m [metadata.tenant=acme]:")
+    assert a.to_dict()["segment"] == {"metadata.tenant": "acme"}
+    p.settle(a.decision_id, accepted=True)
+    # Another tenant, and the model level, are not held back by acme's cooldown.
+    [b] = p.offer(seg_ev(2, "globex"), now=1.0)
+    [m] = p.offer(seg_ev(3, None), now=2.0)
+    assert (b.outcome, b.segment) == (ACT, {"metadata.tenant": "globex"})
+    assert (m.outcome, m.segment) == (ACT, None)
+    [again] = p.offer(seg_ev(4, "acme"), now=3.0)
+    assert again.outcome == SUPPRESSED_COOLDOWN
+    assert "m [metadata.tenant=acme]" in again.reason
+
+
+def test_model_scope_folds_segments_into_the_models_decision() -> None:
+    p = RetrainPolicy(PolicyConfig(group_window_s=5, cooldown_s=60), scope="model")
+    assert p.offer(seg_ev(1, "acme"), now=0.0) == []
+    assert p.offer(seg_ev(2, "globex"), now=1.0) == []
+    [d] = p.flush(now=6.0)
+    assert (d.drift_ids, d.segment, d.outcome) == (("d1", "d2"), None, ACT)
+    with pytest.raises(ValueError, match="scope must be"):
+        RetrainPolicy(scope="tenant")
+
+
+def test_a_deploy_supersedes_the_models_and_its_segments_open_groups() -> None:
+    p = RetrainPolicy(PolicyConfig(group_window_s=5))
+    p.offer(seg_ev(1, "acme"), now=0.0)
+    p.offer(seg_ev(2, None), now=0.0)
+    p.offer(dict(seg_ev(3, "acme"), model_id="other"), now=0.0)
+    out = p.on_deployed("m", "v2", now=1.0)
+    assert sorted((d.outcome, repr(d.segment)) for d in out) == [
+        (SUPERSEDED, "None"), (SUPERSEDED, "{'metadata.tenant': 'acme'}")]
+    assert p.pending_count() == 1  # the other model's
+
+
+def test_segment_state_round_trips() -> None:
+    p = RetrainPolicy(PolicyConfig(group_window_s=5, cooldown_s=60))
+    p.offer(seg_ev(1, "acme"), now=0.0)
+    q = RetrainPolicy(PolicyConfig(group_window_s=5, cooldown_s=60))
+    q.load_state(json.loads(json.dumps(p.to_state())))
+    [d] = q.flush(now=10.0)
+    assert d.segment == {"metadata.tenant": "acme"}

@@ -138,3 +138,24 @@ async def test_least_privilege_login_writes_through_the_store(clean_dsn: str) ->
             await store.fetch("delete from drift_events returning drift_id")
     finally:
         await store.close()
+
+
+async def test_the_segment_migration_backfills_events_stored_before_it(fresh_dsn: str) -> None:
+    files = migration_files()
+    seg = next(i for i, (_, name, _) in enumerate(files) if name == "drift_event_segment")
+    conn = await asyncpg.connect(fresh_dsn)
+    try:
+        for _, _, path in files[:seg]:
+            await conn.execute(path.read_text())
+        await conn.execute(
+            "insert into public.drift_events (drift_id, model_id, kind, signal, detector,"
+            " detected_at, raw) values ('a', 'm', 'behavior', 'latency', 'cusum', now(),"
+            " '{\"segment\": {\"metadata.tenant\": \"acme\"}}'::jsonb),"
+            " ('b', 'm', 'behavior', 'latency', 'cusum', now(), '{}'::jsonb)")
+        await conn.execute(files[seg][2].read_text())
+        rows = await conn.fetch("select drift_id, segment::text from public.drift_events"
+                                " order by drift_id")
+        assert [(r[0], r[1]) for r in rows] == [("a", '{"metadata.tenant": "acme"}'),
+                                                ("b", None)]
+    finally:
+        await conn.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import orjson
 import pytest
 from driftline.streams.config import Settings
 from driftline.streams.metrics import Metrics
@@ -30,6 +31,25 @@ async def test_duplicate_drift_events_yield_one_row(pg_store: PostgresStore) -> 
                                 events[2]["drift_id"]))[0]
     assert row["kind"] == "accuracy" and row["severity"] == 5.0
     assert row["detected_at"].timestamp() == 1_700_000_002.0
+
+
+async def test_a_segments_drift_event_is_stored_with_its_segment(
+        pg_store: PostgresStore) -> None:
+    seg = dict(drift_event(1), segment={"metadata.tenant": "acme"},
+               attribution=None, explanation={"nearest_centroid": 3})
+    await pg_store.write_drift_events([drift_event(0), seg])
+    rows = await pg_store.fetch(
+        "select drift_id, segment::text as segment, raw::text as raw from drift_events")
+    by_id = {r["drift_id"]: r for r in rows}
+    assert orjson.loads(by_id[seg["drift_id"]]["segment"]) == {"metadata.tenant": "acme"}
+    assert by_id[drift_event(0)["drift_id"]]["segment"] is None
+    # queried by segment (the GIN index's operator)
+    hit = await pg_store.fetch(
+        "select drift_id from drift_events where segment @> $1::jsonb",
+        orjson.dumps({"metadata.tenant": "acme"}).decode())
+    assert [r["drift_id"] for r in hit] == [seg["drift_id"]]
+    assert orjson.loads(by_id[seg["drift_id"]]["raw"])["explanation"] == {
+        "nearest_centroid": 3}
 
 
 async def test_decisions_link_drift_events(pg_store: PostgresStore) -> None:
