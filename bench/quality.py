@@ -332,31 +332,32 @@ CI_RUNS = {"runs": 30, "embedding_runs": 8, "stationary": 3_000_000,
 # change, over all runs); CI_STATIONARY: signal -> false alarms in its stationary events.
 # As printed by ``--ci --propose-bounds`` (delays +10%, one false alarm more than counted).
 CI_BOUNDS: dict[str, tuple[float, float, int, int]] = {
-    "latency mean +1σ": (40, 49, 0, 3),
-    "latency mean +0.5σ": (88, 143, 0, 2),
+    "latency mean +1σ": (41, 53, 0, 2),
+    "latency mean +0.5σ": (100, 163, 0, 2),
     "latency mean -1σ": (40, 52, 0, 1),
-    "latency spread ×1.5": (74, 113, 0, 1),
-    "latency spread ×0.6": (82, 103, 0, 2),
-    "latency mean +1σ gradual": (820, 975, 0, 1),
-    "latency spread ×1.5 gradual": (1164, 1378, 0, 4),
-    "output length +35% (0.5σ)": (94, 178, 0, 2),
-    "output length +35% gradual": (1245, 1576, 0, 2),
-    "refusal 2% → 4%": (1116, 2070, 0, 2),
-    "refusal 2% → 4% gradual": (2434, 3347, 0, 2),
-    "accuracy 90% → 80%": (244, 441, 0, 3),
+    "latency spread ×1.5": (77, 134, 0, 1),
+    "latency spread ×0.6": (83, 111, 0, 1),
+    "latency mean +1σ gradual": (827, 984, 0, 1),
+    "latency spread ×1.5 gradual": (1175, 1343, 0, 3),
+    "output length +35% (0.5σ)": (103, 189, 0, 2),
+    "output length +35% gradual": (1326, 1605, 0, 1),
+    "refusal 2% → 4%": (1127, 2482, 0, 2),
+    "refusal 2% → 4% gradual": (2583, 3634, 0, 2),
+    "accuracy 90% → 80%": (244, 445, 0, 3),
     "accuracy 90% → 80% gradual": (1263, 1634, 0, 2),
     "unseen topic 5%": (612, 867, 0, 1),
     "unseen topic 10%": (173, 238, 0, 1),
-    "unseen topic 30%": (52, 62, 0, 2),
+    "unseen topic 30%": (52, 62, 0, 3),
     "unseen topic 10% gradual": (1111, 1260, 0, 1),
 }
 CI_STATIONARY: dict[str, int] = {
     "latency": 3,
-    "output_length": 4,
+    "output_length": 3,
     "refusal_rate": 3,
     "error_rate": 2,
     "embedding": 1,
 }
+# gate: detection quality, driftline vs CI bounds (seeded, deterministic)
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from driftline.detectors import calibration, dependence, state
+from driftline.detectors import calibration, state
 from driftline.detectors.cusum import Cusum, bernoulli_design
 from driftline.detectors.kernels import BY_EVENT, table_scan
 from driftline.detectors.signal import Alarm, Signal
 
 CV_GRID = 0.02  # dispersion estimates are rounded up to a multiple of this
+
+
+MIN_WINDOWS = 32  # windows a dispersion is read from (fewer: their MAD is noise)
+# Standard errors a dispersion must clear: it is read at several window lengths and the
+# largest kept, so one standard error would let chance through at one of them.
+DISPERSION_SHRINK = 2.0
 
 
 class Windows:
@@ -44,11 +50,19 @@ class Windows:
             self._fold()
 
     def merge(self, other: Windows) -> None:
-        """Take in another stretch's complete windows (its open one is dropped)."""
-        c = other.counts
-        while other.base < self.base and c.shape[0] >= 2:
+        """Take in another stretch's complete windows (its open one is dropped), at the
+        longer of the two window lengths: windows of two lengths side by side would read
+        as dispersion."""
+        c, base = other.counts, other.base
+        while base < self.base and c.shape[0] >= 2:
             c = c[: c.shape[0] // 2 * 2].reshape(-1, 2).sum(axis=1)
-            other = _scaled(other, c)
+            base *= 2
+        if base < self.base:
+            return  # (too short for one window of ours)
+        while self.base < base:
+            k = self.counts.shape[0] // 2 * 2
+            self.counts = self.counts[:k].reshape(-1, 2).sum(axis=1)
+            self.base *= 2
         self.counts = np.concatenate([self.counts, c])
         self._fold()
 
@@ -67,7 +81,7 @@ class Windows:
         """Whether :meth:`dispersion` had windows to read at rate ``p``: 8 or more with 10
         or more expected events each."""
         c, w = self.counts, self.base
-        while c.shape[0] >= 8 and (w * p <= 50.0 or w == self.base):
+        while c.shape[0] >= MIN_WINDOWS and (w * p <= 50.0 or w == self.base):
             if w * p >= 10.0:
                 return True
             c, w = c[: c.shape[0] // 2 * 2].reshape(-1, 2).sum(axis=1), w * 2
@@ -82,16 +96,14 @@ class Windows:
         best = 0.0
         c = self.counts
         w = self.base
-        while c.shape[0] >= 8 and (w * p <= 50.0 or w == self.base):
+        while c.shape[0] >= MIN_WINDOWS and (w * p <= 50.0 or w == self.base):
             rate = float(c.sum()) / (c.shape[0] * w)
-            if 0.0 < rate < 1.0 and w * rate >= 10.0:  # (a MAD of fewer is mostly rounding)
-                rates = c / w
-                mad = float(np.median(np.abs(rates - np.median(rates))))
-                v = (1.4826 * mad) ** 2
+            if 0.0 < rate < 1.0 and w * rate >= 10.0:
+                v = _mad_variance(c) / (w * w)
                 binom = rate * (1.0 - rate) / w
                 # (a MAD-based variance has ~2.7x the sampling variance of the plain one)
                 se = 1.65 * max(v, binom) * math.sqrt(2.0 / (c.shape[0] - 1))
-                excess = v - binom - dependence.SHRINK * se
+                excess = v - binom - DISPERSION_SHRINK * se
                 if excess > 0:
                     best = max(best, math.sqrt(excess) / rate)
             c = c[: c.shape[0] // 2 * 2].reshape(-1, 2).sum(axis=1)
@@ -109,10 +121,18 @@ class Windows:
             self.open = r.array("open").astype(np.float64)
 
 
-def _scaled(w: Windows, counts: np.ndarray) -> Windows:
-    out = Windows()
-    out.base, out.counts = w.base * 2, counts
-    return out
+def _mad_variance(counts: np.ndarray) -> float:
+    """The variance of whole-number counts from their median absolute deviation.
+
+    The MAD of whole numbers takes only a few values (for a mean of 10 a MAD of 2 reads
+    0.9x the variance, one of 3 reads 2.1x), so each count is first spread over its unit
+    interval by a fixed, evenly spaced offset (the golden-ratio sequence: deterministic,
+    the same for the same windows), and the offsets' own variance, 1/12, is taken back
+    out."""
+    k = np.arange(counts.shape[0], dtype=np.float64)
+    x = counts + (np.mod(k * 0.6180339887498949, 1.0) - 0.5)
+    mad = float(np.median(np.abs(x - np.median(x))))
+    return max((1.4826 * mad) ** 2 - 1.0 / 12.0, 0.0)
 
 
 class RateSignal(Signal):

@@ -101,8 +101,10 @@ def test_binomial_counts_with_many_events_a_window_read_as_about_0(seed: int) ->
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("n", [20_000, 50_000])
 def test_block_rates_read_as_about_their_cv(seed: int, n: int) -> None:
+    # (read at several window lengths, a dispersion must clear two standard errors: a
+    # true CV of 30% reads 0.12-0.36, binomial outcomes 0)
     cv = windows(blocks(seed, n, 0.1)).dispersion(0.1)
-    assert 0.16 <= cv <= 0.36
+    assert 0.12 <= cv <= 0.36
     assert cv == pytest.approx(round(cv / CV_GRID) * CV_GRID)  # on the grid
 
 
@@ -110,13 +112,6 @@ def test_too_few_windows_read_as_0() -> None:
     assert windows(blocks(0, 700, 0.1, cv=1.0, length=100)).dispersion(0.1) == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Windows.dispersion reads 0.21-0.26 on independent outcomes when a window holds ~10 "
-    "expected events (rate 0.05 at windows of 200, 0.1 at 100): the MAD of integer counts "
-    "is quantised (MAD 2 -> 0.93x, MAD 3 -> 2.1x the binomial variance for a mean of 10), "
-    "which the 10-event floor and the one-standard-error shrink do not absorb; about 1 "
-    "seed in 6 at n = 15,000 (seed 13: plain variance 1.22x binomial, MAD variance 2.04x). "
-    "The Bernoulli thresholds then price a CV of 0.22 that is not there (up: 228 -> 933)"))
 @pytest.mark.parametrize(("seed", "n", "p"), [(13, 15_000, 0.05), (193, 15_000, 0.1),
                                               (18, 50_000, 0.05)])
 def test_binomial_counts_with_few_events_a_window_read_as_about_0(seed: int, n: int,
@@ -132,5 +127,5 @@ def test_dispersion_is_priced_into_the_rate_thresholds() -> None:
     assert priced.update(e, np.arange(20_000.0)) == []
     assert plain.update(e, np.arange(20_000.0)) == []
     assert priced.p0 == plain.p0 == float(e.mean())
-    assert priced.cv >= 0.16 and plain.cv == 0.0
+    assert priced.cv >= 0.12 and plain.cv == 0.0
     assert priced.dets[0].h > 1.5 * plain.dets[0].h

@@ -164,12 +164,6 @@ def test_a_persisting_rate_shift_of_the_design_ratio_alarms_once(seed: int) -> N
     assert [a.index for a in alarms][1:] == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "seed 350: the reference's Windows.dispersion reads cv 0.22 on binomial outcomes "
-    "(see test_rate_dispersion), which quadruples the up threshold (228 -> 933); the "
-    "2x shift then takes ~2,000-2,700 outcomes to alarm, longer than the candidate, so "
-    "each candidate is dropped as benign and the stale reference republishes the same "
-    "persisting change every ~2,500 outcomes (9 alarms in 25,000)"))
 def test_a_persisting_rate_shift_is_not_republished_by_a_stale_reference() -> None:
     sig = RateSignal("refusal_rate", FA, WARMUP)
     alarms = sig.update(outcomes(350, 0.1), np.arange(40_000.0))
