@@ -13,10 +13,8 @@ from driftline.detectors.signal import Alarm, Signal
 CV_GRID = 0.02  # dispersion estimates are rounded up to a multiple of this
 
 
-MIN_WINDOWS = 32  # windows a dispersion is read from (fewer: their MAD is noise)
-# Standard errors a dispersion must clear: it is read at several window lengths and the
-# largest kept, so one standard error would let chance through at one of them.
-DISPERSION_SHRINK = 2.0
+MIN_WINDOWS = 8  # windows a dispersion is read from
+DISPERSION_SHRINK = 1.0  # standard errors a dispersion must clear
 
 
 class Windows:
