@@ -30,6 +30,7 @@ from driftline.streams.ingest.dead_letters import dead_letter_record
 from driftline.streams.ingest.decoder import BatchDecoder
 from driftline.streams.ingest.records import Record, Reject, count_rejects
 from driftline.streams.metrics import Metrics
+from driftline.streams.monitor.admission import Admission
 from driftline.streams.monitor.agent import STATE_RECORD_MAX_BYTES, MonitorAgent
 from driftline.streams.monitor.processor import MonitorProcessor
 from driftline.streams.retrain.deploy_agent import DeployAgent
@@ -114,6 +115,9 @@ def create_app(
         max_payload_bytes=settings.max_payload_bytes, min_run=settings.run_min,
         max_delay_s=min(settings.run_hold_s, settings.commit_interval_s),
         apart_bytes=settings.state_apart_bytes, segments=settings.segment_plan(),
+        max_models=settings.max_models,
+        admission=(Admission(settings.model_admission_per_s, settings.model_admission_burst)
+                   if settings.model_admission_per_s else None),
     )
     # The monitor never waits for the store: deploy notices reach it through the deploy
     # agent's own consumer group (a store outage holds back only that group).

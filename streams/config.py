@@ -120,6 +120,15 @@ class Settings:
     state_apart_bytes: int = field(default=1024,
                                    metadata={"env": "DRIFTLINE_STATE_APART_BYTES"})
     max_model_labels: int = field(default=100, metadata={"env": "DRIFTLINE_MAX_MODEL_LABELS"})
+    # Bounds under a flood of model ids: models held in memory (idle ones past it wait on
+    # local disk in TMPDIR, their state being in the state topic; 0: no cap),
+    # and how fast models never seen are admitted (a token bucket: per second, burst; 0:
+    # all). A refused model's records go to the dead-letter topic (model_not_admitted).
+    max_models: int = field(default=10_000, metadata={"env": "DRIFTLINE_MAX_MODELS"})
+    model_admission_per_s: float = field(default=100.0,
+                                         metadata={"env": "DRIFTLINE_MODEL_ADMISSION_PER_S"})
+    model_admission_burst: int = field(default=1000,
+                                       metadata={"env": "DRIFTLINE_MODEL_ADMISSION_BURST"})
     # Segments (detectors/segments.py): "KEY[,KEY...]" for every model and/or
     # "MODEL=KEY[,KEY...]" per model, ";"-separated; keys are model_version or
     # metadata.<name>. Each key watches its busiest DRIFTLINE_SEGMENT_VALUES values (the
@@ -315,7 +324,7 @@ def layered(environ: Mapping[str, str], file: Path | None = None,
 
 _AT_LEAST_ONE = ("partitions", "replication", "batch_size", "store_batch_size", "run_min",
                  "max_model_labels", "max_payload_bytes", "season_bins",
-                 "max_segment_labels")
+                 "max_segment_labels", "model_admission_burst")
 _POSITIVE = ("commit_interval_s", "batch_within_s", "run_hold_s")
 
 
@@ -374,6 +383,11 @@ def problems(s: Settings) -> list[tuple[str, str]]:
         out.append((env["retrain_scope"], "must be 'segment' or 'model'"))
     if not s.cooldown_s >= 0:
         out.append((env["cooldown_s"], "must be 0 or more seconds"))
+    if s.max_models < 0:
+        out.append((env["max_models"], "must be 0 (no cap) or a number of models"))
+    if not s.model_admission_per_s >= 0:
+        out.append((env["model_admission_per_s"],
+                    "must be 0 (admit every model) or new models per second"))
     out += [(env[n], "must be at least 1") for n in _AT_LEAST_ONE if getattr(s, n) < 1]
     out += [(env[n], "must be more than 0") for n in _POSITIVE if not getattr(s, n) > 0]
     return out

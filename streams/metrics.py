@@ -186,7 +186,9 @@ class Metrics:
     ``signals`` (a collector, :class:`SignalGauges`) driftline_detector_statistic,
     driftline_detector_threshold, driftline_signal_baseline, driftline_signal_current
     (model, kind, signal);
-    ``monitored_models`` driftline_monitored_models (phase);
+    ``monitored_models`` driftline_monitored_models (phase); ``models_spilled``
+    driftline_models_spilled; ``models_evicted`` driftline_models_evicted_total;
+    ``models_refused`` driftline_models_refused_total;
     ``processing_seconds`` driftline_batch_processing_seconds (histogram);
     ``event_age`` driftline_event_age_seconds (histogram: interaction ts -> processed);
     ``detection_lag`` driftline_detection_lag_seconds (histogram: trigger ts -> published);
@@ -248,6 +250,19 @@ class Metrics:
         self.monitored_models = Gauge(
             "driftline_monitored_models", "Model monitors held by this worker, by phase",
             ["phase"], registry=r)
+        # Bounds under a flood of model ids (streams/monitor/admission.py, spill.py).
+        self.models_spilled = Gauge(
+            "driftline_models_spilled",
+            "Models owned by this worker whose state waits on local disk (restored and not "
+            "seen yet, or evicted while idle)", registry=r)
+        self.models_evicted = Counter(
+            "driftline_models_evicted_total",
+            "Idle models evicted from memory to local disk (DRIFTLINE_MAX_MODELS)",
+            registry=r)
+        self.models_refused = Counter(
+            "driftline_models_refused_total",
+            "New models refused admission (DRIFTLINE_MODEL_ADMISSION_PER_S); their records "
+            "are dead-lettered as model_not_admitted", registry=r)
 
         # Latency and lag.
         self.processing_seconds = Histogram(

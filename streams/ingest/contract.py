@@ -84,6 +84,7 @@ REASONS = (
     "nul_character",        # a string holds U+0000 (Postgres cannot store it)
     "control_character",    # an identifier holds a control character
     "store_rejected",       # admitted, then refused for good where it lands (the store)
+    "model_not_admitted",   # a new model beyond the admission rate (a flood of model ids)
 )
 
 

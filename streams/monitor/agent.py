@@ -35,6 +35,7 @@ from driftline.streams.monitor.gauges import ModelGauges
 from driftline.streams.monitor.processor import BatchResult, MonitorProcessor
 from driftline.streams.monitor.restore import read_state
 from driftline.streams.monitor.segments import segment_configs
+from driftline.streams.monitor.spill import StateSpill
 from driftline.streams.runtime import tune_gc
 from driftline.streams.store.errors import StoreError, StoreUnavailable
 from mode import Service
@@ -64,10 +65,11 @@ class MonitorAgent(Service):
         self.metrics = metrics
         self.on_deployed = on_deployed
         self.producer: AIOKafkaProducer | None = None
-        # State records restored for the assigned partitions, until their model is first
-        # seen (from then on its live monitor is the state), and their partitions.
-        self._state: dict[str, bytes] = {}
-        self._partition: dict[str, int] = {}
+        # States of owned models not held in memory, on local disk: restored for the
+        # assigned partitions until their model is first seen (from then on its live
+        # monitor is the state), and idle models evicted past DRIFTLINE_MAX_MODELS.
+        self.spill = StateSpill()  # (in TMPDIR: a cache of the topic for this process)
+        metrics.models_spilled.set_function(lambda: float(len(self.spill)))
         # Models changed since the last checkpoint, and sends not yet acknowledged.
         self._dirty: dict[str, int] = {}
         # The per-model gauges, read from the monitors when /metrics is scraped.
@@ -107,28 +109,28 @@ class MonitorAgent(Service):
         await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
+        self.spill.close()
 
     async def assigned(self, tps: set[TopicPartition]) -> None:
         parts = {tp.partition for tp in tps if tp.topic == self.inputs[0]}
         t0 = time.perf_counter()
         state = await read_state(self.settings, self.settings.topic("monitor-state"), parts)
-        for model_id, (partition, blob) in state.items():
-            self._state[model_id] = blob
-            self._partition[model_id] = partition
+        self.spill.put_many((model_id, partition, blob)
+                            for model_id, (partition, blob) in state.items())
         log.info("assigned partitions %s: restored %d model states in %.2fs",
                  sorted(parts), len(state), time.perf_counter() - t0)
 
     def _take_state(self, model_id: str) -> bytes | None:
-        """A restored state record, handed over once to the processor that loads it."""
-        self._partition.pop(model_id, None)
-        return self._state.pop(model_id, None)
+        """A restored or evicted state record, handed over once to the processor that
+        loads it."""
+        got = self.spill.take(model_id)
+        return None if got is None else got[1]
 
     async def revoked(self, tps: set[TopicPartition]) -> None:
         parts = {tp.partition for tp in tps if tp.topic == self.inputs[0]}
         self.gauges.mark(m for m, st in self.processor.models.items() if st.partition in parts)
         self.processor.forget_partitions(parts)
-        for model_id in [m for m, p in self._partition.items() if p in parts]:
-            del self._state[model_id], self._partition[model_id]
+        self.spill.drop_partitions(parts)
         log.info("revoked partitions %s", sorted(parts))
 
     async def handle(self, records: list[RecordLike]) -> None:
@@ -251,6 +253,12 @@ class MonitorAgent(Service):
             states += [(key, value, partition)
                        for key, value in self.processor.state_records(model_id)]
         self.gauges.mark(dirty)
+        # Past the cap, idle models leave memory now: their state is the one above (or
+        # an earlier checkpoint's), and the spill hands it back when they return.
+        evicted = self.processor.evict_idle()
+        if evicted:
+            self.spill.put_many(evicted)
+            self.gauges.mark(model_id for model_id, _, _ in evicted)
         if not outputs and not states:
             return None
         return self._send_states_after(outputs, states)

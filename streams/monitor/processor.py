@@ -39,12 +39,14 @@ from driftline.streams.ingest.decoder import BatchDecoder, FastInteraction
 from driftline.streams.ingest.records import RecordLike, Reject, count_rejects
 from driftline.streams.metrics import Metrics
 from driftline.streams.monitor import segments as seg
+from driftline.streams.monitor.admission import Admission
 from driftline.streams.monitor.runs import EventIds, Grouper, Run, Slice
 from driftline.streams.monitor.state_codec import (
     APART_BYTES,
     ModelState,
     checkpoint_records,
     decode_state,
+    encode_state,
 )
 
 __all__ = ["BatchResult", "MonitorProcessor"]
@@ -52,6 +54,9 @@ __all__ = ["BatchResult", "MonitorProcessor"]
 log = logging.getLogger("driftline.monitor")
 
 _TOPIC = attrgetter("topic")
+_NOT_ADMITTED = ("model_not_admitted",
+                 "a new model over the admission rate (DRIFTLINE_MODEL_ADMISSION_PER_S): "
+                 "shed here, to be replayed once the flood is understood")
 
 
 @dataclass(slots=True)
@@ -103,6 +108,8 @@ class MonitorProcessor:
         max_delay_s: float = 0.25,
         apart_bytes: int = APART_BYTES,
         segments: SegmentPlan | None = None,
+        max_models: int = 0,
+        admission: Admission | None = None,
     ) -> None:
         self.topics = (interactions_topic, feedback_topic, updates_topic)
         self.config = monitor_config
@@ -129,6 +136,13 @@ class MonitorProcessor:
         self.processed = 0  # interactions fed to their monitor
         self.apart_bytes = apart_bytes
         self.segments = segments  # which models are segmented (streams/monitor/segments.py)
+        # Bounds under a flood of model ids: at most ``max_models`` held (0: no cap; idle
+        # ones are evicted at checkpoints, see ``evict_idle``) and new ones admitted at
+        # ``admission``'s rate (None: all).
+        self.max_models = max_models
+        self.admission = admission
+        self._batch = 0  # batches processed: when each model was last seen
+        self._refused = 0  # models refused admission, as counted in the metrics
 
     # -- the models held ------------------------------------------------------------------
 
@@ -146,16 +160,44 @@ class MonitorProcessor:
             raise RuntimeError("state_records() with interactions pending: flush() first")
         return checkpoint_records(self.models[model_id], model_id, self.apart_bytes)
 
-    def _model(self, model_id: str, partition: int) -> ModelState:
-        """The model's state: held, restored from the state topic, or new."""
+    def evict_idle(self) -> list[tuple[str, int, bytes]]:
+        """Past ``max_models``: the models seen least recently, down to 90% of the cap,
+        removed from memory and returned as ``(model_id, partition, self-contained state
+        record)`` for the caller to keep (``load_state`` hands them back on return).
+
+        Call at a checkpoint, after :meth:`state_records` of every changed model: an
+        evicted model's state is then the one being checkpointed, so the state topic
+        holds it whatever happens to the caller's copy."""
+        if not self.max_models or len(self.models) <= self.max_models:
+            return []
+        if self._pending:
+            raise RuntimeError("evict_idle() with interactions pending: flush() first")
+        excess = len(self.models) - int(self.max_models * 0.9)
+        oldest = sorted(self.models.items(), key=lambda kv: kv[1].touched)[:excess]
+        out = []
+        for model_id, st in oldest:
+            out.append((model_id, st.partition, encode_state(st)))
+            del self.models[model_id]
+        self.metrics.models_evicted.inc(len(out))
+        return out
+
+    def _model(self, model_id: str, partition: int, admit: bool = True) -> ModelState | None:
+        """The model's state: held, restored (from the state topic or an eviction), new
+        -- or None: a new model refused admission (or, with ``admit`` false, not asked
+        for yet)."""
         st = self.models.get(model_id)
         if st is None:
             raw = self.load_state(model_id)
-            plan = self.segments.for_model(model_id) if self.segments else None
-            st = (decode_state(raw, partition, self.segments) if raw is not None
-                  else ModelState(new_monitor(model_id, self.config, plan), {}, partition))
+            if raw is not None:
+                st = decode_state(raw, partition, self.segments)
+            elif not admit or (self.admission is not None and not self.admission.admit()):
+                return None  # (refusals counted in ``_publish``)
+            else:
+                plan = self.segments.for_model(model_id) if self.segments else None
+                st = ModelState(new_monitor(model_id, self.config, plan), {}, partition)
             self.models[model_id] = st
         st.partition = partition
+        st.touched = self._batch
         return st
 
     @staticmethod
@@ -177,6 +219,7 @@ class MonitorProcessor:
         out = BatchResult()
         interactions_t = self.topics[0]
         tick = time.monotonic()
+        self._batch += 1
         work: dict[str, list[WorkItem]] = {}
         for topic, group in groupby(records, _TOPIC):
             if topic == interactions_t:  # a stretch of interactions, decoded together
@@ -262,12 +305,16 @@ class MonitorProcessor:
             if topic == feedback_t:
                 fb = parse_feedback(rec.value, rec.key, limit)
                 st = self._model(fb.model_id, rec.partition)
-                if self._fresh(st, rec):
+                if st is None:
+                    self._reject(out, rec, *_NOT_ADMITTED)
+                elif self._fresh(st, rec):
                     work.setdefault(fb.model_id, []).append(Label(rec, fb))
             elif topic == updates_t:
                 up = parse_model_update(rec.value, rec.key, limit)
                 st = self._model(up.model_id, rec.partition)
-                if self._fresh(st, rec):
+                if st is None:
+                    self._reject(out, rec, *_NOT_ADMITTED)
+                elif self._fresh(st, rec):
                     # Reset now: the new version's vectors later in this batch are
                     # checked against its own dimension, not the old version's.
                     st.dim = None
@@ -290,23 +337,49 @@ class MonitorProcessor:
         cols = np.array(list(map(self._row, map(its.__getitem__, order.tolist()))),
                         dtype=np.float64).reshape(-1, 1 + len(self.fields)).T.copy()
         topic = seg[0].topic
-        for start, end in bounds:
+        positions = order.tolist()
+
+        def take(st: ModelState, model_id: str, start: int, end: int) -> None:
             idx = order[start:end]
             part = cols[:, start:end]
-            first = seg[idx[0]]
-            model_id = ids[idx[0]]
-            assert model_id is not None
-            st = self._model(model_id, first.partition)
             done = st.offsets.get(topic, -1)
-            if first.offset <= done:  # applied before a crash: the state already has them
+            if seg[positions[start]].offset <= done:  # applied before a crash: the state
                 keep = [k for k, i in enumerate(idx.tolist()) if seg[i].offset > done]
-                if not keep:
-                    continue
+                if not keep:  # already has them
+                    return
                 idx, part = idx[keep], part[:, keep]
             st.offsets[topic] = seg[idx[-1]].offset
             if self._decoder.vectors_seen:
                 idx, part = self._check_dims(st, seg, its, idx, part, out)
             work.setdefault(model_id, []).append(Slice(seg, its, idx, part))
+
+        unknown: list[tuple[int, int]] = []  # models never seen: (start, end)
+        free = self.admission is None
+        for start, end in bounds:
+            model_id = ids[positions[start]]
+            assert model_id is not None
+            st = self._model(model_id, seg[positions[start]].partition, admit=free)
+            if st is None:
+                unknown.append((start, end))
+            else:
+                take(st, model_id, start, end)
+        if not unknown:
+            return
+        # New models take admission tokens busiest first: one with many records in the
+        # stretch (a real model coming online) before ids seen once (a flood's).
+        unknown.sort(key=lambda b: b[0] - b[1])
+        shed: list[int] = []  # positions of records of models refused admission
+        for start, end in unknown:
+            model_id = ids[positions[start]]
+            assert model_id is not None
+            st = self._model(model_id, seg[positions[start]].partition)
+            if st is None:  # over the admission rate: all its records shed
+                shed += positions[start:end]
+            else:
+                take(st, model_id, start, end)
+        if shed:
+            out.rejects += [Reject(seg[i], *_NOT_ADMITTED) for i in shed]
+            self._unordered = True
 
     def _check_dims(self, st: ModelState, seg: list[RecordLike], its: list[Any],
                     idx: np.ndarray, part: np.ndarray, out: BatchResult
@@ -342,6 +415,9 @@ class MonitorProcessor:
 
     def _publish(self, findings: list[tuple[str, Finding]], out: BatchResult) -> BatchResult:
         count_rejects(self.metrics.invalid, out.rejects)
+        if self.admission is not None and self.admission.refused != self._refused:
+            self.metrics.models_refused.inc(self.admission.refused - self._refused)
+            self._refused = self.admission.refused
         now = self.clock()
         for model_id, f in findings:
             ev = drift_event(model_id, f)

@@ -73,6 +73,7 @@ class ModelState:
     blobs: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     generation: int = 0
     last: dict[str, bytes] = field(default_factory=dict)
+    touched: int = 0  # the processor's batch number when the model was last seen
 
 
 def blob_key(model_id: str, name: str, generation: int) -> bytes:

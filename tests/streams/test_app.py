@@ -318,21 +318,41 @@ async def test_restored_state_is_handed_over_once_and_dropped_with_its_partition
         Record("t.interactions", 1, 0, b"b", _latency("b", 1, 10**9)[0])])
     blobs = {m: state_of(dl.processor, m) for m in ("a", "b")}
     await _checkpoint(dl)
-    assert dl.monitor._state == {}  # checkpoints publish, they keep no copy
+    assert len(dl.monitor.spill) == 0  # checkpoints publish, they keep no copy
     # As if restored by ``assigned``: a on partition 0, b on partition 1, not loaded yet.
     dl.processor.models.clear()
-    dl.monitor._state.update(blobs)
-    dl.monitor._partition.update({"a": 0, "b": 1})
+    dl.monitor.spill.put_many([("a", 0, blobs["a"]), ("b", 1, blobs["b"])])
     await dl.monitor.revoked({TopicPartition("t.interactions", 1),
                               TopicPartition("t.feedback", 0)})
     assert dl.processor.load_state("b") is None
     assert dl.processor.load_state("a") == blobs["a"]
-    assert dl.processor.load_state("a") is None and dl.monitor._partition == {}
+    assert dl.processor.load_state("a") is None and len(dl.monitor.spill) == 0
     # The processor restores a from a handed-over record: a replayed record is known.
-    dl.monitor._state["a"], dl.monitor._partition["a"] = blobs["a"], 0
+    dl.monitor.spill.put_many([("a", 0, blobs["a"])])
     await _handle(dl, [Record("t.interactions", 0, 0, b"a", _latency("a", 1, 10**9)[0])])
-    assert dl.monitor._state == {} and "a" in dl.processor.models
+    assert len(dl.monitor.spill) == 0 and "a" in dl.processor.models
     assert "a" not in dl.processor._pending  # offset 0 was in the restored state
+
+
+async def test_idle_models_past_the_cap_are_evicted_at_checkpoints_and_come_back() -> None:
+    """DRIFTLINE_MAX_MODELS=2: a checkpoint moves the least recently seen models to the
+    spill (after taking their state); a returning model is restored from there, its
+    records already applied still skipped."""
+    dl = create_app(_settings(DRIFTLINE_MAX_MODELS="2"), metrics=Metrics(CollectorRegistry()),
+                    monitor_config=MonitorConfig(warmup=100))
+    dl.monitor.producer = RecordingProducer()  # type: ignore[assignment]
+    for k, m in enumerate("abcd"):  # one batch (and checkpoint) each: a is the oldest
+        await _handle(dl, [Record("t.interactions", 0, k, m.encode(),
+                                  _latency(m, 1, 10**9)[0])])
+    # Past 2 at c's checkpoint: down to 90% of the cap (1 model), the oldest first.
+    assert sorted(dl.processor.models) == ["c", "d"]
+    assert len(dl.monitor.spill) == 2 and "a" in dl.monitor.spill and "b" in dl.monitor.spill
+    await _handle(dl, [Record("t.interactions", 0, 0, b"a", _latency("a", 1, 10**9)[0]),
+                       Record("t.interactions", 0, 4, b"a", _latency("a", 2, 10**9)[1])])
+    st = dl.processor.models["a"]
+    assert st.offsets == {"t.interactions": 4}
+    assert st.monitor.stats()["latency"].phase == "warmup"
+    assert dl.processor.processed == 5  # offset 0 of a was not applied twice
 
 
 # -- the retrain agent through Faust's test context ---------------------------------------

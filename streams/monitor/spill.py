@@ -1,0 +1,103 @@
+"""States of models this worker owns but does not hold in memory, on local disk.
+
+Two kinds live here: states restored from the state topic at an assignment, until their
+model is first seen, and states of idle models evicted to keep the held ones under
+``DRIFTLINE_MAX_MODELS``. Either way the state topic already has (or is being sent) the
+same state: the spill is a cache of it for this process, never read after a restart (a
+new worker restores from the topic), so a lost spill costs a re-read, not a detection.
+
+It is a SQLite file with journaling off: memory stays flat however many models a flood
+brings (SQLite keeps a small page cache; the states are on disk), and a lookup by model
+id is an index probe.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = ["StateSpill"]
+
+
+class StateSpill:
+    """``model_id -> (partition, self-contained state record)`` on disk."""
+
+    def __init__(self, directory: Path | str | None = None) -> None:
+        self.directory = directory
+        self.path: str | None = None
+        self._conn: sqlite3.Connection | None = None  # opened at the first state kept
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            if self.directory is not None:
+                Path(self.directory).mkdir(parents=True, exist_ok=True)
+            fd, self.path = tempfile.mkstemp(prefix="driftline-spill-", suffix=".sqlite",
+                                             dir=self.directory)
+            os.close(fd)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            for pragma in ("journal_mode=OFF", "synchronous=OFF", "cache_size=-16384",
+                           "temp_store=MEMORY"):
+                db.execute(f"PRAGMA {pragma}")
+            db.execute("CREATE TABLE states (model_id TEXT PRIMARY KEY, partition INTEGER"
+                       " NOT NULL, state BLOB NOT NULL)")
+            db.execute("CREATE INDEX by_partition ON states (partition)")
+            self._conn = db
+        return self._conn
+
+    def __len__(self) -> int:  # (a count over the table: for gauges, not the hot path)
+        if self._conn is None:
+            return 0
+        return int(self._db.execute("SELECT count(*) FROM states").fetchone()[0])
+
+    def __contains__(self, model_id: str) -> bool:
+        if self._conn is None:
+            return False
+        return self._db.execute("SELECT 1 FROM states WHERE model_id = ?",
+                                (model_id,)).fetchone() is not None
+
+    def put_many(self, rows: Iterable[tuple[str, int, bytes]]) -> None:
+        """Store ``(model_id, partition, state)`` rows, replacing what a model had."""
+        rows = list(rows)
+        if not rows:
+            return
+        with self._transaction():
+            self._db.executemany("INSERT OR REPLACE INTO states VALUES (?, ?, ?)", rows)
+
+    def take(self, model_id: str) -> tuple[int, bytes] | None:
+        """A model's partition and state, removed from the spill (the caller holds the
+        model from now on), or None."""
+        if self._conn is None:
+            return None
+        row = self._db.execute("SELECT partition, state FROM states WHERE model_id = ?",
+                               (model_id,)).fetchone()
+        if row is None:
+            return None
+        self._db.execute("DELETE FROM states WHERE model_id = ?", (model_id,))
+        return int(row[0]), bytes(row[1])
+
+    def drop_partitions(self, partitions: Iterable[int]) -> int:
+        """Forget the states of partitions this worker no longer owns; how many."""
+        parts = sorted(set(partitions))
+        if not parts or self._conn is None:
+            return 0
+        marks = ",".join("?" * len(parts))
+        with self._transaction():
+            n = self._db.execute(f"DELETE FROM states WHERE partition IN ({marks})",
+                                 parts).rowcount
+        return int(n)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self.path is not None:
+            Path(self.path).unlink(missing_ok=True)
+            self.path = None
+
+    def _transaction(self) -> sqlite3.Connection:
+        self._db.execute("BEGIN")
+        return self._db  # its context manager commits (or rolls back on an error)
