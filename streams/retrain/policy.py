@@ -147,6 +147,7 @@ class RetrainPolicy:
         # Acted decisions whose job is not settled yet: job_id -> (model, action, at).
         self._in_flight: dict[str, tuple[str, str, float]] = {}
         self._seen: deque[str] = deque(maxlen=remember)
+        self._remember_n = remember
         self._seen_set: set[str] = set()
         self.duplicates = 0
 
@@ -258,6 +259,8 @@ class RetrainPolicy:
             return Decision(outcome=BELOW_MIN_SEVERITY,
                             reason=f"{n} drift event(s), max severity {max_sev:.3g} below "
                                    f"the minimum {cfg.min_severity:.3g}", **base)
+        if len(self._last_action) > self._remember_n:
+            self._forget_cooled(now)
         last = self._last_action.get(scope, {}).get(action)
         if last is not None and now - last < cfg.cooldown_s:
             return Decision(outcome=SUPPRESSED_COOLDOWN,
@@ -277,6 +280,13 @@ class RetrainPolicy:
                                f"{len(strong)} of {n} drift event(s) "
                                f"({', '.join(kinds)}) at or above severity "
                                f"{cfg.min_severity:.3g}, max {max_sev:.3g}", **base)
+
+    def _forget_cooled(self, now: float) -> None:
+        """Drop the last actions whose cooldown is over (they no longer decide anything):
+        scopes come from drift events, so a flood of model ids must not grow this map."""
+        for key in [k for k, acts in self._last_action.items()
+                    if all(now - at >= self._config_of(k).cooldown_s for at in acts.values())]:
+            del self._last_action[key]
 
     def _remember(self, drift_id: str) -> None:
         if len(self._seen) == self._seen.maxlen:

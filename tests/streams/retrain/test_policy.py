@@ -197,3 +197,15 @@ def test_segment_state_round_trips() -> None:
     q.load_state(json.loads(json.dumps(p.to_state())))
     [d] = q.flush(now=10.0)
     assert d.segment == {"metadata.tenant": "acme"}
+
+
+def test_last_actions_of_a_flood_of_models_stay_bounded() -> None:
+    """Past ``remember`` scopes, last actions whose cooldown is over are dropped; one
+    still cooling down is kept and still suppresses."""
+    p = RetrainPolicy(PolicyConfig(group_window_s=0, cooldown_s=60), remember=100)
+    for i in range(300):  # 300 models, one accepted retrain each, a second apart
+        [d] = p.offer(ev(i, model=f"m{i}"), float(i))
+        p.settle(d.decision_id, accepted=True)
+    assert len(p._last_action) <= 101
+    [d] = p.offer(ev(1000, model="m299"), 301.0)  # 2 s after its retrain
+    assert d.outcome == SUPPRESSED_COOLDOWN
