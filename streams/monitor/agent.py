@@ -114,11 +114,12 @@ class MonitorAgent(Service):
     async def assigned(self, tps: set[TopicPartition]) -> None:
         parts = {tp.partition for tp in tps if tp.topic == self.inputs[0]}
         t0 = time.perf_counter()
-        state = await read_state(self.settings, self.settings.topic("monitor-state"), parts)
-        self.spill.put_many((model_id, partition, blob)
-                            for model_id, (partition, blob) in state.items())
+        before = len(self.spill)
+        # Straight to disk: after a flood the topic may hold many more models than fit.
+        await read_state(self.settings, self.settings.topic("monitor-state"), parts,
+                         into=self.spill)
         log.info("assigned partitions %s: restored %d model states in %.2fs",
-                 sorted(parts), len(state), time.perf_counter() - t0)
+                 sorted(parts), len(self.spill) - before, time.perf_counter() - t0)
 
     def _take_state(self, model_id: str) -> bytes | None:
         """A restored or evicted state record, handed over once to the processor that

@@ -6,14 +6,17 @@ from __future__ import annotations
 from aiokafka import TopicPartition
 from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
-from driftline.streams.monitor.state_codec import LatestStates
+from driftline.streams.monitor.state_codec import LatestStates, StateStore
 
 
-async def read_state(settings: Settings, topic: str, partitions: set[int]
-                     ) -> dict[str, tuple[int, bytes]]:
+async def read_state(settings: Settings, topic: str, partitions: set[int],
+                     into: StateStore | None = None) -> dict[str, tuple[int, bytes]]:
     """The latest state (self-contained) and its partition per model in the given
     partitions. Raises :class:`.state_codec.StateError` when a state cannot be put
-    together (the caller stops rather than starting that model afresh)."""
+    together (the caller stops rather than starting that model afresh).
+
+    ``into``: written there instead (a store on disk: a topic that holds a flood's
+    models would not fit in memory), and an empty dict returned."""
     if not partitions:
         return {}
     # "earliest": with the default "latest", the reset that assign() starts can land after
@@ -27,7 +30,7 @@ async def read_state(settings: Settings, topic: str, partitions: set[int]
         consumer.assign(tps)
         end = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
-        latest = LatestStates()
+        latest = LatestStates(into)
         todo = {tp for tp in tps if end[tp] > 0}
         while todo:
             fetched = await consumer.getmany(*todo, timeout_ms=500)
@@ -37,6 +40,9 @@ async def read_state(settings: Settings, topic: str, partitions: set[int]
             for tp in list(todo):
                 if await consumer.position(tp) >= end[tp]:
                     todo.discard(tp)
-        return latest.result()
+        if into is None:
+            return latest.result()
+        latest.settle()
+        return {}
     finally:
         await consumer.stop()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 __all__ = ["StateSpill"]
@@ -66,6 +66,28 @@ class StateSpill:
             return
         with self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO states VALUES (?, ?, ?)", rows)
+
+    def __setitem__(self, model_id: str, row: tuple[int, bytes]) -> None:
+        self._db.execute("INSERT OR REPLACE INTO states VALUES (?, ?, ?)",
+                         (model_id, row[0], row[1]))
+
+    def __getitem__(self, model_id: str) -> tuple[int, bytes]:
+        row = None if self._conn is None else self._db.execute(
+            "SELECT partition, state FROM states WHERE model_id = ?", (model_id,)).fetchone()
+        if row is None:
+            raise KeyError(model_id)
+        return int(row[0]), bytes(row[1])
+
+    def items(self) -> Iterator[tuple[str, tuple[int, bytes]]]:
+        if self._conn is None:
+            return
+        for model_id, partition, blob in self._db.execute(
+                "SELECT model_id, partition, state FROM states ORDER BY model_id").fetchall():
+            yield model_id, (int(partition), bytes(blob))
+
+    def pop(self, model_id: str, default: None = None) -> tuple[int, bytes] | None:
+        """A mapping's ``pop`` (the state restore writes here as into a dict)."""
+        return self.take(model_id)
 
     def take(self, model_id: str) -> tuple[int, bytes] | None:
         """A model's partition and state, removed from the spill (the caller holds the

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -213,14 +213,27 @@ def tombstones(st: ModelState, model_id: str) -> list[tuple[bytes, bytes | None]
             (model_id.encode(), None)]
 
 
+class StateStore(Protocol):
+    """Where :class:`LatestStates` keeps each model's latest record: a dict, or
+    :class:`driftline.streams.monitor.spill.StateSpill` on disk."""
+
+    def __setitem__(self, model_id: str, row: tuple[int, bytes]) -> None: ...
+    def __getitem__(self, model_id: str) -> tuple[int, bytes]: ...
+    def pop(self, model_id: str, default: None = None) -> tuple[int, bytes] | None: ...
+    def items(self) -> Iterable[tuple[str, tuple[int, bytes]]]: ...
+
+
 class LatestStates:
     """Reads the state topic's records in log order, keeping only the latest per key (a
     topic not compacted yet holds every checkpoint); :meth:`result` puts each model's
     latest state together."""
 
-    def __init__(self) -> None:
-        self.states: dict[str, tuple[int, bytes]] = {}
+    def __init__(self, states: StateStore | None = None) -> None:
+        # Latest state record per model: a dict, or a store on disk for a topic too big
+        # to hold in memory (see :meth:`settle`).
+        self.states: StateStore = {} if states is None else states
         self.blobs: dict[bytes, bytes] = {}
+        self._apart: set[str] = set()  # models whose latest state refers to blobs
 
     def add(self, key: bytes | None, value: bytes | None, partition: int) -> None:
         if key is None:
@@ -234,8 +247,13 @@ class LatestStates:
         model_id = key.decode()
         if value is None:  # a tombstone: the model's state was deleted
             self.states.pop(model_id, None)
+            self._apart.discard(model_id)
         else:
             self.states[model_id] = (partition, value)
+            if _split(value)[0][HEADER.apart]:
+                self._apart.add(model_id)
+            else:
+                self._apart.discard(model_id)
 
     def result(self) -> dict[str, tuple[int, bytes]]:
         """Each model's latest state, self-contained, and its partition. A state that
@@ -243,3 +261,12 @@ class LatestStates:
         would let its next checkpoint overwrite the state with a new baseline."""
         return {model_id: (partition, inline_state(value, model_id, self.blobs))
                 for model_id, (partition, value) in self.states.items()}
+
+    def settle(self) -> None:
+        """Make every state self-contained where it is (the fields it stores apart put
+        back in), for a ``states`` store too big to copy into :meth:`result`'s dict; the
+        same :class:`StateError` when a state cannot be put together."""
+        for model_id in sorted(self._apart):
+            partition, value = self.states[model_id]
+            self.states[model_id] = (partition, inline_state(value, model_id, self.blobs))
+        self._apart.clear()

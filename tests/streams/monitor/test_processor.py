@@ -6,6 +6,7 @@ import math
 import random
 import struct
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,8 +16,10 @@ from driftline.detectors import ModelMonitor, MonitorConfig, state
 from driftline.streams.ingest.records import Record
 from driftline.streams.metrics import Metrics
 from driftline.streams.monitor.processor import BatchResult, MonitorProcessor
+from driftline.streams.monitor.spill import StateSpill
 from driftline.streams.monitor.state_codec import (
     STATE_VERSION,
+    LatestStates,
     StateError,
     decode_state,
     encode_state,
@@ -250,6 +253,28 @@ def test_state_topic_holds_references_apart_and_restores_after_a_cut_anywhere() 
         for m, (partition, value) in got.items():
             assert partition == {"m1": 0, "m2": 1}[m]
             _same(value, expected[cut][m])
+
+
+def test_states_restored_onto_disk_are_the_ones_restored_into_memory(tmp_path: Path) -> None:
+    """The worker restores into its on-disk spill (a topic after a flood holds more
+    models than fit in memory): settled there, every cut of the topic gives what
+    ``result()`` gives, and a state whose field is gone fails closed the same way."""
+    topic, _ = _checkpointed_log(_processor(apart_bytes=512),
+                                 _embedding_and_latency_stream(11).records, batch=40)
+    for cut in range(0, len(topic) + 1, 7):
+        spill = StateSpill(tmp_path)
+        latest = LatestStates(spill)
+        for key, value, partition in topic[:cut]:
+            latest.add(key, value, partition)
+        latest.settle()
+        assert dict(spill.items()) == latest_states(topic[:cut]), cut
+        spill.close()
+    kept = [r for r in topic if r[0] is None or not r[0].startswith(b"m2\0")]
+    latest = LatestStates(StateSpill(tmp_path))
+    for key, value, partition in kept:
+        latest.add(key, value, partition)
+    with pytest.raises(StateError, match="the state of m2 needs"):
+        latest.settle()
 
 
 def test_a_state_written_in_parts_restores_and_continues_like_a_whole_one(
