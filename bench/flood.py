@@ -35,6 +35,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import tempfile
 import threading
@@ -45,7 +46,7 @@ from pathlib import Path
 import orjson
 from driftline.streams.tooling.local_kafka import LocalKafka, free_ports
 from gate import Gate
-from throughput import MODELS, Worker, fill, log, make_docs, side_by_side
+from throughput import MODELS, Worker, compact, fill, log, make_docs, side_by_side
 
 MAX_RSS_BYTES = 1 << 30
 MIN_RATE_VS_NORMAL = 0.5
@@ -62,10 +63,10 @@ def flood_records(normal: list[tuple[bytes, bytes]], ids: int, per_id: int, seed
         model = f"flood-{k:07d}"
         key = model.encode()
         for j in range(per_id):
-            flood.append((key, orjson.dumps({
+            flood.append((key, compact(orjson.dumps({
                 "event_id": f"{model}-{j}", "model_id": model, "ts": now,
                 "latency_ms": round(rng.lognormvariate(6.4, 0.35), 2),
-                "output_tokens": rng.randint(20, 400)})))
+                "output_tokens": rng.randint(20, 400)}))))
     # Interleave: a random merge that keeps both sequences' own order.
     out: list[tuple[bytes, bytes]] = []
     a, b = 0, 0
@@ -322,6 +323,7 @@ def main() -> int:
                 del os.environ["DRIFTLINE_MAX_MODELS"]
     finally:
         kafka.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # the broker's data: several GB
     mib = 2**20
     print(f"\n# a flood of {args.ids:,} new model ids x {args.per_id} interactions among "
           f"{args.normal:,} of {MODELS} models (defaults for every bound); normal and flood "
