@@ -223,6 +223,14 @@ class StateStore(Protocol):
     def items(self) -> Iterable[tuple[str, tuple[int, bytes]]]: ...
 
 
+class _DictStore(dict[str, tuple[int, bytes]]):
+    """The in-memory :class:`StateStore` (a dict whose ``pop`` has the protocol's
+    signature)."""
+
+    def pop(self, model_id: str, default: None = None) -> tuple[int, bytes] | None:  # type: ignore[override]
+        return super().pop(model_id, default)
+
+
 class LatestStates:
     """Reads the state topic's records in log order, keeping only the latest per key (a
     topic not compacted yet holds every checkpoint); :meth:`result` puts each model's
@@ -231,7 +239,7 @@ class LatestStates:
     def __init__(self, states: StateStore | None = None) -> None:
         # Latest state record per model: a dict, or a store on disk for a topic too big
         # to hold in memory (see :meth:`settle`).
-        self.states: StateStore = {} if states is None else states
+        self.states: StateStore = _DictStore() if states is None else states
         self.blobs: dict[bytes, bytes] = {}
         self._apart: set[str] = set()  # models whose latest state refers to blobs
 

@@ -210,8 +210,10 @@ def test_rejection_reason(raw: bytes | None, key: bytes | None, max_bytes: int,
 
 
 def test_every_reason_is_reachable() -> None:
-    # embedding_dim_changed: see REJECTIONS; store_rejected: tests/streams/test_poison_kafka.py
-    covered = {r[-1] for r in REJECTIONS} | {"embedding_dim_changed", "store_rejected"}
+    # embedding_dim_changed: see REJECTIONS; store_rejected: tests/streams/test_poison_kafka.py;
+    # model_not_admitted: tests/streams/monitor/test_flood.py
+    covered = {r[-1] for r in REJECTIONS} | {"embedding_dim_changed", "store_rejected",
+                                             "model_not_admitted"}
     assert covered == set(REASONS)
 
 
@@ -529,4 +531,5 @@ def test_seeded_mutations_only_ever_raise_invalid_event() -> None:
                     assert all(type(x) in (int, float) for x in items), items
     # The fuzz reaches both sides of the contract and most reasons.
     assert 100 < accepted < 1900
-    assert reasons >= set(REASONS) - {"oversized", "embedding_dim_changed", "store_rejected"}
+    assert reasons >= set(REASONS) - {"oversized", "embedding_dim_changed", "store_rejected",
+                                      "model_not_admitted"}
