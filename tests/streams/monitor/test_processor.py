@@ -26,7 +26,7 @@ from driftline.streams.monitor.state_codec import (
 )
 from prometheus_client import CollectorRegistry
 
-from tests.streams.monitor.states import latest_states, state_of
+from tests.streams.monitor.states import state_of
 
 IT, FB, UP = "t.interactions", "t.feedback", "t.model-updates"
 WARMUP = 100
@@ -248,7 +248,7 @@ def test_state_topic_holds_references_apart_and_restores_after_a_cut_anywhere() 
     states = [v for k, v, _ in topic if k is not None and b"\0" not in k]
     assert len(apart) < len(states) / 2
     for cut in range(len(topic) + 1):
-        got = latest_states(topic[:cut])
+        got = LatestStates.of(topic[:cut])
         assert got.keys() == expected[cut].keys(), cut
         for m, (partition, value) in got.items():
             assert partition == {"m1": 0, "m2": 1}[m]
@@ -267,7 +267,7 @@ def test_states_restored_onto_disk_are_the_ones_restored_into_memory(tmp_path: P
         for key, value, partition in topic[:cut]:
             latest.add(key, value, partition)
         latest.settle()
-        assert dict(spill.items()) == latest_states(topic[:cut]), cut
+        assert dict(spill.items()) == LatestStates.of(topic[:cut]), cut
         spill.close()
     kept = [r for r in topic if r[0] is None or not r[0].startswith(b"m2\0")]
     latest = LatestStates(StateSpill(tmp_path))
@@ -282,7 +282,7 @@ def test_a_state_written_in_parts_restores_and_continues_like_a_whole_one(
     records, whole, final = mixed_stream
     first = _processor(apart_bytes=512)
     topic, _ = _checkpointed_log(first, records[:700], batch=97)
-    restored = {m: v for m, (_, v) in latest_states(topic).items()}
+    restored = {m: v for m, (_, v) in LatestStates.of(topic).items()}
     second = _processor(load_state=restored.get, apart_bytes=512)
     tail = _run(second, records[550:], batch=97)
     assert tail.drift_events == [e for e in whole.drift_events
@@ -304,8 +304,8 @@ def test_a_state_whose_reference_is_gone_fails_closed() -> None:
     assert len(kept) < len(topic)
     with pytest.raises(StateError, match=r"the state of m2 needs '[a-z_.]+' generation \d+, "
                                          "which the state topic does not hold"):
-        latest_states(kept)
-    assert set(latest_states(r for r in kept if not r[0].startswith(b"m2"))) == {"m1"}
+        LatestStates.of(kept)
+    assert set(LatestStates.of(r for r in kept if not r[0].startswith(b"m2"))) == {"m1"}
 
 
 @pytest.mark.parametrize("blob", [
