@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -952,3 +952,28 @@ def test_a_reference_learned_from_too_little_data_is_logged_and_counted_once(
     assert reg.get_sample_value("driftline_reference_warnings_total",
                                 {"signal": "refusal_rate"}) == 1.0
     assert len(lines) == 2 + sum(1 for m in lines if "output_length" in m)
+
+
+def test_reference_warnings_are_counted_on_the_slow_path_too(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every run refused as a batch (what a value only the monitor refuses does): each is
+    # fed record by record, the processor's slow path, and the warnings of the
+    # references it completes are still logged and counted, once.
+    from driftline.detectors import InvalidValue, ModelMonitor
+
+    batch = ModelMonitor.observe_columns
+
+    def refuse(self: ModelMonitor, ids: Sequence[str], *args: Any, **kwargs: Any) -> Any:
+        if len(ids) > 1:
+            raise InvalidValue("latency: refused as a batch")
+        return batch(self, ids, *args, **kwargs)  # (one interaction: observe())
+
+    monkeypatch.setattr(ModelMonitor, "observe_columns", refuse)
+    reg = CollectorRegistry()
+    proc = _processor(reg)
+    out = _run(proc, _latency_stream(3000, shift_at=10**9, factor=1.0).records)
+    assert out.rejects == [] and proc.processed == 3000
+    assert reg.get_sample_value("driftline_reference_warnings_total",
+                                {"signal": "latency"}) == 1.0
+    assert reg.get_sample_value("driftline_reference_warnings_total",
+                                {"signal": "refusal_rate"}) == 1.0
