@@ -192,7 +192,7 @@ def _drained(bootstrap: str, prefix: str) -> bool:
 def _states(bootstrap: str, prefix: str) -> dict[str, Any]:
     """The latest monitor state per model, decoded (``ModelState``). Read with this
     module's reader, not the worker's ``read_state``: the test checks that one; both put
-    a state together from its records with ``LatestStates.of``."""
+    a state together from its records with ``LatestStates``."""
     records = [(m.key, m.value, m.partition)
                for m in _read_all(bootstrap, f"{prefix}.monitor-state")]
     return {k: decode_state(v, part) for k, (part, v) in LatestStates.of(records).items()}
