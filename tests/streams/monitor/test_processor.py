@@ -915,10 +915,12 @@ def test_a_segmented_model_checkpoints_and_continues_exactly(split: int) -> None
     second = _segmented(load_state=blobs.get)
     tail = _run(second, records[max(0, split - 150):], batch=97).drift_events
     tail += second.flush().drift_events
-    # Attribution reads values that are not checkpointed: compare identities and segments.
     assert _ids(head + tail) == _ids(whole)
     assert sorted(map(repr, (e.get("segment") for _, e in head + tail))) == sorted(
         map(repr, (e.get("segment") for _, e in whole)))
+    # The model level's attribution too: the values it reads are in the checkpoint.
+    assert sorted(map(repr, (e.get("attribution") for _, e in head + tail))) == sorted(
+        map(repr, (e.get("attribution") for _, e in whole)))
 
 
 def test_segment_metrics_count_every_routed_interaction() -> None:
