@@ -559,7 +559,7 @@ async def verify(chaos: Chaos, ref: list[dict[str, Any]], ref_rejects: int
         dsn, "select count(*) from drift_events where decision_id is null"))[0][0]
     jobs = (await query(dsn, "select count(*) from retrain_jobs"))[0][0]
     # Exactly-once application: each model's latency signal counts the values it was fed.
-    states = _latest_states([(m.key, m.value, m.partition) for m in
+    states = LatestStates.of([(m.key, m.value, m.partition) for m in
                             await read_topic(bootstrap, f"{PREFIX}.monitor-state")])
     seen = {}
     for model, (part, blob) in states.items():
@@ -636,15 +636,6 @@ def report(v: dict[str, Any], chaos: Chaos, drained: bool, elapsed: float) -> in
     gate.check("consumer groups caught up", 1 if drained else 0, "==", 1)
     print(gate.table())
     return gate.status()
-
-
-def _latest_states(records: list[tuple[bytes | None, bytes | None, int]]
-                   ) -> dict[str, tuple[int, bytes]]:
-    """Each model's latest state from the state topic's records, in log order."""
-    latest = LatestStates()
-    for key, value, partition in records:
-        latest.add(key, value, partition)
-    return latest.result()
 
 
 def main() -> int:

@@ -34,7 +34,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: one core per
 import argparse
 import math
 import multiprocessing as mp
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 from driftline.detectors import ModelMonitor, MonitorConfig
 from gate import Gate
+from progress import progress
 from river import drift
 
 CHANGE = 50_000
@@ -443,15 +443,6 @@ def proposed_bounds(sel: list[int], change: dict[int, Summary],
 
 
 # -- report ----------------------------------------------------------------------------
-def progress(done: int, total: int, t0: float) -> None:
-    """Tasks done so far, on stderr: in place on a terminal, every tenth in a log."""
-    if sys.stderr.isatty():
-        end = "\n" if done == total else ""
-        print(f"\r[{done}/{total}] {time.time() - t0:5.0f} s", end=end, file=sys.stderr)
-    elif done == total or done % max(total // 10, 1) == 0:
-        print(f"[{done}/{total}] {time.time() - t0:5.0f} s", file=sys.stderr)
-
-
 def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:,.0f}" if x >= 10 or x == 0 else f"{x:.2g}"
 
@@ -490,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         stat_n, emb_n, river_n = CI_RUNS["stationary"], CI_RUNS["embedding_stationary"], 0
     with_river = not (args.ci or args.no_river)
     chunk = 300_000
-    t0 = time.time()
+    t0 = time.perf_counter()
     sel = [i for i, s in enumerate(SCENARIOS) if args.only in s.name]
     tasks_c = [(si, r, with_river) for si in sel
                for r in range(emb_runs if SCENARIOS[si].signal == "embedding" else runs)]
@@ -541,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
             fa_m = s.false_alarms / max(s.events, 1) * 1e6
             print(f"{sc.name:<30}{det:<13}{_fmt(s.median):>8}{_fmt(s.p90):>8}"
                   f"{s.missed / max(s.runs, 1):>7.0%}{fa_m:>9.1f}")
-    print(f"\n{total} tasks in {time.time() - t0:.0f} s on {args.workers} workers\n")
+    print(f"\n{total} tasks in {time.perf_counter() - t0:.0f} s on {args.workers} workers\n")
     ours_stat = {sig: (v["driftline"][0], v["driftline"][1]) for sig, v in stat.items()
                  if "driftline" in v}
     if args.propose_bounds:

@@ -44,6 +44,7 @@ from driftline.detectors import ModelMonitor, MonitorConfig
 from driftline.streams.offline import traffic
 from driftline.streams.offline.traffic import Case, Shift
 from gate import Gate
+from progress import progress
 
 RUN = 500  # interactions per call, as a caught-up worker feeds them
 WARMUP = MonitorConfig().warmup
@@ -140,22 +141,13 @@ def _pool_map(jobs: list[Job], workers: int) -> list[Result]:
     if workers <= 1:
         for j in jobs:
             out.append(run_one(j))
-            _progress(len(out), len(jobs), t0)
+            progress(len(out), len(jobs), t0)
         return out
     with mp.get_context("fork").Pool(workers) as pool:
         for r in pool.imap(run_one, jobs, chunksize=1):
             out.append(r)
-            _progress(len(out), len(jobs), t0)
+            progress(len(out), len(jobs), t0)
     return out
-
-
-def _progress(done: int, total: int, t0: float) -> None:
-    if sys.stderr.isatty():
-        end = "\n" if done == total else ""
-        print(f"\r[{done}/{total}] {time.perf_counter() - t0:5.0f} s", end=end,
-              file=sys.stderr)
-    elif done == total or done % max(total // 10, 1) == 0:
-        print(f"[{done}/{total}] {time.perf_counter() - t0:5.0f} s", file=sys.stderr)
 
 
 SHIFTS = {

@@ -12,8 +12,9 @@ their segments): a scalar signal's normal score against the reference sample (me
 down by ``mean_shift`` SDs, spread by ``spread_ratio``), a rate's Bernoulli ratio at its
 design alternative, the embedding's novelty (beyond the held-out distance quantile of the
 nearest reference centroid). They leave out the detector's time-of-day and autocorrelation
-adjustments, so the shares are the detector's to within those, and the recent values are
-those seen since the monitor was built or restored (they are not checkpointed).
+adjustments, so the shares are the detector's to within those. The recent values are
+checkpointed with the model (:meth:`Recent.fields`), so an alarm after a restart inside an
+excursion is attributed over the whole excursion, as without the restart.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
+from driftline.detectors import state
 from driftline.detectors.embedding import EmbeddingSignal
 from driftline.detectors.rate import RateSignal
 from driftline.detectors.scalar import ScalarSignal
@@ -54,6 +57,43 @@ class Recent:
         for i, lab in enumerate(labels):
             self.labels[i, at] = lab
         self.n += k
+
+    def fields(self, p: str) -> dict[str, state.Value]:
+        """The values held, oldest first, under ``p``: ``n``, ``values`` and per key the
+        distinct labels (JSON) and each value's label as 1 + its index among them (0: no
+        label; one byte each while a key has fewer than 255 labels, as it does when its
+        segments are capped that low)."""
+        count = min(self.n, RECENT)
+        at = (self.n - count + np.arange(count)) % RECENT
+        out: dict[str, state.Value] = {p + "n": self.n, p + "values": self.values[at].copy()}
+        for i, lab in enumerate(self.labels[:, at]):
+            names = sorted({v for v in lab.tolist() if v is not None})
+            index = {v: j for j, v in enumerate(names)}
+            out[f"{p}{i}.names"] = orjson.dumps(names).decode()
+            out[f"{p}{i}.codes"] = np.array(
+                [0 if v is None else index[v] + 1 for v in lab.tolist()],
+                dtype=np.uint8 if len(names) < 255 else np.int64)
+        return out
+
+    def load(self, r: state.Reader, p: str) -> None:
+        """Take back :meth:`fields` (a checkpoint from before they were kept: none)."""
+        if not r.has(p + "n"):
+            return
+        values = r.array(p + "values")
+        count = values.shape[0]
+        n = r.integer(p + "n")
+        if count != min(n, RECENT):
+            raise ValueError(f"snapshot field {p}values: {count} values for n={n}")
+        at = (n - count + np.arange(count)) % RECENT
+        self.values[at] = values
+        for i in range(len(self.keys)):
+            names = [None, *orjson.loads(str(r.text(f"{p}{i}.names")))]
+            codes = r.array(f"{p}{i}.codes").astype(np.int64)
+            if codes.shape != (count,) or (count and not 0 <= codes.min() <= codes.max()
+                                           < len(names)):
+                raise ValueError(f"snapshot field {p}{i}.codes does not match its names")
+            self.labels[i, at] = np.array(names, dtype=object)[codes]
+        self.n = n
 
     def last(self, count: int, upto: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``count`` values (and labels) up to value number ``upto`` (exclusive)."""

@@ -22,97 +22,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from driftline.detectors import catalogue, state
+from driftline.detectors.catalogue import MonitorConfig
 from driftline.detectors.embedding import EmbeddingSignal
 from driftline.detectors.season import SeasonalProfile
 from driftline.detectors.signal import Signal
 from driftline.detectors.types import Finding, InvalidValue, Observation, SignalStats
-
-
-@dataclass(frozen=True, slots=True)
-class MonitorConfig:
-    """Tunables of a model's monitor.
-
-    ``warmup`` values of each signal form its reference (rates also wait for
-    ``rate_min_events`` events; embeddings use ``warmup // 2`` vectors for k-means and the
-    next ``warmup`` for held-out distances). Thresholds hold at most
-    ``target_false_alarm_rate`` false alarms per event per signal (one false alarm per
-    ``1 / target_false_alarm_rate`` events of a signal).
-
-    ``dependence`` ``"ar"`` learns the traffic's dependence in the warm-up (an
-    autoregression of order up to ``max_ar_order``, each detector's long-run variance, a
-    rate's dispersion across windows) and prices it into the thresholds; ``"off"``
-    calibrates for independent draws. ``season_period_s`` > 0 learns a profile of
-    latency and output length by time of period (``season_bins`` bins; 86,400 s and 24:
-    by hour of day; 604,800 and 168: by hour of week). ``relearn`` keeps the reference
-    that alarmed watching while a new one is learned (``False``: the signal warms up
-    afresh, unwatched, after every alarm). ``detectors`` chooses river's detectors for
-    scalar signals instead of the CUSUMs, ``"latency=adwin,output_length=page_hinkley"``
-    (see :mod:`driftline.detectors.river_detectors`), calibrated to the same budget.
-    """
-
-    warmup: int = 2000
-    target_false_alarm_rate: float = 1e-6
-    mean_shift: float = 0.5
-    spread_ratio: float = 1.5
-    rate_ratio: float = 2.0
-    rate_min_events: int = 200
-    rate_floor: float = 1e-3
-    embedding_clusters: int = 32
-    embedding_quantile: float = 0.97
-    embedding_rate_increase: float = 0.05
-    seed: int = 0
-    dependence: str = "ar"
-    max_ar_order: int = 5
-    season_period_s: float = 86_400.0
-    season_bins: int = 24
-    relearn: bool = True
-    detectors: str = ""
-
-    def __post_init__(self) -> None:
-        if self.warmup < 20:
-            raise ValueError("warmup must be at least 20 events")
-        if not 0 < self.target_false_alarm_rate < 0.1:
-            raise ValueError("target_false_alarm_rate must be in (0, 0.1)")
-        if self.dependence not in ("ar", "off"):
-            raise ValueError("dependence must be 'ar' or 'off'")
-        if not 0 <= self.max_ar_order <= 20:
-            raise ValueError("max_ar_order must be within 0-20")
-        if self.season_period_s < 0 or (self.season_period_s and self.season_bins < 1):
-            raise ValueError("season_period_s must be >= 0 (0: off) with season_bins >= 1")
-        self.detector_choices()  # (raises on a bad choice)
-
-    def detector_choices(self) -> dict[str, str]:
-        """``detectors`` as {signal: detector}."""
-        from driftline.detectors import catalogue
-        from driftline.detectors.river_detectors import KINDS
-
-        out: dict[str, str] = {}
-        for item in filter(None, (x.strip() for x in self.detectors.split(","))):
-            name, sep, kind = item.partition("=")
-            name, kind = name.strip(), kind.strip()
-            scalar = {s.name for s in catalogue.SIGNALS if s.seasonal}
-            if not sep or name not in scalar or kind not in KINDS:
-                raise ValueError(f"detectors: {item!r} is not <signal>=<detector> with a "
-                                 f"signal of {sorted(scalar)} and a detector of {list(KINDS)}")
-            out[name] = kind
-        return out
-
-    def detector_of(self, signal: str) -> str:
-        return self.detector_choices().get(signal, "cusum")
-
-    @classmethod
-    def independent(cls, **kw: object) -> MonitorConfig:
-        """The calibration for independent draws, with no seasonal profile and a fresh
-        warm-up after every alarm: how driftline's detectors worked before they learned
-        dependence (kept to compare against)."""
-        return cls(**{"dependence": "off", "season_period_s": 0.0, "relearn": False,
-                      **kw})  # type: ignore[arg-type]
-
 
 # The target is an upper bound: aim 20% below it to absorb the Markov chain's
 # discretisation and the quadrature over estimation error (costs < 1 event of

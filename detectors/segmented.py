@@ -491,6 +491,8 @@ class SegmentedMonitor:
                 tag = "o" if seg is k.other else str(j)
                 for name, v in seg.monitor.snapshot_fields().items():
                     fields[f"{p}{tag}.{name}"] = v
+        for name, recent in self.recent.items():
+            fields.update(recent.fields(f"seg.recent.{name}."))
         return fields
 
     @classmethod
@@ -519,6 +521,9 @@ class SegmentedMonitor:
         if not r.has("seg.config"):
             return own
         old = orjson.loads(str(r.text("seg.config")))
+        if tuple(old["keys"]) == own.segments.keys:  # (labels are per key, in order)
+            for name, recent in own.recent.items():
+                recent.load(r, f"seg.recent.{name}.")
         old_rate = alpha * (1.0 - float(old["model_share"])) / len(old["keys"])
         if not math.isclose(old_rate, own._segment_rate, rel_tol=1e-9):
             log.warning("%s: segment references are learned afresh (the segment "

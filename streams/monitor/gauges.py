@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from driftline.streams.metrics import Metrics
 from driftline.streams.monitor.processor import MonitorProcessor
-from driftline.streams.monitor.segments import set_segment_gauges
+from driftline.streams.monitor.segments import forget_segment_gauges, set_segment_gauges
 
 
 class ModelGauges:
@@ -35,6 +35,7 @@ class ModelGauges:
             st = models.get(model_id)
             if st is None:
                 self.metrics.signals.forget(model_id)
+                forget_segment_gauges(self.metrics, model_id)
                 continue
             for signal, s in st.monitor.stats().items():
                 self.metrics.observe_signal(model_id, signal, statistic=s.statistic,

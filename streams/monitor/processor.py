@@ -505,6 +505,9 @@ class MonitorProcessor:
                 self._reject(out, rec, "bad_value", str(exc))
         self.metrics.interactions.labels(self.metrics.model(model_id)).inc(ok)
         seg.count_routed(self.metrics, model_id, st.monitor)
+        for signal_name, warning in st.monitor.new_warnings():
+            log.warning("model %s: %s", model_id, warning)
+            self.metrics.reference_warnings.labels(signal_name).inc()
         self.processed += ok
         return found
 

@@ -91,3 +91,15 @@ def set_segment_gauges(metrics: Metrics, model_id: str,
             metrics.segment_threshold.labels(*labels).set(st.threshold)
             metrics.segment_baseline.labels(*labels).set(st.baseline)
             metrics.segment_current.labels(*labels).set(st.current)
+
+
+def forget_segment_gauges(metrics: Metrics, model_id: str) -> None:
+    """Drop a model's segment gauges (its monitor is no longer held here): revoked or
+    forgotten, its last values would otherwise be exported as if still current."""
+    model = metrics.model(model_id)
+    if model == OTHER:
+        return
+    for gauge in (metrics.segment_statistic, metrics.segment_threshold,
+                  metrics.segment_baseline, metrics.segment_current,
+                  metrics.segment_monitors, metrics.segment_values, metrics.segment_bytes):
+        gauge.remove_by_labels({"model": model})

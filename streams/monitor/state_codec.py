@@ -243,6 +243,16 @@ class LatestStates:
         self.blobs: dict[bytes, bytes] = {}
         self._apart: set[str] = set()  # models whose latest state refers to blobs
 
+    @classmethod
+    def of(cls, records: Iterable[tuple[bytes | None, bytes | None, int]]
+           ) -> dict[str, tuple[int, bytes]]:
+        """Each model's latest state from the state topic's records ``(key, value,
+        partition)`` in log order: :meth:`add` each, then :meth:`result`."""
+        latest = cls()
+        for key, value, partition in records:
+            latest.add(key, value, partition)
+        return latest.result()
+
     def add(self, key: bytes | None, value: bytes | None, partition: int) -> None:
         if key is None:
             return

@@ -20,51 +20,26 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
-from driftline.streams.ingest.consumer import BatchConsumer
-from driftline.streams.ingest.dead_letters import dead_letter_record
-from driftline.streams.ingest.decoder import BatchDecoder
-from driftline.streams.ingest.records import RecordLike, Reject, count_rejects
+from driftline.streams.ingest.records import RecordLike, Reject
 from driftline.streams.metrics import Metrics
 from driftline.streams.store.errors import StoreError, StoreUnavailable
-from mode import Service
-
-log = logging.getLogger("driftline.deploys")
+from driftline.streams.store.feed import StoreFeed
 
 DeployHandler = Callable[[str, str], Awaitable[Any]]
 
 
-class DeployAgent(Service):
+class DeployAgent(StoreFeed):
     """Consumes deploy notices and hands each valid one to ``handler(model_id, version)``."""
+
+    store_log = logging.getLogger("driftline.deploys")
 
     def __init__(self, settings: Settings, handler: DeployHandler, metrics: Metrics,
                  **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.settings = settings
+        super().__init__(settings, metrics, group="deploys", topic="model-updates",
+                         max_records=500, **kwargs)
         self.handler = handler
-        self.metrics = metrics
-        self.decoder = BatchDecoder(settings.max_payload_bytes)
-        self.consumer = BatchConsumer(
-            settings=settings, group_id=f"{settings.app_id}-deploys",
-            topics=[settings.topic("model-updates")], handle=self.handle,
-            max_records=500, within_s=0.5, metrics=None, name="deploys",
-            loop=kwargs.get("loop"), beacon=self.beacon)
-        self.producer: Any = None  # AIOKafkaProducer, for store_rejected dead letters
         self.recorded = 0
-
-    async def on_start(self) -> None:
-        producer: AIOKafkaProducer = kafka_clients.producer(
-            self.settings, acks="all", enable_idempotence=True)
-        self.producer = producer
-        await kafka_clients.start(producer, self.settings)
-        await self.consumer.start()
-
-    async def on_stop(self) -> None:
-        await self.consumer.stop()
-        if self.producer is not None:
-            await self.producer.stop()
 
     async def handle(self, records: list[RecordLike]) -> None:
         """Record each valid deploy notice, in order (blocks while the store is down)."""
@@ -83,14 +58,4 @@ class DeployAgent(Service):
                 continue
             self.recorded += 1
         if refused:
-            await self._dead_letter(refused)
-
-    async def _dead_letter(self, rejects: list[Reject]) -> None:
-        assert self.producer is not None
-        topic = self.settings.topic("dead-letters")
-        for rej in rejects:
-            log.warning("store refused the deploy notice %s[%d]@%d: %s", rej.record.topic,
-                        rej.record.partition, rej.record.offset, rej.message)
-            key, value, headers = dead_letter_record(rej)
-            await self.producer.send_and_wait(topic, value, key=key, headers=headers)
-        count_rejects(self.metrics.dead_letters, rejects)
+            await self.dead_letter(refused, "the deploy notice ")

@@ -19,18 +19,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
-from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
-from driftline.streams.ingest.consumer import BatchConsumer
-from driftline.streams.ingest.dead_letters import dead_letter_record
-from driftline.streams.ingest.decoder import BatchDecoder
-from driftline.streams.ingest.records import RecordLike, Reject, count_rejects
+from driftline.streams.ingest.records import RecordLike, Reject
 from driftline.streams.metrics import Metrics
 from driftline.streams.store.errors import StoreError, StoreUnavailable
-from mode import Service
-
-log = logging.getLogger("driftline.logger")
+from driftline.streams.store.feed import StoreFeed
 
 Sink = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
@@ -42,34 +35,16 @@ def sampled(event_id: str, rate: float) -> bool:
     return (zlib.crc32(event_id.encode()) & 0xFFFFFFFF) < rate * 2**32
 
 
-class LoggerAgent(Service):
+class LoggerAgent(StoreFeed):
     """Consumes interactions and hands the sampled valid ones to ``sink`` per batch."""
+
+    store_log = logging.getLogger("driftline.logger")
 
     def __init__(self, settings: Settings, sink: Sink, metrics: Metrics,
                  **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.settings = settings
+        super().__init__(settings, metrics, group="logger", topic="interactions",
+                         max_records=2000, **kwargs)
         self.sink = sink
-        self.metrics = metrics
-        self.decoder = BatchDecoder(settings.max_payload_bytes)
-        self.consumer = BatchConsumer(
-            settings=settings, group_id=f"{settings.app_id}-logger",
-            topics=[settings.topic("interactions")], handle=self.handle,
-            max_records=2000, within_s=0.5, metrics=None, name="logger",
-            loop=kwargs.get("loop"), beacon=self.beacon)
-
-        self.producer: AIOKafkaProducer | None = None
-
-    async def on_start(self) -> None:
-        self.producer = kafka_clients.producer(self.settings, acks="all",
-                                               enable_idempotence=True)
-        await kafka_clients.start(self.producer, self.settings)
-        await self.consumer.start()
-
-    async def on_stop(self) -> None:
-        await self.consumer.stop()
-        if self.producer is not None:
-            await self.producer.stop()
 
     async def handle(self, records: list[RecordLike]) -> None:
         rate = self.settings.log_sample_rate
@@ -86,7 +61,7 @@ class LoggerAgent(Service):
             # Retries until stored; only then are offsets committed.
             refused = await self._store(rows, sources)
             if refused:
-                await self._dead_letter(refused)
+                await self.dead_letter(refused)
         self.metrics.buffer_fill.labels("logger").set(len(records) / 2000)
 
     async def _store(self, rows: list[dict[str, Any]], sources: list[RecordLike]
@@ -103,13 +78,3 @@ class LoggerAgent(Service):
         half = len(rows) // 2
         return (await self._store(rows[:half], sources[:half])
                 + await self._store(rows[half:], sources[half:]))
-
-    async def _dead_letter(self, rejects: list[Reject]) -> None:
-        assert self.producer is not None
-        topic = self.settings.topic("dead-letters")
-        for rej in rejects:
-            log.warning("store refused %s[%d]@%d: %s", rej.record.topic,
-                        rej.record.partition, rej.record.offset, rej.message)
-            key, value, headers = dead_letter_record(rej)
-            await self.producer.send_and_wait(topic, value, key=key, headers=headers)
-        count_rejects(self.metrics.dead_letters, rejects)

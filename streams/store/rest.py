@@ -209,9 +209,20 @@ class RestStore(Store):
         at = now_iso()
 
         async def op() -> bool:
-            resp = await (self.client.table("retrain_jobs")
-                          .update({"state": state, "detail": detail, "updated_at": at})
+            # A transition's detail adds to the job's (its reason and segment stay), as the
+            # Postgres store's ``detail || $3``. PostgREST cannot merge in an update: read
+            # the job, then update it only if its state has not moved since (a job's detail
+            # changes only with its state, so that guard covers the detail too).
+            resp = await (self.client.table("retrain_jobs").select("state,detail")
                           .eq("job_id", job_id).in_("state", before).execute())
+            rows = _rows(resp)
+            if not rows:
+                return False
+            old = rows[0].get("detail") or {}
+            resp = await (self.client.table("retrain_jobs")
+                          .update({"state": state, "detail": {**old, **detail},
+                                   "updated_at": at})
+                          .eq("job_id", job_id).eq("state", rows[0]["state"]).execute())
             return bool(_rows(resp))
 
         moved = await self._run(op, "job transition", "retrain_jobs")

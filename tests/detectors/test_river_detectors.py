@@ -126,23 +126,15 @@ def test_snapshot_and_restore_continue_identically(detector: str, cuts: tuple[in
     _same_state(m, whole)
 
 
-@pytest.mark.parametrize("cut", [2000, 5040])
-def test_adwin_restores_right_after_a_fresh_start(cut: int) -> None:
-    # At the end of the warm-up, and right after the alarm (the detector just made anew).
+# At the end of the warm-up, and right after the alarm (the detector just made anew).
+@pytest.mark.parametrize(("detector", "cut"), [("adwin", 2000), ("adwin", 5040),
+                                               ("page_hinkley", 2000), ("page_hinkley", 5034)])
+def test_a_restore_right_after_a_fresh_start_continues_identically(detector: str,
+                                                                  cut: int) -> None:
     x = latency(1, 9000)
-    whole = monitor("adwin")
+    whole = monitor(detector)
     expect = feed(whole, x, 0, 9000)
-    m, got = _split_run("adwin", x, (cut,))
-    _same_findings(got, expect)
-    _same_state(m, whole)
-
-
-@pytest.mark.parametrize("cut", [2000, 5034])
-def test_page_hinkley_restores_right_after_a_fresh_start(cut: int) -> None:
-    x = latency(1, 9000)
-    whole = monitor("page_hinkley")
-    expect = feed(whole, x, 0, 9000)
-    m, got = _split_run("page_hinkley", x, (cut,))
+    m, got = _split_run(detector, x, (cut,))
     _same_findings(got, expect)
     _same_state(m, whole)
 

@@ -7,7 +7,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from driftline.detectors import ModelMonitor, MonitorConfig
+from driftline.detectors import ModelMonitor, MonitorConfig, state
 from driftline.detectors.segmented import SegmentedMonitor, restore_monitor
 from driftline.detectors.segments import (
     OTHER,
@@ -213,10 +213,52 @@ def test_a_restored_snapshot_continues_exactly() -> None:
     assert isinstance(again, SegmentedMonitor)
     assert again.snapshot_fields().keys() == fields.keys()
     after = _feed(again, who, lat, None, 500, start=5000)
-    # Attribution reads recent values that are not checkpointed: compare the rest.
-    strip = [dataclasses.replace(f, attribution=()) for f in before + after]
-    assert sorted(map(_key, strip), key=repr) == sorted(
-        map(_key, [dataclasses.replace(f, attribution=()) for f in whole]), key=repr)
+    assert sorted(map(_key, before + after), key=repr) == sorted(map(_key, whole), key=repr)
+
+
+def test_a_restart_inside_an_excursion_keeps_the_model_level_attribution() -> None:
+    """The checkpoint carries the recent values attribution reads: restored in the middle of
+    the shift (t1 from 8000, the model-level alarm at e8164), the alarm names the same
+    segments with the same shares as without the restart."""
+    who, lat, _ = _stream(7, 14_000, 8000)
+    seg = SegmentConfig((TENANT,), max_values=5)
+    whole = [f for f in _feed(SegmentedMonitor("m", CFG, seg), who, lat, None, 100)
+             if not f.segment]
+    first = SegmentedMonitor("m", CFG, seg)
+    before = _feed(first, who, lat, None, 100, stop=8100)
+    again = restore_monitor(state.decode(first.snapshot()), seg)
+    after = [f for f in _feed(again, who, lat, None, 100, start=8100) if not f.segment]
+    assert not [f for f in before if not f.segment]
+    assert [(f.event_id, f.window) for f in whole] == [("e8164", 159)]
+    assert after[0].window > 8164 - 8100  # the excursion began before the checkpoint
+    assert after[0].attribution[0]["segment"] == {TENANT: "t1"}
+    assert list(map(_key, after)) == list(map(_key, whole))
+
+
+def test_an_older_snapshot_without_recent_values_still_restores() -> None:
+    """An older checkpoint (before the recent values were kept) still restores."""
+    who, lat, _ = _stream(7, 3000, 10**9)
+    seg = SegmentConfig((TENANT,), max_values=5)
+    m = SegmentedMonitor("m", CFG, seg)
+    _feed(m, who, lat, None, 500)
+    fields = {k: v for k, v in m.snapshot_fields().items() if not k.startswith("seg.recent.")}
+    again = restore_monitor(fields, seg)
+    assert isinstance(again, SegmentedMonitor)
+    assert again.recent["latency"].n == 0
+    assert m.recent["latency"].n == 3000
+
+
+def test_recent_values_that_do_not_match_their_labels_are_refused() -> None:
+    who, lat, _ = _stream(7, 3000, 10**9)
+    seg = SegmentConfig((TENANT,), max_values=5)
+    m = SegmentedMonitor("m", CFG, seg)
+    _feed(m, who, lat, None, 500)
+    fields = m.snapshot_fields()
+    codes = fields["seg.recent.latency.0.codes"]
+    assert isinstance(codes, np.ndarray) and codes.dtype == np.uint8
+    fields["seg.recent.latency.0.codes"] = np.full_like(codes, 200)
+    with pytest.raises(ValueError, match=r"seg\.recent\.latency\.0\.codes does not match"):
+        restore_monitor(fields, seg)
 
 
 def test_a_snapshot_with_rows_waiting_is_refused() -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import html
 
 from driftline.streams.offline.report import scene
-from driftline.streams.offline.report.model import Report
 from driftline.streams.offline.report.scene import Item, Line, Polygon, Polyline, Rect, Text
+from driftline.streams.offline.report.view import ReportView
 
 _CSS = """
 .dl-report{font:14px/1.4 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;
@@ -29,14 +29,14 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def render(report: Report) -> str:
+def render(report: ReportView) -> str:
     """The whole page."""
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{_e(report.title)}</title><style>body{{margin:24px}}</style></head>"
             f"<body>{render_body(report)}</body></html>")
 
 
-def render_body(report: Report) -> str:
+def render_body(report: ReportView) -> str:
     """The report as one ``<div>`` with its own styles (also a notebook's inline view)."""
     n_points = sum(len(t.points) for sigs in report.signals.values() for t in sigs.values())
     known = report.injected is not None
@@ -75,7 +75,7 @@ def legend(known: bool) -> list[tuple[str, str]]:
     return out
 
 
-def score_rows(report: Report, model_id: str) -> list[tuple[list[str], str]]:
+def score_rows(report: ReportView, model_id: str) -> list[tuple[list[str], str]]:
     """The score table's rows: (cells, status), status "hit", "miss" or "" (shared with the
     PNG); the first row is the header."""
     timed = report.timed
@@ -102,7 +102,7 @@ def score_rows(report: Report, model_id: str) -> list[tuple[list[str], str]]:
     return rows
 
 
-def _score_table(report: Report, model_id: str) -> str:
+def _score_table(report: ReportView, model_id: str) -> str:
     out = ["<table>"]
     for cells, status in score_rows(report, model_id):
         if status == "head":

@@ -10,49 +10,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from driftline.streams.metrics import signal_kind
+from driftline.streams.offline.report.html import render, render_body
+from driftline.streams.offline.report.png import render_png
+from driftline.streams.offline.report.view import Point, Score, Segment, SignalTrace
 
-Point = tuple[float, float]
-
-
-@dataclass(frozen=True)
-class Segment:
-    """One reference of a signal: its band, in force from ``start`` to ``end``."""
-
-    start: float
-    end: float
-    center: float
-    low: float
-    high: float
-
-
-@dataclass
-class SignalTrace:
-    """One chart: a signal's values, its references and its warm-ups."""
-
-    points: list[Point] = field(default_factory=list)
-    baselines: list[Segment] = field(default_factory=list)
-    warmups: list[tuple[float, float]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Score:
-    """An injected drift against the first detection of the same signal (or kind) after
-    its start; ``detection`` is None when it was missed."""
-
-    injected: Mapping[str, Any]
-    start: float
-    detection: Mapping[str, Any] | None
-    detected_x: float | None
-
-    @property
-    def delay(self) -> float | None:
-        return None if self.detected_x is None else self.detected_x - self.start
+__all__ = ["Point", "Report", "Score", "Segment", "SignalTrace", "from_constant_baselines"]
 
 
 @dataclass
@@ -186,25 +155,17 @@ class Report:
                 "drift_found": bool(self.detections), "totals": totals, "models": models}
 
     def to_html(self) -> str:
-        from driftline.streams.offline.report.html import render
-
         return render(self)
 
     def _repr_html_(self) -> str:
         """The report inline in a notebook (Jupyter calls this)."""
-        from driftline.streams.offline.report.html import render_body
-
         return render_body(self)
 
     def to_png(self, path: str | Path) -> Path:
-        from driftline.streams.offline.report.png import render_png
-
         return render_png(self, path)
 
     def write(self, path: str | Path) -> Path:
         """Write ``path``: PNG for ``.png``, the JSON summary for ``.json``, else HTML."""
-        import orjson
-
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix == ".png":

@@ -12,8 +12,8 @@ from typing import Any
 
 from driftline.streams.offline.report import scene
 from driftline.streams.offline.report.html import legend, score_rows
-from driftline.streams.offline.report.model import Report
 from driftline.streams.offline.report.scene import Group, Item, Line, Polygon, Polyline, Rect, Text
+from driftline.streams.offline.report.view import ReportView
 from PIL import Image, ImageDraw, ImageFont
 
 MARGIN = 30
@@ -37,7 +37,7 @@ def _rgba(color: str, opacity: float = 1.0) -> tuple[int, int, int, int]:
     return (int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), round(255 * opacity))
 
 
-def render_png(report: Report, path: str | Path) -> Path:
+def render_png(report: ReportView, path: str | Path) -> Path:
     """Write the report to ``path`` as a PNG."""
     path = Path(path)
     height = _layout(report, None)
@@ -90,7 +90,7 @@ def _draw(draw: ImageDraw.ImageDraw, i: Item) -> None:
             _draw(draw, j)
 
 
-def _layout(report: Report, page: Image.Image | None) -> int:
+def _layout(report: ReportView, page: Image.Image | None) -> int:
     """Lay the page out (and draw it when ``page`` is given); return its height."""
     draw = ImageDraw.Draw(page, "RGBA") if page is not None else None
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -147,7 +147,7 @@ def _layout(report: Report, page: Image.Image | None) -> int:
     return y + 24
 
 
-def _table(report: Report, model_id: str, y: int, draw: ImageDraw.ImageDraw | None,
+def _table(report: ReportView, model_id: str, y: int, draw: ImageDraw.ImageDraw | None,
            measure: ImageDraw.ImageDraw) -> int:
     rows = score_rows(report, model_id)
     font = _font(13)

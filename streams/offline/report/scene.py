@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from driftline.streams.offline.report.model import Point, Report, SignalTrace
+from driftline.streams.offline.report.view import Point, ReportView, SignalTrace
 
 WIDTH, HEIGHT = 900, 210
 PAD_L, PAD_R, PAD_T, PAD_B = 64, 16, 18, 28
@@ -129,7 +129,7 @@ def downsample(pts: Sequence[Point]) -> list[Point]:
     return out
 
 
-def chart(report: Report, model_id: str, signal: str) -> list[Item] | None:
+def chart(report: ReportView, model_id: str, signal: str) -> list[Item] | None:
     """The chart of one signal, or None when it has no finite value to draw."""
     trace: SignalTrace = report.signals[model_id][signal]
     timed = report.timed

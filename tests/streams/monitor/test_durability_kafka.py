@@ -39,11 +39,10 @@ from driftline.detectors import MonitorConfig
 from driftline.streams.ingest.records import Record
 from driftline.streams.metrics import Metrics
 from driftline.streams.monitor.processor import MonitorProcessor
-from driftline.streams.monitor.state_codec import decode_state
+from driftline.streams.monitor.state_codec import LatestStates, decode_state
 from prometheus_client import CollectorRegistry
 
 from tests.fixtures_kafka import WorkerProcess, produce, wait_for
-from tests.streams.monitor.states import latest_states
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
@@ -193,10 +192,10 @@ def _drained(bootstrap: str, prefix: str) -> bool:
 def _states(bootstrap: str, prefix: str) -> dict[str, Any]:
     """The latest monitor state per model, decoded (``ModelState``). Read with this
     module's reader, not the worker's ``read_state``: the test checks that one; both put
-    a state together from its records with ``latest_states``."""
+    a state together from its records with ``LatestStates``."""
     records = [(m.key, m.value, m.partition)
                for m in _read_all(bootstrap, f"{prefix}.monitor-state")]
-    return {k: decode_state(v, part) for k, (part, v) in latest_states(records).items()}
+    return {k: decode_state(v, part) for k, (part, v) in LatestStates.of(records).items()}
 
 
 def _restores(*workers: WorkerProcess) -> list[str]:

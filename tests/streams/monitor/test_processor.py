@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from driftline.streams.monitor.state_codec import (
 )
 from prometheus_client import CollectorRegistry
 
-from tests.streams.monitor.states import latest_states, state_of
+from tests.streams.monitor.states import state_of
 
 IT, FB, UP = "t.interactions", "t.feedback", "t.model-updates"
 WARMUP = 100
@@ -248,7 +248,7 @@ def test_state_topic_holds_references_apart_and_restores_after_a_cut_anywhere() 
     states = [v for k, v, _ in topic if k is not None and b"\0" not in k]
     assert len(apart) < len(states) / 2
     for cut in range(len(topic) + 1):
-        got = latest_states(topic[:cut])
+        got = LatestStates.of(topic[:cut])
         assert got.keys() == expected[cut].keys(), cut
         for m, (partition, value) in got.items():
             assert partition == {"m1": 0, "m2": 1}[m]
@@ -267,7 +267,7 @@ def test_states_restored_onto_disk_are_the_ones_restored_into_memory(tmp_path: P
         for key, value, partition in topic[:cut]:
             latest.add(key, value, partition)
         latest.settle()
-        assert dict(spill.items()) == latest_states(topic[:cut]), cut
+        assert dict(spill.items()) == LatestStates.of(topic[:cut]), cut
         spill.close()
     kept = [r for r in topic if r[0] is None or not r[0].startswith(b"m2\0")]
     latest = LatestStates(StateSpill(tmp_path))
@@ -282,7 +282,7 @@ def test_a_state_written_in_parts_restores_and_continues_like_a_whole_one(
     records, whole, final = mixed_stream
     first = _processor(apart_bytes=512)
     topic, _ = _checkpointed_log(first, records[:700], batch=97)
-    restored = {m: v for m, (_, v) in latest_states(topic).items()}
+    restored = {m: v for m, (_, v) in LatestStates.of(topic).items()}
     second = _processor(load_state=restored.get, apart_bytes=512)
     tail = _run(second, records[550:], batch=97)
     assert tail.drift_events == [e for e in whole.drift_events
@@ -304,8 +304,8 @@ def test_a_state_whose_reference_is_gone_fails_closed() -> None:
     assert len(kept) < len(topic)
     with pytest.raises(StateError, match=r"the state of m2 needs '[a-z_.]+' generation \d+, "
                                          "which the state topic does not hold"):
-        latest_states(kept)
-    assert set(latest_states(r for r in kept if not r[0].startswith(b"m2"))) == {"m1"}
+        LatestStates.of(kept)
+    assert set(LatestStates.of(r for r in kept if not r[0].startswith(b"m2"))) == {"m1"}
 
 
 @pytest.mark.parametrize("blob", [
@@ -915,10 +915,12 @@ def test_a_segmented_model_checkpoints_and_continues_exactly(split: int) -> None
     second = _segmented(load_state=blobs.get)
     tail = _run(second, records[max(0, split - 150):], batch=97).drift_events
     tail += second.flush().drift_events
-    # Attribution reads values that are not checkpointed: compare identities and segments.
     assert _ids(head + tail) == _ids(whole)
     assert sorted(map(repr, (e.get("segment") for _, e in head + tail))) == sorted(
         map(repr, (e.get("segment") for _, e in whole)))
+    # The model level's attribution too: the values it reads are in the checkpoint.
+    assert sorted(map(repr, (e.get("attribution") for _, e in head + tail))) == sorted(
+        map(repr, (e.get("attribution") for _, e in whole)))
 
 
 def test_segment_metrics_count_every_routed_interaction() -> None:
@@ -952,3 +954,28 @@ def test_a_reference_learned_from_too_little_data_is_logged_and_counted_once(
     assert reg.get_sample_value("driftline_reference_warnings_total",
                                 {"signal": "refusal_rate"}) == 1.0
     assert len(lines) == 2 + sum(1 for m in lines if "output_length" in m)
+
+
+def test_reference_warnings_are_counted_on_the_slow_path_too(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every run refused as a batch (what a value only the monitor refuses does): each is
+    # fed record by record, the processor's slow path, and the warnings of the
+    # references it completes are still logged and counted, once.
+    from driftline.detectors import InvalidValue, ModelMonitor
+
+    batch = ModelMonitor.observe_columns
+
+    def refuse(self: ModelMonitor, ids: Sequence[str], *args: Any, **kwargs: Any) -> Any:
+        if len(ids) > 1:
+            raise InvalidValue("latency: refused as a batch")
+        return batch(self, ids, *args, **kwargs)  # (one interaction: observe())
+
+    monkeypatch.setattr(ModelMonitor, "observe_columns", refuse)
+    reg = CollectorRegistry()
+    proc = _processor(reg)
+    out = _run(proc, _latency_stream(3000, shift_at=10**9, factor=1.0).records)
+    assert out.rejects == [] and proc.processed == 3000
+    assert reg.get_sample_value("driftline_reference_warnings_total",
+                                {"signal": "latency"}) == 1.0
+    assert reg.get_sample_value("driftline_reference_warnings_total",
+                                {"signal": "refusal_rate"}) == 1.0

@@ -39,3 +39,20 @@ def interactions(n: int, *, dim: int = 384, model_id: str = "m1", seed: int = 0,
          "embedding": emb[i].tolist(), "metadata": {"i": start + i}}
         for i in range(n)
     ]
+
+
+# A retrain job's life in which each transition adds to the job's detail: every store ends
+# with DETAIL_AFTER_LIFE (the job's own reason and segment kept, a repeated key the latest).
+JOB_WITH_DETAIL = {"job_id": "j1", "decision_id": "dec1", "model_id": "m1",
+                   "model_version": "v1", "action": "reindex", "drift_ids": ["a"],
+                   "requested_at": 1_700_000_000.0,
+                   "detail": {"reason": "segment drift", "segment": {"metadata.tenant": "acme"},
+                              "attempt": 0}}
+JOB_TRANSITIONS: list[tuple[str, dict[str, Any]]] = [
+    ("running", {"webhook": 202, "attempt": 1}),
+    ("running", {"webhook": 500}),  # not a move: changes nothing
+    ("failed", {"error": "trigger timed out", "attempt": 2}),
+]
+JOB_MOVES = [True, False, True]
+DETAIL_AFTER_LIFE = {"reason": "segment drift", "segment": {"metadata.tenant": "acme"},
+                     "webhook": 202, "error": "trigger timed out", "attempt": 2}

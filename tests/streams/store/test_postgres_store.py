@@ -13,7 +13,14 @@ from driftline.streams.store.base import RetryPolicy
 from driftline.streams.store.postgres import PostgresStore
 from prometheus_client import CollectorRegistry
 
-from tests.streams.store.events import drift_event, interactions
+from tests.streams.store.events import (
+    DETAIL_AFTER_LIFE,
+    JOB_MOVES,
+    JOB_TRANSITIONS,
+    JOB_WITH_DETAIL,
+    drift_event,
+    interactions,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -87,6 +94,15 @@ async def test_job_life_and_deploy(pg_store: PostgresStore) -> None:
     assert counts["model_versions"] == 1 and counts["retrain_job_transitions"] == 4
     with pytest.raises(ValueError, match="unknown job state 'exploded'"):
         await pg_store.job_transition("j2", "exploded")
+
+
+async def test_a_transition_adds_to_the_jobs_detail(pg_store: PostgresStore) -> None:
+    """The same life as the REST store's test: each move's detail merged into the job's."""
+    assert await pg_store.write_jobs([JOB_WITH_DETAIL]) == ["j1"]
+    moves = [await pg_store.job_transition("j1", st, d) for st, d in JOB_TRANSITIONS]
+    assert moves == JOB_MOVES
+    [job] = await pg_store.jobs("m1")
+    assert job["state"] == "failed" and job["detail"] == DETAIL_AFTER_LIFE
 
 
 async def test_interactions_copy_with_embeddings(pg_store: PostgresStore) -> None:

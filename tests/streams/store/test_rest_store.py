@@ -21,7 +21,14 @@ from driftline.streams.store.base import RetryPolicy
 from driftline.streams.store.rest import RestStore
 from prometheus_client import CollectorRegistry
 
-from tests.streams.store.events import drift_event, interactions
+from tests.streams.store.events import (
+    DETAIL_AFTER_LIFE,
+    JOB_MOVES,
+    JOB_TRANSITIONS,
+    JOB_WITH_DETAIL,
+    drift_event,
+    interactions,
+)
 from tests.streams.store.http_server import Recorded, RecordingServer
 
 KEY = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.c2VjcmV0LXNpZ25hdHVyZQ"
@@ -206,8 +213,11 @@ async def test_decisions_jobs_and_deploy_requests(
     assert tr.path == "/rest/v1/retrain_job_transitions"
     assert tr.query["on_conflict"] == "job_id,state"
     assert await store.job_transition("j1", "running", {"x": 1})
-    patch = [r for r in server.requests if r.method == "PATCH"][-1]
-    assert patch.query == {"job_id": "eq.j1", "state": "in.(requested)"}
+    get, patch = server.requests[-3:-1]  # (then the transition's insert)
+    assert get.method == "GET" and get.query["state"] == "in.(requested)"
+    assert patch.method == "PATCH"
+    assert patch.query == {"job_id": "eq.j1", "state": "eq.requested"}
+    assert orjson.loads(patch.body)["detail"] == {"x": 1}
     assert not await store.job_transition("j1", "running")
     assert await store.mark_deployed("m1", "v2") == ["j1"]
     assert fake.tables["retrain_jobs"][("j1",)]["state"] == "succeeded"
@@ -215,6 +225,23 @@ async def test_decisions_jobs_and_deploy_requests(
     counts = await store.counts()
     assert counts["retrain_job_transitions"] == 3 and counts["drift_events"] == 2
     assert all(r.method == "HEAD" for r in server.requests[-6:])
+    await store.close()
+
+
+async def test_a_transition_adds_to_the_jobs_detail(
+        postgrest: tuple[FakePostgrest, RecordingServer]) -> None:
+    """The same life as the Postgres store's test: each move's detail merged into the
+    job's (PostgREST cannot merge in an update: read, then update guarded by the state)."""
+    fake, server = postgrest
+    store = rest_store(server)
+    await store.start()
+    assert await store.write_jobs([JOB_WITH_DETAIL]) == ["j1"]
+    moves = [await store.job_transition("j1", st, d) for st, d in JOB_TRANSITIONS]
+    assert moves == JOB_MOVES
+    job = fake.tables["retrain_jobs"][("j1",)]
+    assert job["state"] == "failed" and job["detail"] == DETAIL_AFTER_LIFE
+    patch = [r for r in server.requests if r.method == "PATCH"][-1]
+    assert patch.query == {"job_id": "eq.j1", "state": "eq.running"}
     await store.close()
 
 
