@@ -63,8 +63,8 @@ async def retrying(op: Callable[[], Awaitable[T]], *, what: str, policy: RetryPo
     while True:
         try:
             result = await asyncio.wait_for(op(), policy.timeout_s)
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, StoreUnavailable):
+            raise  # (the store said it is not there: no attempt of ours can change it)
         except Exception as exc:
             if on_error is not None:
                 on_error(exc)

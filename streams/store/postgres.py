@@ -34,6 +34,7 @@ from driftline.streams.store.base import (
     observed,
     to_datetime,
 )
+from driftline.streams.store.errors import StoreUnavailable
 from driftline.streams.store.migrate import apply_on
 
 T = TypeVar("T")
@@ -141,7 +142,9 @@ class PostgresStore(Store):
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            raise RuntimeError("store not started")
+            # Not started, or closed while the worker stops: the store is not there,
+            # which is no fault of the rows (they must not be dead-lettered for it).
+            raise StoreUnavailable("store not started, or closed (the worker is stopping)")
         return self._pool
 
     async def _run(self, op: Callable[[], Awaitable[T]], what: str, table: str) -> T:

@@ -36,6 +36,7 @@ from driftline.streams.store.base import (
     now_iso,
     observed,
 )
+from driftline.streams.store.errors import StoreUnavailable
 from postgrest import APIError, CountMethod, ReturnMethod
 
 from supabase import AsyncClient, AsyncClientOptions
@@ -107,7 +108,9 @@ class RestStore(Store):
     @property
     def client(self) -> AsyncClient:
         if self._client is None:
-            raise RuntimeError("store not started")
+            # Not started, or closed while the worker stops: the store is not there,
+            # which is no fault of the rows (they must not be dead-lettered for it).
+            raise StoreUnavailable("store not started, or closed (the worker is stopping)")
         return self._client
 
     async def _run(self, op: Callable[[], Awaitable[T]], what: str, table: str) -> T:

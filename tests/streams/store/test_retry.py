@@ -138,3 +138,19 @@ async def test_every_failed_attempt_is_one_log_line_and_the_recovery_another(
         "store unavailable: write interactions: no answer within 0.05 s"
         f" (attempt 2; retrying in {slept[1]:.1f} s)",
         "store back: write interactions succeeded after 2 failed attempts"]
+
+
+@pytest.mark.parametrize("backend", ["postgres", "rest"])
+async def test_a_store_not_started_or_closed_is_unavailable_not_a_refusal(backend: str) -> None:
+    """A worker that stops closes its store while an agent may still be writing: that
+    must read as the store being away (the agent stops without committing; the rows are
+    read again), never as the rows refused for good (which dead-letters them and commits:
+    the chaos benchmark lost 14,664 store rows that way). No attempt is retried either."""
+    from driftline.streams.store.postgres import PostgresStore
+    from driftline.streams.store.rest import RestStore
+
+    store: Any = (PostgresStore("postgresql://u:p@127.0.0.1:1/db") if backend == "postgres"
+                  else RestStore("http://127.0.0.1:1", "key"))
+    rows = [{"event_id": "e1", "model_id": "m", "ts": 1.0}]
+    with pytest.raises(StoreUnavailable, match="store not started, or closed"):
+        await asyncio.wait_for(store.write_interactions(rows), 5)
