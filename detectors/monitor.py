@@ -78,7 +78,14 @@ class ModelMonitor:
         return "warmup" if self._events < self.config.warmup else "monitoring"
 
     def deploy(self, model_version: str | None) -> None:
-        """Start a fresh reference for a newly deployed version."""
+        """Start a fresh reference for a newly deployed version.
+
+        A notice of the version the monitor already watches (its interactions named it
+        first) keeps the reference: Kafka orders no two topics, so the notice of the
+        live version can arrive after thousands of its interactions, and a reset then
+        would learn a new reference from wherever the stream is, a drift included."""
+        if model_version is not None and model_version == self.model_version:
+            return
         self.model_version = model_version
         self._reset_reference()
 

@@ -272,6 +272,8 @@ class SegmentedMonitor:
         """A new version: every reference starts afresh (the segments stay admitted).
         Returns what the segments' waiting interactions raised before it."""
         found = self.flush()
+        if model_version is not None and model_version == self.model.model_version:
+            return found  # the live version's notice, late (see ModelMonitor.deploy)
         self.model.deploy(model_version)
         for k in self.keys:
             for s in k.segments():

@@ -150,6 +150,20 @@ def test_reset_by_deploy() -> None:
     assert (m.phase, m.model_version, m.stats()["latency"].phase) == ("warmup", "v2", "warmup")
 
 
+def test_a_late_notice_of_the_live_version_keeps_the_reference() -> None:
+    """Kafka orders no two topics: the deploy notice of v1 can arrive after v1's
+    interactions. It must not restart the warm-up (the example's worker, loaded, learned
+    a new reference across the example's drift that way and never alarmed)."""
+    m = ModelMonitor("m", CFG, model_version="v1")
+    m.observe_columns([str(i) for i in range(400)], np.zeros(400),
+                      latency_ms=streams.latency(9, 400))
+    before = m.snapshot()
+    m.deploy("v1")
+    assert m.snapshot() == before and m.phase == "monitoring"
+    m.deploy("v2")
+    assert m.phase == "warmup"
+
+
 def test_unknown_snapshot_version_is_rejected() -> None:
     data = bytearray(ModelMonitor("m", CFG).snapshot())
     data[4] = 9
