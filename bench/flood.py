@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import random
 import shutil
@@ -106,34 +105,20 @@ class Peak:
         return self.peak
 
 
-def wait_consumed(worker: Worker, n: int, timeout: float = 3600, timed: bool = True
-                  ) -> float:
-    """Input records per second from the first record taken to the n-th (interpolated
-    between polls of ``/healthz``); ``timed`` false: only wait for them."""
+def wait_consumed(worker: Worker, n: int, timeout: float = 3600) -> None:
+    """Until the worker has taken ``n`` input records (``/healthz``), with progress. (The
+    rates come from ``throughput.side_by_side``.)"""
     deadline = time.monotonic() + timeout
-    start: tuple[float, float] | None = None
-    prev: tuple[float, float] | None = None
     last_log = 0.0
-    while time.monotonic() < deadline:
+    while (done := worker.consumed() or 0.0) < n:
         if worker.proc.poll() is not None:
             raise RuntimeError("driftline worker exited")
-        done = worker.consumed() or 0.0
-        now = time.perf_counter()
-        if start is None and done > 0:
-            start = (now, done)
-        if done >= n and not timed:
-            return math.nan
-        if done >= n and start is not None and prev is not None and done > prev[1]:
-            t_end = prev[0] + (n - prev[1]) / (done - prev[1]) * (now - prev[0])
-            if t_end <= start[0]:
-                raise RuntimeError(f"all {n:,} records within one poll: too few to time")
-            return (n - start[1]) / (t_end - start[0])
-        if now - last_log > 5:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker did not take {n:,} records in {timeout:.0f} s")
+        if time.monotonic() - last_log > 5:
             log(f"  {done:,.0f}/{n:,} records, RSS {worker.rss_bytes() / 2**20:,.0f} MiB")
-            last_log = now
-        prev = (now, done)
+            last_log = time.monotonic()
         time.sleep(0.25)
-    raise TimeoutError(f"worker did not take {n:,} records in {timeout:.0f} s")
 
 
 def metrics(worker: Worker) -> dict[str, float]:
@@ -213,7 +198,7 @@ def prepare(boot: str, prefix: str, known: list[tuple[bytes, bytes]],
     asyncio.run(fill(boot, topic, known))  # type: ignore[arg-type]
     first = Worker(boot, prefix, tmp, warmup)
     try:
-        wait_consumed(first, len(known), timed=False)
+        wait_consumed(first, len(known))
         deadline = time.monotonic() + 120
         while asyncio.run(committed(boot, f"{prefix}-app0-monitor", topic)) < len(known):
             if time.monotonic() > deadline:
@@ -264,7 +249,7 @@ def measure(boot: str, streams: dict[str, tuple[str, list[tuple[bytes, bytes]]]]
         # (A stretch early enough that the faster stream is still running at its end.)
         rates = side_by_side(workers, (total // 20, total * 7 // 20), total)
         for name, w in workers.items():
-            wait_consumed(w, total, timed=False)
+            wait_consumed(w, total)
             prefix, records = streams[name]
             out[name] = settle(boot, prefix, w, records)
             out[name]["rate"], out[name]["cpu_rate"] = rates[name]

@@ -181,23 +181,33 @@ class MonitorProcessor:
         self.metrics.models_evicted.inc(len(out))
         return out
 
-    def _model(self, model_id: str, partition: int, admit: bool = True) -> ModelState | None:
-        """The model's state: held, restored (from the state topic or an eviction), new
-        -- or None: a new model refused admission (or, with ``admit`` false, not asked
-        for yet)."""
+    def _model(self, model_id: str, partition: int) -> ModelState | None:
+        """The model's state: held, restored, or new -- or None: a new model refused
+        admission."""
+        st = self._known(model_id, partition)
+        return st if st is not None else self._new(model_id, partition)
+
+    def _known(self, model_id: str, partition: int) -> ModelState | None:
+        """The model's state if held or restored (from the state topic or an eviction),
+        else None."""
         st = self.models.get(model_id)
         if st is None:
             raw = self.load_state(model_id)
-            if raw is not None:
-                st = decode_state(raw, partition, self.segments)
-            elif not admit or (self.admission is not None and not self.admission.admit()):
-                return None  # (refusals counted in ``_publish``)
-            else:
-                plan = self.segments.for_model(model_id) if self.segments else None
-                st = ModelState(new_monitor(model_id, self.config, plan), {}, partition)
-            self.models[model_id] = st
+            if raw is None:
+                return None
+            st = self.models[model_id] = decode_state(raw, partition, self.segments)
         st.partition = partition
         st.touched = self._batch
+        return st
+
+    def _new(self, model_id: str, partition: int) -> ModelState | None:
+        """A fresh state for a model never seen, or None when admission refuses it
+        (refusals are counted in ``_publish``)."""
+        if self.admission is not None and not self.admission.admit():
+            return None
+        plan = self.segments.for_model(model_id) if self.segments else None
+        st = self.models[model_id] = ModelState(new_monitor(model_id, self.config, plan), {},
+                                                partition, touched=self._batch)
         return st
 
     @staticmethod
@@ -354,11 +364,10 @@ class MonitorProcessor:
             work.setdefault(model_id, []).append(Slice(seg, its, idx, part))
 
         unknown: list[tuple[int, int]] = []  # models never seen: (start, end)
-        free = self.admission is None
         for start, end in bounds:
             model_id = ids[positions[start]]
             assert model_id is not None
-            st = self._model(model_id, seg[positions[start]].partition, admit=free)
+            st = self._known(model_id, seg[positions[start]].partition)
             if st is None:
                 unknown.append((start, end))
             else:
@@ -372,7 +381,7 @@ class MonitorProcessor:
         for start, end in unknown:
             model_id = ids[positions[start]]
             assert model_id is not None
-            st = self._model(model_id, seg[positions[start]].partition)
+            st = self._new(model_id, seg[positions[start]].partition)
             if st is None:  # over the admission rate: all its records shed
                 shed += positions[start:end]
             else:

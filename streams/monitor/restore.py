@@ -10,15 +10,14 @@ from driftline.streams.monitor.state_codec import LatestStates, StateStore
 
 
 async def read_state(settings: Settings, topic: str, partitions: set[int],
-                     into: StateStore | None = None) -> dict[str, tuple[int, bytes]]:
-    """The latest state (self-contained) and its partition per model in the given
-    partitions. Raises :class:`.state_codec.StateError` when a state cannot be put
-    together (the caller stops rather than starting that model afresh).
-
-    ``into``: written there instead (a store on disk: a topic that holds a flood's
-    models would not fit in memory), and an empty dict returned."""
+                     into: StateStore) -> None:
+    """Write the latest state (self-contained) and its partition per model in the given
+    partitions ``into`` a store (the worker's is on disk: a topic that holds a flood's
+    models would not fit in memory). Raises :class:`.state_codec.StateError` when a
+    state cannot be put together (the caller stops rather than starting that model
+    afresh)."""
     if not partitions:
-        return {}
+        return
     # "earliest": with the default "latest", the reset that assign() starts can land after
     # seek_to_beginning() and move the position to the end (aiokafka 0.14) -- nothing read.
     consumer = kafka_clients.consumer(settings, enable_auto_commit=False, group_id=None,
@@ -40,9 +39,6 @@ async def read_state(settings: Settings, topic: str, partitions: set[int],
             for tp in list(todo):
                 if await consumer.position(tp) >= end[tp]:
                     todo.discard(tp)
-        if into is None:
-            return latest.result()
         latest.settle()
-        return {}
     finally:
         await consumer.stop()

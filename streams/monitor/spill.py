@@ -37,16 +37,26 @@ class StateSpill:
         self._conn: sqlite3.Connection | None = None  # opened at the first state kept
         self._bloom = bytearray(_BLOOM_BITS // 8)  # ids ever stored (never cleared)
 
-    def _mark(self, model_id: str) -> None:
+    @staticmethod
+    def _bits(model_id: str) -> tuple[int, int]:
         h = hash(model_id)
-        for bit in (h & _MASK, (h >> 24) & _MASK):
+        return h & _MASK, (h >> 24) & _MASK
+
+    def _mark(self, model_id: str) -> None:
+        for bit in self._bits(model_id):
             self._bloom[bit >> 3] |= 1 << (bit & 7)
 
     def _may_hold(self, model_id: str) -> bool:
-        h = hash(model_id)
-        a, b = h & _MASK, (h >> 24) & _MASK
+        a, b = self._bits(model_id)
         bloom = self._bloom
         return bool(bloom[a >> 3] >> (a & 7) & 1 and bloom[b >> 3] >> (b & 7) & 1)
+
+    def _get(self, model_id: str) -> tuple[int, bytes] | None:
+        if self._conn is None or not self._may_hold(model_id):
+            return None
+        row = self._db.execute("SELECT partition, state FROM states WHERE model_id = ?",
+                               (model_id,)).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -72,10 +82,7 @@ class StateSpill:
         return int(self._db.execute("SELECT count(*) FROM states").fetchone()[0])
 
     def __contains__(self, model_id: str) -> bool:
-        if self._conn is None or not self._may_hold(model_id):
-            return False
-        return self._db.execute("SELECT 1 FROM states WHERE model_id = ?",
-                                (model_id,)).fetchone() is not None
+        return self._get(model_id) is not None
 
     def put_many(self, rows: Iterable[tuple[str, int, bytes]]) -> None:
         """Store ``(model_id, partition, state)`` rows, replacing what a model had."""
@@ -93,11 +100,10 @@ class StateSpill:
                          (model_id, row[0], row[1]))
 
     def __getitem__(self, model_id: str) -> tuple[int, bytes]:
-        row = None if self._conn is None or not self._may_hold(model_id) else self._db.execute(
-            "SELECT partition, state FROM states WHERE model_id = ?", (model_id,)).fetchone()
-        if row is None:
+        got = self._get(model_id)
+        if got is None:
             raise KeyError(model_id)
-        return int(row[0]), bytes(row[1])
+        return got
 
     def items(self) -> Iterator[tuple[str, tuple[int, bytes]]]:
         if self._conn is None:
@@ -113,14 +119,10 @@ class StateSpill:
     def take(self, model_id: str) -> tuple[int, bytes] | None:
         """A model's partition and state, removed from the spill (the caller holds the
         model from now on), or None."""
-        if self._conn is None or not self._may_hold(model_id):
-            return None
-        row = self._db.execute("SELECT partition, state FROM states WHERE model_id = ?",
-                               (model_id,)).fetchone()
-        if row is None:
-            return None
-        self._db.execute("DELETE FROM states WHERE model_id = ?", (model_id,))
-        return int(row[0]), bytes(row[1])
+        got = self._get(model_id)
+        if got is not None:
+            self._db.execute("DELETE FROM states WHERE model_id = ?", (model_id,))
+        return got
 
     def drop_partitions(self, partitions: Iterable[int]) -> int:
         """Forget the states of partitions this worker no longer owns; how many."""

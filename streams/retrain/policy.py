@@ -147,7 +147,6 @@ class RetrainPolicy:
         # Acted decisions whose job is not settled yet: job_id -> (model, action, at).
         self._in_flight: dict[str, tuple[str, str, float]] = {}
         self._seen: deque[str] = deque(maxlen=remember)
-        self._remember_n = remember
         self._seen_set: set[str] = set()
         self.duplicates = 0
 
@@ -259,7 +258,7 @@ class RetrainPolicy:
             return Decision(outcome=BELOW_MIN_SEVERITY,
                             reason=f"{n} drift event(s), max severity {max_sev:.3g} below "
                                    f"the minimum {cfg.min_severity:.3g}", **base)
-        if len(self._last_action) > self._remember_n:
+        if len(self._last_action) > (self._seen.maxlen or 0):
             self._forget_cooled(now)
         last = self._last_action.get(scope, {}).get(action)
         if last is not None and now - last < cfg.cooldown_s:
