@@ -316,7 +316,7 @@ CI_BENIGN: dict[str, int] = {
     "latency AR(1) rho=0.9": 1,
     "latency daily cycle 0.5 sd": 2,
     "error rate by session (CV 25%)": 3,
-    "refusal rate by block of 1,000 (CV 30%)": 5,
+    "refusal rate by block of 1,000 (CV 30%)": 4,
     "prompt templates, share drifts and returns": 11,
     "real: S&P 500 returns (river), latency": 1,
 }
@@ -334,7 +334,7 @@ CI_SHIFTS: dict[str, tuple[float, int]] = {
     "latency AR(1) rho=0.9 | latency +1 sd": (1275, 0),
     "latency daily cycle 0.5 sd | latency +1 sd": (40, 0),
     "real: S&P 500 returns (river), latency | latency spread x1.5": (634, 0),
-    "error rate by session (CV 25%) | error rate 10% -> 20%": (783, 0),
+    "error rate by session (CV 25%) | error rate 10% -> 20%": (805, 0),
     "refusal rate by block of 1,000 (CV 30%) | refusal 2% -> 4%": (1083, 1),
     "prompt templates, share drifts and returns | output length +0.5 sd": (913, 0),
 }

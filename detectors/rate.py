@@ -173,6 +173,7 @@ class RateSignal(Signal):
         self._wn = 0  # the monitored window (absorbed at a refresh)
         self._wev = 0
         self._windows = Windows()
+        self._drop_held()  # the stretch before a false alarm, see _relearned
         self._warm_reset()
 
     # -- warm-up (and candidate) ------------------------------------------------------------
@@ -204,6 +205,7 @@ class RateSignal(Signal):
         self._ref_windows = self._cwindows
         self._wn = self._wev = 0
         self._windows = Windows()
+        self._drop_held()
         self._warm_reset()
         self._calibrate()
 
@@ -262,8 +264,34 @@ class RateSignal(Signal):
             self._windows.add((seg > 0.5).astype(np.float64))
 
     def _alarmed(self) -> None:
-        self._wn = self._wev = 0  # what led up to the alarm is not absorbed
+        # What led up to the alarm waits for the candidate's verdict (:meth:`_relearned`);
+        # an alarm of a change already persisting adds nothing to it.
+        if not self.persisted:
+            self._held.merge(self._windows)
+            self._hn += self._wn
+            self._hev += self._wev
+        self._wn = self._wev = 0
         self._windows = Windows()
+
+    def _relearned(self) -> None:
+        """A candidate that showed no change (the alarm was false): the rate varies more
+        than the reference knew. What led up to the alarm and the candidate join the
+        reference, and the thresholds are priced again. Absorbing only quiet stretches
+        would keep out the very excursions that measure how far the rate wanders (a
+        reference too short to show it is priced as binomial, and would alarm again at
+        the next busy session)."""
+        if not self.persisted and self._n < self.MAX_REFERENCE:
+            self._held.merge(self._cwindows)
+            self._n += self._hn + self._cn
+            self._events += self._hev + self._cev
+            self._ref_windows.merge(self._held)
+            self._calibrate()
+        self._drop_held()
+        super()._relearned()
+
+    def _drop_held(self) -> None:
+        self._hn = self._hev = 0
+        self._held = Windows()
 
     def _det_scale(self, det: Cusum) -> float:
         return 1.0 / self._designs[self.dets.index(det)][1]
@@ -283,9 +311,9 @@ class RateSignal(Signal):
     def _dump(self) -> dict[str, state.Value]:
         out: dict[str, state.Value] = {
             "n": self._n, "events": self._events, "wn": self._wn, "wev": self._wev,
-            "cn": self._cn, "cev": self._cev}
+            "cn": self._cn, "cev": self._cev, "hn": self._hn, "hev": self._hev}
         for name, w in (("refw", self._ref_windows), ("win", self._windows),
-                        ("cwin", self._cwindows)):
+                        ("cwin", self._cwindows), ("hwin", self._held)):
             out.update(w.dump(name))
         return out
 
@@ -298,8 +326,10 @@ class RateSignal(Signal):
             self._cn, self._cev = r.integer("cn"), r.integer("cev")
         else:  # an earlier build kept the warm-up in the reference's counts
             self._cn, self._cev = self._n, self._events
+        if r.has("hn"):  # (an earlier build dropped the stretch before an alarm)
+            self._hn, self._hev = r.integer("hn"), r.integer("hev")
         for name, w in (("refw", self._ref_windows), ("win", self._windows),
-                        ("cwin", self._cwindows)):
+                        ("cwin", self._cwindows), ("hwin", self._held)):
             w.load(r.sub(name))
 
     def _restore_reference(self, r: state.Reader) -> None:

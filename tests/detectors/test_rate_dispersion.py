@@ -136,3 +136,40 @@ def test_dispersion_is_priced_into_the_rate_thresholds() -> None:
     assert priced.p0 == plain.p0 == float(e.mean())
     assert priced.cv >= 0.16 and plain.cv == 0.0
     assert priced.dets[0].h > 1.5 * plain.dets[0].h
+
+
+def _false_alarm_stream() -> np.ndarray:
+    """A 2,000-outcome reference at 10%, more of it, a busy session of 60 at 50% (an alarm
+    of a reference too short to price sessions, over before the candidate sees it), then
+    10% again."""
+    rng = np.random.default_rng(4)
+    p = np.concatenate([np.full(5000, 0.1), np.full(60, 0.5), np.full(5000, 0.1)])
+    return (rng.random(p.shape[0]) < p).astype(np.float64)
+
+
+def test_a_false_alarm_and_the_stretch_before_it_join_the_reference() -> None:
+    e = _false_alarm_stream()
+    sig = RateSignal("error_rate", 1e-6, 2000, min_events=200, down=False)
+    alarms = sig.update(e, np.arange(e.shape[0], dtype=np.float64))
+    assert [a.index for a in alarms] == [5033] and sig.suppressed == 0
+    assert sig.phase == "monitoring" and not sig.relearning
+    # Nothing seen is lost: the reference holds the warm-up, the stretch up to the alarm
+    # and the candidate (which saw no change); the rest is the window being monitored.
+    assert sig._n + sig._wn == e.shape[0]
+    assert sig._events + sig._wev == int(e.sum())
+    assert sig.p0 == sig._events / sig._n > float(e[:2000].mean())
+
+
+def test_the_stretch_before_an_alarm_survives_a_checkpoint() -> None:
+    e = _false_alarm_stream()
+    ts = np.arange(e.shape[0], dtype=np.float64)
+    whole = RateSignal("error_rate", 1e-6, 2000, min_events=200, down=False)
+    whole.update(e, ts)
+    cut = RateSignal("error_rate", 1e-6, 2000, min_events=200, down=False)
+    first = cut.update(e[:5800], ts[:5800])
+    assert first and cut.relearning  # the checkpoint falls inside the candidate
+    back = RateSignal("error_rate", 1e-6, 2000, min_events=200, down=False)
+    back.load(state.Reader(state.decode(state.encode(cut.dump("sig")))).sub("sig"))
+    back.update(e[5800:], ts[5800:])
+    assert (back._n, back._events, back.p0, [d.h for d in back.dets]) == (
+        whole._n, whole._events, whole.p0, [d.h for d in whole.dets])
