@@ -32,6 +32,7 @@ from driftline.detectors.types import InvalidValue
 
 FIT_BUFFER_BYTES = 800_000  # 1000 vectors of 384-d; fewer for wider embeddings
 NOVEL_KEPT = 32  # the last interactions outside every centroid, for an alarm's explanation
+MAX_HELD = 8192  # held-out distances a reference keeps as it learns from false alarms
 
 
 def spherical_kmeans(x: np.ndarray, k: int, seed: int, iters: int = 25) -> np.ndarray:
@@ -159,6 +160,8 @@ class EmbeddingSignal(Signal):
         self._cand: np.ndarray | None = None  # the candidate's centroids once fitted
         self._held: list[np.ndarray] = []
         self._nheld = 0
+        # The candidate's distances to the reference in force (see _relearned).
+        self._cand_ref: list[np.ndarray] = []
 
     def _warm_take(self, seg: np.ndarray) -> tuple[int, bool]:
         if self._nvecs < self.fit_n:
@@ -231,11 +234,25 @@ class EmbeddingSignal(Signal):
     def _track(self, seg: np.ndarray, ts: np.ndarray) -> None:
         assert self.chain is not None
         k = seg.shape[0]
+        if self.relearning:
+            self._cand_ref.append(self._last_d[:k].copy())
         outside = self._last_d[:k] > self.tau
         self._ewma_add(outside.astype(np.float64))
         self.chain.advance(k)
         if outside.any() and self._values is not None and self.centroids is not None:
             self._keep_novel(seg, np.flatnonzero(outside))
+
+    def _relearned(self) -> None:
+        """A candidate that showed no change (the alarm was false): the topic mix moves more
+        than the held-out stretch showed (a stretch of one warm-up cannot see shares that
+        wander over longer than that). The candidate's distances to the reference join its
+        held-out ones (the newest :data:`MAX_HELD`), and the quantile, the dispersion of
+        the rate beyond it, the dependence and the thresholds are estimated again; the
+        centroids stay."""
+        if not self.persisted and self._cand_ref and self.centroids is not None:
+            grown = np.concatenate([self.held, *self._cand_ref])[-MAX_HELD:]
+            self._install(self.centroids, grown)
+        super()._relearned()
 
     def _keep_novel(self, seg: np.ndarray, rows: np.ndarray) -> None:
         """Remember the newest of ``seg[rows]`` (outside every centroid) for explanations.
@@ -324,14 +341,18 @@ class EmbeddingSignal(Signal):
             self._vecs = [np.concatenate(self._vecs)]
         if len(self._held) > 1:
             self._held = [np.concatenate(self._held)]
+        if len(self._cand_ref) > 1:
+            self._cand_ref = [np.concatenate(self._cand_ref)]
         return {
             "dim": self.dim, "nvecs": self._nvecs,
             "vecs": self._vecs[0] if self._vecs else empty,
             "cand": self._cand.astype(np.float16) if self._cand is not None else empty,
             "held": self._held[0] if self._held else np.zeros(0),
+            # (float32 values: distances_to rounds them)
+            "cand_ref": (self._cand_ref[0] if self._cand_ref else np.zeros(0)).astype(np.float32),
             "centroids": (self.centroids.astype(np.float16) if self.centroids is not None
                           else empty),
-            "ref_held": self.held,
+            "ref_held": self.held.astype(np.float32),
             "filter": self.chain.state.copy() if self.chain is not None else np.zeros(0),
             "novel_at": self.novel[0], "novel_c": self.novel[1],
             # (distances are float32 values: distances_to rounds them)
@@ -354,6 +375,9 @@ class EmbeddingSignal(Signal):
         self._nvecs = r.integer("nvecs")
         self._held = [held] if held.shape[0] else []
         self._nheld = held.shape[0]
+        if r.has("cand_ref"):  # (an earlier build did not keep them)
+            cand_ref = r.array("cand_ref").astype(np.float64)
+            self._cand_ref = [cand_ref] if cand_ref.shape[0] else []
         if r.has("cand"):
             cand = r.array("cand")
             self._cand = cand.astype(np.float32) if cand.shape[0] else None
@@ -364,11 +388,11 @@ class EmbeddingSignal(Signal):
     def _restore_reference(self, r: state.Reader) -> None:
         if r.has("ref_held"):
             c = r.array("centroids").astype(np.float32)
-            vecs, nvecs, cand, held, nheld = (self._vecs, self._nvecs, self._cand,
-                                              self._held, self._nheld)
-            self._install(c, r.array("ref_held"))
-            self._vecs, self._nvecs, self._cand, self._held, self._nheld = (
-                vecs, nvecs, cand, held, nheld)
+            vecs, nvecs, cand, held, nheld, cand_ref = (
+                self._vecs, self._nvecs, self._cand, self._held, self._nheld, self._cand_ref)
+            self._install(c, r.array("ref_held").astype(np.float64))
+            self._vecs, self._nvecs, self._cand, self._held, self._nheld, self._cand_ref = (
+                vecs, nvecs, cand, held, nheld, cand_ref)
             if self.chain is not None:
                 self.chain.state = r.array("filter")
         else:  # an earlier build: the warm-up's held distances were the reference

@@ -14,7 +14,11 @@ follow (as long as a warm-up). Meanwhile:
 
 When the candidate is complete it replaces the reference if the change persisted; if the
 reference's detectors stayed quiet all along, the alarm was a false one or a blip, and
-the reference stays (with everything it has learned). A benign alarm therefore neither
+the reference stays (with everything it has learned). A false alarm says the reference
+saw too little of how the signal varies: a rate's reference takes in the stretch before
+the alarm and the candidate, an embedding's the candidate's distances, and both are
+priced again (a scalar's measures its dependence over the history it monitors anyway).
+A benign alarm therefore neither
 blinds the signal for a warm-up nor lets a real shift right after it slip into a new
 reference.
 """

@@ -13,9 +13,12 @@ import dataclasses
 import numpy as np
 import pytest
 from driftline.detectors import state
+from driftline.detectors.embedding import EmbeddingSignal
 from driftline.detectors.rate import RateSignal
 from driftline.detectors.scalar import ScalarSignal
 from driftline.detectors.signal import Alarm
+
+from tests.detectors import streams
 
 FA = 0.8e-6
 WARMUP = 2000
@@ -168,3 +171,42 @@ def test_a_persisting_rate_shift_is_not_republished_by_a_stale_reference() -> No
     sig = RateSignal("refusal_rate", FA, WARMUP)
     alarms = sig.update(outcomes(350, 0.1), np.arange(40_000.0))
     assert len(alarms) == 1, [a.index for a in alarms]
+
+
+def _embedding_blip() -> np.ndarray:
+    """Six topics; at 5,000 ten vectors of an unseen one (an alarm), then the six again."""
+    x = streams.topics(0, 9000, 32)
+    x[5000:5010] = streams.topics(50, 9000, 32, share=1.0, change=0)[5000:5010]
+    return x
+
+
+def _embedding() -> EmbeddingSignal:
+    return EmbeddingSignal("embedding", 1e-6, 1000, 2000)
+
+
+def test_a_false_embedding_alarm_lengthens_the_held_out_reference() -> None:
+    x = _embedding_blip()
+    sig = _embedding()
+    first = sig.update(x[:5000], np.arange(5000.0))
+    assert first == [] and sig.held.shape[0] == 2000
+    centroids, tau = sig.centroids, sig.tau
+    alarms = sig.update(x[5000:], np.arange(5000.0, 9000.0))
+    assert [a.index for a in alarms] == [7] and sig.suppressed == 0
+    assert not sig.relearning and sig.centroids is centroids  # the same reference
+    # Its held-out distances now also hold the candidate's (1,000 + 2,000 after the alarm),
+    # the blip's last three among them: the quantile was estimated again.
+    assert sig.held.shape[0] == 2000 + 3000 and sig.tau != tau
+
+
+def test_the_candidates_distances_survive_a_snapshot() -> None:
+    x = _embedding_blip()
+    ts = np.arange(9000.0)
+    whole = _embedding()
+    whole.update(x, ts)
+    cut = _embedding()
+    assert cut.update(x[:6000], ts[:6000]) and cut.relearning
+    back = _embedding()
+    back.load(state.Reader(state.decode(state.encode(cut.dump("e")))).sub("e"))
+    back.update(x[6000:], ts[6000:])
+    assert back.held.tolist() == whole.held.tolist()
+    assert (back.tau, [d.h for d in back.dets]) == (whole.tau, [d.h for d in whole.dets])
