@@ -317,7 +317,7 @@ CI_BENIGN: dict[str, int] = {
     "latency daily cycle 0.5 sd": 2,
     "error rate by session (CV 25%)": 3,
     "refusal rate by block of 1,000 (CV 30%)": 4,
-    "prompt templates, share drifts and returns": 11,
+    "prompt templates, share drifts and returns": 7,
     "real: S&P 500 returns (river), latency": 1,
 }
 CI_SHIFTS: dict[str, tuple[float, int]] = {
@@ -336,7 +336,7 @@ CI_SHIFTS: dict[str, tuple[float, int]] = {
     "real: S&P 500 returns (river), latency | latency spread x1.5": (634, 0),
     "error rate by session (CV 25%) | error rate 10% -> 20%": (805, 0),
     "refusal rate by block of 1,000 (CV 30%) | refusal 2% -> 4%": (1083, 1),
-    "prompt templates, share drifts and returns | output length +0.5 sd": (913, 0),
+    "prompt templates, share drifts and returns | output length +0.5 sd": (1092, 0),
 }
 
 

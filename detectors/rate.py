@@ -266,7 +266,7 @@ class RateSignal(Signal):
     def _alarmed(self) -> None:
         # What led up to the alarm waits for the candidate's verdict (:meth:`_relearned`);
         # an alarm of a change already persisting adds nothing to it.
-        if not self.persisted:
+        if self.relearning and not self.persisted:
             self._held.merge(self._windows)
             self._hn += self._wn
             self._hev += self._wev

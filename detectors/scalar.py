@@ -61,6 +61,9 @@ class ScalarSignal(Signal):
         self.history = (BatchMeans(), BatchMeans())
         self._window = (BatchMeans(), BatchMeans())
         self._wn = 0
+        # The window that led up to an alarm and the candidate's scores, until the
+        # candidate's verdict (see _relearned).
+        self._held = (BatchMeans(), BatchMeans())
         self._warm_reset()
 
     # -- warm-up ----------------------------------------------------------------------------
@@ -68,6 +71,7 @@ class ScalarSignal(Signal):
         self._buf: list[np.ndarray] = []
         self._tbuf: list[np.ndarray] = []
         self._nbuf = 0
+        self._cand = (BatchMeans(), BatchMeans())
 
     def _warm_take(self, seg: np.ndarray) -> tuple[int, bool]:
         need = self.warmup - self._nbuf
@@ -84,6 +88,7 @@ class ScalarSignal(Signal):
                 self._learn_season(seg, ts)
 
     def _fit(self) -> None:
+        self._held = (BatchMeans(), BatchMeans())
         raw = np.concatenate(self._buf) if self._buf else np.zeros(0)
         phases = (np.concatenate(self._tbuf) if self._tbuf
                   else np.zeros(0, dtype=np.uint8))
@@ -130,18 +135,42 @@ class ScalarSignal(Signal):
         chain = self.chain
         assert chain is not None
         if all(4 * d.s < d.h for d in self.dets):  # quiet: the window joins the history
-            self.history[0].merge(self._window[0])
-            self.history[1].merge(self._window[1])
-            hs = chain.recalibrate(self.history[0].lrv(1.0), self.history[1].lrv(2.0))
-            for d, h in zip(self.dets, hs, strict=True):
-                d.h = int(h * (1 << 24))
-                d.s = min(d.s, d.h - 1)
+            self._learn(self._window)
         self._window = (BatchMeans(), BatchMeans())
         self._wn = 0
 
+    def _learn(self, *windows: tuple[BatchMeans, BatchMeans]) -> None:
+        """Windows join the history; the thresholds follow its long-run variance."""
+        chain = self.chain
+        assert chain is not None
+        for w in windows:
+            self.history[0].merge(w[0])
+            self.history[1].merge(w[1])
+        hs = chain.recalibrate(self.history[0].lrv(1.0), self.history[1].lrv(2.0))
+        for d, h in zip(self.dets, hs, strict=True):
+            d.h = int(h * (1 << 24))
+            d.s = min(d.s, d.h - 1)
+
     def _alarmed(self) -> None:
-        self._window = (BatchMeans(), BatchMeans())  # what led up to it is not history
+        # What led up to the alarm waits for the candidate's verdict (an alarm of a change
+        # already persisting adds nothing to it).
+        if self.relearning and not self.persisted:
+            self._held[0].merge(self._window[0])
+            self._held[1].merge(self._window[1])
+        self._window = (BatchMeans(), BatchMeans())
         self._wn = 0
+
+    def _relearned(self) -> None:
+        """A candidate that showed no change (the alarm was false): the window that led up
+        to the alarm and the candidate's scores join the history, whose long-run variance
+        sets the thresholds. Only quiet windows joined it before, which kept out the very
+        stretches where the dependence shows (a warm-up of a strongly autocorrelated series
+        is worth few independent values, and its fit is rough)."""
+        if (not self.persisted and self.lrv and self.chain is not None
+                and len(self.dets) == len(self.shapes)):  # (a river bank keeps no history)
+            self._learn(self._held, self._cand)
+        self._held = (BatchMeans(), BatchMeans())
+        super()._relearned()
 
     def _scan(self, seg: np.ndarray, ts: np.ndarray) -> list[tuple[int, int, int]]:
         chain = self.chain
@@ -157,11 +186,13 @@ class ScalarSignal(Signal):
     def _track(self, seg: np.ndarray, ts: np.ndarray) -> None:
         assert self.chain is not None
         self._ewma_add(seg)
-        if self.lrv and not self.relearning:
+        if self.lrv:
             r = self.chain.scores(seg.shape[0])
-            self._window[0].add(r)
-            self._window[1].add(r * r)
-            self._wn += seg.shape[0]
+            window = self._cand if self.relearning else self._window
+            window[0].add(r)
+            window[1].add(r * r)
+            if not self.relearning:
+                self._wn += seg.shape[0]
         self.chain.advance(seg.shape[0])
         if self.season is not None:
             self.season.take(seg)
@@ -209,17 +240,23 @@ class ScalarSignal(Signal):
             out.update(self.season.dump("season"))
         if self.chain is not None:
             out["filter"] = self.chain.state.copy()
-        for name, bm in (("hist_r", self.history[0]), ("hist_r2", self.history[1]),
-                         ("win_r", self._window[0]), ("win_r2", self._window[1])):
+        for name, bm in self._batch_means():
+            if name.startswith(("held", "cand")) and not self.relearning:
+                continue  # (empty outside a relearning)
             out[f"{name}.stats"] = bm.stats.copy()
             out[f"{name}.open"] = bm.open.copy()
         out["wn"] = self._wn
         return out
 
+    def _batch_means(self) -> tuple[tuple[str, BatchMeans], ...]:
+        return (("hist_r", self.history[0]), ("hist_r2", self.history[1]),
+                ("win_r", self._window[0]), ("win_r2", self._window[1]),
+                ("held_r", self._held[0]), ("held_r2", self._held[1]),
+                ("cand_r", self._cand[0]), ("cand_r2", self._cand[1]))
+
     def _load(self, r: state.Reader) -> None:
-        for name, bm in (("hist_r", self.history[0]), ("hist_r2", self.history[1]),
-                         ("win_r", self._window[0]), ("win_r2", self._window[1])):
-            if r.has(f"{name}.stats"):
+        for name, bm in self._batch_means():
+            if r.has(f"{name}.stats"):  # (earlier builds kept fewer)
                 bm.load(r.array(f"{name}.stats"), r.array(f"{name}.open"))
         self._wn = r.integer("wn") if r.has("wn") else 0
         buf = r.array("buf")

@@ -210,3 +210,17 @@ def test_the_candidates_distances_survive_a_snapshot() -> None:
     back.update(x[6000:], ts[6000:])
     assert back.held.tolist() == whole.held.tolist()
     assert (back.tau, [d.h for d in back.dets]) == (whole.tau, [d.h for d in whole.dets])
+
+
+def test_a_false_alarm_and_its_candidate_join_the_scalar_history() -> None:
+    x = latency(1, 9000, blip=True)
+    ts = np.arange(x.shape[0], dtype=np.float64)
+    sig = ScalarSignal("latency", FA, WARMUP)
+    assert sig.update(x[:BLIP], ts[:BLIP]) == []
+    before = sig.history[0].values
+    assert sig.update(x[BLIP:], ts[BLIP:])  # the blip: one alarm, then a quiet candidate
+    assert sig.phase == "monitoring" and sig.suppressed == 0
+    # The 2,000 values before the alarm (the history window being filled) and the
+    # candidate's 2,000 joined the history in whole batches of 500.
+    assert sig.history[0].values == before + 2000 + 2000
+    assert sig.history[1].values == sig.history[0].values
