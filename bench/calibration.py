@@ -35,6 +35,7 @@ import multiprocessing as mp
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -44,6 +45,9 @@ from driftline.detectors.monitor import CALIBRATION_MARGIN
 from driftline.detectors.scores import NormalScores, mean_shape, spread_shape
 from driftline.streams.offline import traffic
 from driftline.streams.offline.traffic import Case, Shift
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from progress import progress
 
 SHAPES = {"mean +0.5 sd": mean_shape(0.5), "spread x1.5": spread_shape(1.5),
           "spread x0.67": spread_shape(1 / 1.5)}
@@ -167,7 +171,12 @@ def scalar_rows(targets: list[float], warmup: int, reps: int, pool: mp.pool.Pool
             per = int(max(60 * arl / reps, 200_000))
             jobs += [(name, arl, warmup, per, 1000 * i + int(math.log10(arl)))
                      for i in range(reps)]
-    res = pool.map(_scalar_job, jobs, chunksize=1)
+    # The longest first, so that the two workers finish together; progress on stderr.
+    jobs.sort(key=lambda j: -j[3])
+    res, t0 = [], time.perf_counter()
+    for r in pool.imap_unordered(_scalar_job, jobs, chunksize=1):
+        res.append(r)
+        progress(len(res), len(jobs), t0)
     lines = []
     for name in SHAPES:
         for arl in targets:
