@@ -439,8 +439,10 @@ def side_by_side(workers: dict[str, Worker], stretch: tuple[int, int], total: in
         (u0, t0), (u1, t1) = at(track, lo), at(track, hi)
         for other, theirs in polls.items():
             if other != kind and not (running(theirs, t0) and running(theirs, t1)):
-                raise RuntimeError(f"{other} was not running through {kind}'s stretch: "
-                                   "use more --poison-events")
+                raise RuntimeError(
+                    f"{other} was not running through {kind}'s stretch: too few records to "
+                    "time them side by side (more --poison-events for throughput.py, more "
+                    "--normal for flood.py)")
         out[kind] = ((hi - lo) / (t1 - t0), (hi - lo) / max(1e-9, u1 - u0))
     return out
 
