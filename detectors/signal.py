@@ -16,8 +16,8 @@ When the candidate is complete it replaces the reference if the change persisted
 reference's detectors stayed quiet all along, the alarm was a false one or a blip, and
 the reference stays (with everything it has learned). A false alarm says the reference
 saw too little of how the signal varies: a rate's reference takes in the stretch before
-the alarm and the candidate, an embedding's the candidate's distances, and both are
-priced again (a scalar's measures its dependence over the history it monitors anyway).
+the alarm and the candidate, an embedding's the candidate's distances, a scalar's
+dependence history both stretches' scores, and their thresholds are priced again.
 A benign alarm therefore neither
 blinds the signal for a warm-up nor lets a real shift right after it slip into a new
 reference.

@@ -51,11 +51,15 @@ class StateSpill:
         bloom = self._bloom
         return bool(bloom[a >> 3] >> (a & 7) & 1 and bloom[b >> 3] >> (b & 7) & 1)
 
-    def _get(self, model_id: str) -> tuple[int, bytes] | None:
+    def _select(self, model_id: str, columns: str) -> tuple | None:
+        """A model's row (``columns``, a constant), or None; the Bloom filter first."""
         if self._conn is None or not self._may_hold(model_id):
             return None
-        row = self._db.execute("SELECT partition, state FROM states WHERE model_id = ?",
-                               (model_id,)).fetchone()
+        return self._db.execute(f"SELECT {columns} FROM states WHERE model_id = ?",
+                                (model_id,)).fetchone()
+
+    def _get(self, model_id: str) -> tuple[int, bytes] | None:
+        row = self._select(model_id, "partition, state")
         return None if row is None else (int(row[0]), bytes(row[1]))
 
     @property
@@ -82,7 +86,7 @@ class StateSpill:
         return int(self._db.execute("SELECT count(*) FROM states").fetchone()[0])
 
     def __contains__(self, model_id: str) -> bool:
-        return self._get(model_id) is not None
+        return self._select(model_id, "1") is not None  # (without reading the state)
 
     def put_many(self, rows: Iterable[tuple[str, int, bytes]]) -> None:
         """Store ``(model_id, partition, state)`` rows, replacing what a model had."""
