@@ -15,9 +15,10 @@ the handler's ``checkpoint`` made its output durable, as Kafka Streams commits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -54,8 +55,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         try:
-            async with self.owner.lock:  # the batch in flight finishes first
-                await self.owner.checkpoint_now()  # state flushed, offsets committed
+            async with self.owner.locked_for_rebalance():  # the batch in flight first
+                if not self.owner.abandoned:  # (a stop abandoned a batch: commit nothing)
+                    await self.owner.checkpoint_now()  # state flushed, offsets committed
                 if self.owner.on_revoked is not None:
                     await self.owner.on_revoked(set(revoked))
         except Exception as exc:
@@ -63,16 +65,21 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         try:
-            async with self.owner.lock:
+            async with self.owner.locked_for_rebalance():
                 self.owner.raise_if_failed()
-                if self.owner.on_assigned is not None:
+                # A member that is stopping handles nothing more: no state to restore.
+                if self.owner.on_assigned is not None and not self.owner.should_stop:
                     await self.owner.on_assigned(set(assigned))
         except Exception as exc:
             self.owner.fail(exc)
 
 
-# How long a stop waits for the batch being handled before it abandons it.
+# How long a stop waits for the batch being handled before it abandons it, for its
+# checkpoint, and for leaving the group (which finishes a rebalance in progress first).
+# A step that runs out abandons what it was doing; nothing past it is committed.
 STOP_GRACE_S = 5.0
+STOP_CHECKPOINT_S = 15.0
+STOP_LEAVE_S = 15.0
 
 
 class BatchConsumer(Service):
@@ -122,7 +129,9 @@ class BatchConsumer(Service):
         # past it; the next owner replays from the last good commit.
         self.failed: Exception | None = None
         self._handling: asyncio.Future[None] | None = None  # the batch being handled
-        self._abandoned = False  # stopped while a batch was unfinished: commit nothing
+        # A stop abandoned a batch or its checkpoint: nothing more is committed.
+        self.abandoned = False
+        self.rebalance_waiting = 0  # rebalance callbacks waiting for the lock
 
     async def on_start(self) -> None:
         self.consumer = kafka_clients.consumer(
@@ -143,23 +152,61 @@ class BatchConsumer(Service):
         await self.consumer.start()
 
     async def on_stop(self) -> None:
-        if self.consumer is not None:
-            handling = self._handling
-            if handling is not None and not handling.done():
-                # A batch still being handled (a store that does not answer retries for
-                # ever) gets a grace period, then is abandoned: nothing more is committed,
-                # and the next owner handles it again from the last commit.
-                await asyncio.wait([handling], timeout=STOP_GRACE_S)
-                if not handling.done():
-                    log.warning("%s: stopping with a batch unfinished after %.0f s; it is "
-                                "not committed and will be handled again", self.kind,
-                                STOP_GRACE_S)
-                    self._abandoned = True
-                    handling.cancel()
+        """Finish or abandon the batch in flight, checkpoint, leave the group: each step
+        within its deadline, so a stop always ends (a hung store or a rebalance that
+        does not complete cannot keep the process alive until it is killed)."""
+        if self.consumer is None:
+            return
+        handling = self._handling
+        if handling is not None and not handling.done():
+            # A batch still being handled (a store that does not answer retries for
+            # ever) gets a grace period, then is abandoned: nothing more is committed,
+            # and the next owner handles it again from the last commit.
+            await asyncio.wait([handling], timeout=STOP_GRACE_S)
+            if not handling.done():
+                log.warning("%s: stopping with a batch unfinished after %.0f s; it is "
+                            "not committed and will be handled again", self.kind,
+                            STOP_GRACE_S)
+                self.abandoned = True
+                handling.cancel()
+        try:
             async with self.lock:
-                if self.failed is None and not self._abandoned:
-                    await self.checkpoint_now()
-                await self.consumer.stop()
+                if self.failed is None and not self.abandoned:
+                    try:
+                        await asyncio.wait_for(self.checkpoint_now(), STOP_CHECKPOINT_S)
+                    except TimeoutError:
+                        self.abandoned = True
+                        log.warning("%s: the checkpoint at stop did not finish within "
+                                    "%.0f s; nothing more is committed, and the records "
+                                    "since the last commit will be handled again",
+                                    self.kind, STOP_CHECKPOINT_S)
+        finally:
+            # Not under the lock: leaving the group first completes a rebalance in
+            # progress, whose callbacks take the lock.
+            await self._leave_group(self.consumer)
+
+    async def _leave_group(self, consumer: AIOKafkaConsumer) -> None:
+        if self.rebalance_waiting:
+            log.info("%s: leaving the group while a rebalance is in progress", self.kind)
+        try:
+            await asyncio.wait_for(consumer.stop(), STOP_LEAVE_S)
+        except TimeoutError:
+            log.warning("%s: did not leave the consumer group within %.0f s; its "
+                        "partitions move to the other members when its session times "
+                        "out", self.kind, STOP_LEAVE_S)
+
+    @contextlib.asynccontextmanager
+    async def locked_for_rebalance(self) -> AsyncIterator[None]:
+        """The lock, for a rebalance callback (counted while it waits for it)."""
+        self.rebalance_waiting += 1
+        try:
+            await self.lock.acquire()
+        finally:
+            self.rebalance_waiting -= 1
+        try:
+            yield
+        finally:
+            self.lock.release()
 
     def fail(self, exc: Exception) -> None:
         """Stop committing for good; the loop raises ``exc`` (the first failure kept)."""
@@ -253,6 +300,8 @@ class BatchConsumer(Service):
             fetched = await consumer.getmany(timeout_ms=self.within_ms,
                                              max_records=self.max_records)
             self.raise_if_failed()  # (a rebalance during the fetch may have failed)
+            if self.should_stop:  # (fetched after the stop's checkpoint: not handled)
+                return
             if self._in_flight is not None and self._in_flight.done():
                 await self.settle()  # the last checkpoint's commit (raises if it failed)
             if not fetched:

@@ -12,8 +12,9 @@ import uuid
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from driftline.streams.config import Settings
 from driftline.streams.ingest.consumer import BatchConsumer, CheckpointFailed
 
@@ -189,3 +190,62 @@ async def test_a_failed_assignment_callback_stops_the_consumer_before_any_record
     finally:
         await bc.stop()
     assert await _committed(kafka_bootstrap, group, TopicPartition(topic, 0)) is None
+
+
+async def test_a_stop_while_a_rebalance_waits_for_its_checkpoint_ends_and_commits(
+        kafka_bootstrap: str) -> None:
+    """A member joins while another stops. The stopping member's rebalance callback waits
+    for the lock its stop holds for the checkpoint, and aiokafka's ``stop()`` waits for
+    that callback: leaving the group under the lock never returns (the worker was
+    killed after its grace). The stop must checkpoint, commit, and leave."""
+    topic, group = f"c{uuid.uuid4().hex[:10]}", f"g{uuid.uuid4().hex[:10]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+    finally:
+        await admin.close()
+    tps = [TopicPartition(topic, k) for k in range(2)]
+    await _produce(kafka_bootstrap, [(topic, b"k%d" % (i % 7), b"v%d" % i) for i in range(40)])
+    handled: list[Any] = []
+    stopping = False
+    release: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def checkpoint() -> Any:
+        if stopping:  # the stop's checkpoint: held until the rebalance waits for it
+            await release
+        return None
+
+    bc = await _consumer(kafka_bootstrap, topic, group, handled, checkpoint)
+    joiner = None
+    try:
+        async def all_handled() -> bool:
+            return len(handled) == 40
+        await _until(all_handled, "the 40 records")
+        stopping = True
+        stop = asyncio.ensure_future(bc.stop())
+
+        async def stop_holds_the_lock() -> bool:
+            return bc.lock.locked()
+        await _until(stop_holds_the_lock, "the stop's checkpoint")
+        joiner = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group,
+                                  enable_auto_commit=False,
+                                  partition_assignment_strategy=(RangePartitionAssignor,))
+        await joiner.start()
+        joiner.subscribe([topic])  # its join makes the stopping member rebalance
+
+        async def rebalance_waits() -> bool:
+            return bc.rebalance_waiting > 0
+        await _until(rebalance_waits, "the stopping member's revoke callback")
+        release.set_result(None)
+        await asyncio.wait_for(stop, 40)
+        assert bc.rebalance_waiting == 0 and not bc.abandoned
+    finally:
+        if not release.done():
+            release.set_result(None)
+        if joiner is not None:
+            await joiner.stop()
+    committed = {tp.partition: await _committed(kafka_bootstrap, group, tp) for tp in tps}
+    ends = {tp.partition: sum(1 for r in handled if r.partition == tp.partition)
+            for tp in tps}
+    assert committed == ends and sum(ends.values()) == 40, (committed, ends)

@@ -472,7 +472,7 @@ def test_two_workers_and_a_rebalance_detect_each_drift_exactly_once(
     feeder.start()
     a.stop(signal.SIGTERM)
     feeder.join()
-    assert a.proc.returncode != -signal.SIGKILL, "A did not stop on SIGTERM"
+    assert a.proc.returncode != -signal.SIGKILL, f"A did not stop on SIGTERM:\n{a.tail(150)}"
     wait_for(lambda: _drained(kafka_bootstrap, p), 90, "every batch committed", b)
 
     # Every interaction reached its model exactly once, across the hand-overs.
