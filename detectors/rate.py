@@ -175,6 +175,7 @@ class RateSignal(Signal):
         self._windows = Windows()
         self._drop_held()  # the stretch before a false alarm, see _relearned
         self._warm_reset()
+        self._walk = self._peak = self._returned = 0  # see _follow
 
     # -- warm-up (and candidate) ------------------------------------------------------------
     def _warm_reset(self) -> None:
@@ -258,12 +259,17 @@ class RateSignal(Signal):
 
     def _track(self, seg: np.ndarray, ts: np.ndarray) -> None:
         self._ewma_add(seg)
+        if (self.relearning and not self.persisted and seg.shape[0]
+                and 0 <= self.alarm_detector < len(self._designs)):
+            self._follow(seg)
         if not self.relearning:
             self._wn += seg.shape[0]
             self._wev += int((seg > 0.5).sum())
             self._windows.add((seg > 0.5).astype(np.float64))
 
     def _alarmed(self) -> None:
+        if not self.persisted:  # a published alarm: walk on from it
+            self._walk = self._peak = self._returned = 0
         # What led up to the alarm waits for the candidate's verdict (:meth:`_relearned`);
         # an alarm of a change already persisting adds nothing to it.
         if self.relearning and not self.persisted:
@@ -272,6 +278,26 @@ class RateSignal(Signal):
             self._hev += self._wev
         self._wn = self._wev = 0
         self._windows = Windows()
+
+    def _new_change(self, det: int, seg: np.ndarray, s: int, began: int, run: int) -> bool:
+        """The same detector again: a new change only if the outcomes since its last
+        alarm came back to the reference, somewhere, as convincingly as the alarm left it
+        (its walk fell by a threshold from its highest point before climbing again).
+        A statistic that sat at zero for a while says little at a rate the size of the
+        design's: the quiet-gap rule took a persisting change for a second one."""
+        if det != self.alarm_detector:
+            return super()._new_change(det, seg, s, began, run)
+        return self._returned >= self.dets[det].h
+
+    def _follow(self, seg: np.ndarray) -> None:
+        """Walk the last alarm's detector's increments over ``seg`` (from 0 at the alarm):
+        the largest fall from its highest point is how far the outcomes came back."""
+        a, _, up = self._designs[self.alarm_detector]
+        inc = np.where(seg > 0.5, a, -1)
+        w = self._walk + np.cumsum(inc if up else -inc)
+        peak = np.maximum.accumulate(np.maximum(w, self._peak))
+        self._returned = max(self._returned, int((peak - w).max()))
+        self._walk, self._peak = int(w[-1]), int(peak[-1])
 
     def _relearned(self) -> None:
         """A candidate that showed no change (the alarm was false): the rate varies more
@@ -312,6 +338,8 @@ class RateSignal(Signal):
         out: dict[str, state.Value] = {
             "n": self._n, "events": self._events, "wn": self._wn, "wev": self._wev,
             "cn": self._cn, "cev": self._cev, "hn": self._hn, "hev": self._hev}
+        if self.relearning:  # the walk since the alarm, see _follow
+            out.update(walk=self._walk, peak=self._peak, returned=self._returned)
         for name, w in (("refw", self._ref_windows), ("win", self._windows),
                         ("cwin", self._cwindows), ("hwin", self._held)):
             out.update(w.dump(name))
@@ -328,6 +356,9 @@ class RateSignal(Signal):
             self._cn, self._cev = self._n, self._events
         if r.has("hn"):  # (an earlier build dropped the stretch before an alarm)
             self._hn, self._hev = r.integer("hn"), r.integer("hev")
+        if r.has("walk"):  # (an earlier build: the quiet-gap rule, see _new_change)
+            self._walk, self._peak = r.integer("walk"), r.integer("peak")
+            self._returned = r.integer("returned")
         for name, w in (("refw", self._ref_windows), ("win", self._windows),
                         ("cwin", self._cwindows), ("hwin", self._held)):
             w.load(r.sub(name))

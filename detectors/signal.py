@@ -6,7 +6,9 @@ follow (as long as a warm-up). Meanwhile:
 
 * an alarm whose excursion began well after the previous alarm (the statistic stayed
   around zero for longer than the new excursion lasted, and at least :data:`MIN_QUIET`
-  values) is a new change, published, and the candidate starts again from there;
+  values) is a new change, published, and the candidate starts again from there (a
+  rate asks more when the same detector alarms again, see ``RateSignal._new_change``:
+  that the outcomes since its alarm came back to the reference);
 * one that climbed straight on from the previous alarm (published or not) is the same
   change persisting: not published again, and it marks the change as real. From then on
   the reference is known to be stale, and nothing it raises is published until the
@@ -72,6 +74,7 @@ class Signal(abc.ABC):
         self.relearning = False  # a candidate reference is being learned
         self.persisted = False  # the alarmed change went on while it was
         self.last_alarm = -1  # index (in values seen) of the last alarm, published or not
+        self.alarm_detector = -1  # the detector of the last published alarm
         self.suppressed = 0  # alarms of a persisting change, not published again
         self.fits = 0  # references learned (warm-ups and adopted candidates), for warnings
 
@@ -135,9 +138,10 @@ class Signal(abc.ABC):
                 i += idx + 1
                 continue
             new = not self.relearning or (not self.persisted and
-                                          began - self.last_alarm > max(MIN_QUIET, run))
+                                          self._new_change(j, seg[: idx + 1], s, began, run))
             self.last_alarm = at
             if new:
+                self.alarm_detector = j
                 out.append(dataclasses.replace(self._alarm(j, s, run, i + idx), run=run))
                 self._warm_reset()  # a candidate from the values after the alarm
                 self.relearning = True
@@ -153,6 +157,13 @@ class Signal(abc.ABC):
             self._alarmed()
             i += idx + 1
         return out
+
+    def _new_change(self, det: int, seg: np.ndarray, s: int, began: int, run: int) -> bool:
+        """An alarm while the candidate is learned, before the change was seen to persist:
+        whether it is a new change (published) rather than the alarmed one going on.
+        ``seg``: the values of this step up to the alarm (the candidate has the ones
+        before). By default: the excursion began well after the previous alarm."""
+        return began - self.last_alarm > max(MIN_QUIET, run)
 
     def _alarmed(self) -> None:
         """The bank just alarmed (published or not) and was reset."""
@@ -204,6 +215,8 @@ class Signal(abc.ABC):
             f"{prefix}.persisted": int(self.persisted), f"{prefix}.last_alarm": self.last_alarm,
             f"{prefix}.suppressed": self.suppressed,
         }
+        if self.relearning:  # (only a candidate's alarms ask which detector alarmed)
+            out[f"{prefix}.alarm_detector"] = self.alarm_detector
         for k, d in enumerate(self.dets):
             out[f"{prefix}.det.{k}.s"] = d.s
             out[f"{prefix}.det.{k}.run"] = d.run
@@ -220,6 +233,8 @@ class Signal(abc.ABC):
             self.persisted = bool(r.integer("persisted"))
             self.last_alarm = r.integer("last_alarm")
             self.suppressed = r.integer("suppressed")
+        if r.has("alarm_detector"):  # (an earlier build: the gap rule alone)
+            self.alarm_detector = r.integer("alarm_detector")
         self._load(r)
         ndet = r.integer("ndet")
         if ndet:

@@ -153,18 +153,57 @@ def test_a_persisting_large_rate_shift_alarms_once(seed: int) -> None:
     assert sig.p0 == pytest.approx(0.2, abs=0.03)  # the candidate replaced the reference
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a persisting rate shift of the design ratio (0.05 -> 0.10 from outcome 15,000) is "
-    "published twice (seeds 196 and 333): after the first alarm the statistic sat at 0 "
-    "for a stretch longer than the next excursion, and Signal.update takes that next "
-    "excursion (began - last_alarm > max(MIN_QUIET, run)) for a new change although the "
-    "rate never came back"))
-@pytest.mark.parametrize("seed", [196, 333])
+@pytest.mark.parametrize("seed", [182, 196, 333, 391, 392])
 def test_a_persisting_rate_shift_of_the_design_ratio_alarms_once(seed: int) -> None:
+    """0.05 -> 0.10 is the change the up detector is designed for: its statistic can sit
+    at zero for longer than its next excursion lasts although the rate never came back
+    (these seeds were published twice by the quiet-gap rule). The outcomes since the
+    alarm, taken together, say the change went on."""
     sig = RateSignal("refusal_rate", FA, WARMUP)
     alarms = sig.update(outcomes(seed, 0.1), np.arange(40_000.0))
     assert sig.cv == 0.0  # (no dispersion priced in: the relearn policy alone)
-    assert [a.index for a in alarms][1:] == []
+    assert len(alarms) == 1 and 15_000 <= alarms[0].index < 17_000, [a.index for a in alarms]
+    assert sig.suppressed > 0 and sig.p0 == pytest.approx(0.1, abs=0.02)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_rate_change_soon_after_a_burst_is_published(seed: int) -> None:
+    """A burst of refusals (30 at 90%: a false alarm), 2,000 quiet outcomes, then a real
+    change while the candidate is still learned: two alarms, the second after the change
+    (the quiet stretch pulled the walk since the burst down by more than a threshold)."""
+    sig = RateSignal("refusal_rate", FA, WARMUP)
+    alarms = sig.update(_burst_then_change(seed), np.arange(40_000.0))
+    assert [a.detector for a in alarms] == ["bernoulli_cusum_up"] * 2, [a.index for a in alarms]
+    assert 15_000 <= alarms[0].index < 15_030 and 17_100 <= alarms[1].index < 19_000
+
+
+def _burst_then_change(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    p = np.full(40_000, 0.05)
+    p[15_000:15_030] = 0.9
+    p[17_100:] = 0.1
+    return (rng.random(40_000) < p).astype(np.float64)
+
+
+@pytest.mark.parametrize(("seed", "cut"), [(0, 16_000), (0, 17_050), (0, 17_500), (196, 15_600)])
+def test_the_walk_since_a_rate_alarm_survives_a_snapshot(seed: int, cut: int) -> None:
+    # Cut while the candidate is learned: after the burst's alarm, just before the real
+    # change (a walk lost there hides the change), inside it, and inside a persisting
+    # design-ratio shift that must stay one alarm.
+    x = _burst_then_change(seed) if seed == 0 else outcomes(seed, 0.1)
+    ts = np.arange(x.shape[0], dtype=np.float64)
+    whole = RateSignal("refusal_rate", FA, WARMUP)
+    expect = whole.update(x, ts)
+    first = RateSignal("refusal_rate", FA, WARMUP)
+    got = first.update(x[:cut], ts[:cut])
+    assert first.relearning and first.alarm_detector >= 0
+    fields = state.decode(state.encode(first.dump("r")))
+    second = RateSignal("refusal_rate", FA, WARMUP)
+    second.load(state.Reader(fields).sub("r"))
+    assert second.alarm_detector == first.alarm_detector
+    got += [dataclasses.replace(a, index=cut + a.index)
+            for a in second.update(x[cut:], ts[cut:])]
+    assert got == expect and len(expect) == (2 if seed == 0 else 1)
 
 
 def test_a_persisting_rate_shift_is_not_republished_by_a_stale_reference() -> None:
