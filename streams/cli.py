@@ -44,6 +44,7 @@ class Exit(enum.IntEnum):
     KAFKA = 5  # Kafka unreachable
     DATABASE = 6  # the database unreachable, timed out, or refusing (login, privileges)
     LOCAL = 7  # a local service driftline starts itself failed (local broker, embedded store)
+    REFUSED = 8  # running now could overwrite state: `seed` while a worker runs
     INTERNAL = 70  # a bug: rerun with --traceback and report it
 
 
@@ -56,6 +57,7 @@ EXIT_CODES = "\n".join(f"  {int(e):>2}  {m}" for e, m in (
     (Exit.KAFKA, "Kafka unreachable"),
     (Exit.DATABASE, "database unreachable, timed out or refusing"),
     (Exit.LOCAL, "the local broker or embedded Postgres driftline starts failed"),
+    (Exit.REFUSED, "refused: seed while workers run, or with no seasonal profile configured"),
     (Exit.INTERNAL, "internal error (rerun with --traceback)")))
 
 
@@ -394,6 +396,64 @@ def _replay(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def _seed(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from driftline.streams.monitor import seed as seeding
+    from driftline.streams.offline.simulate import Progress
+    from driftline.streams.store import StoreError, StoreUnavailable, open_store
+
+    settings = _settings(args)
+    bar = Progress(0, "seed", sys.stderr)
+    done: dict[str, int] = {}  # history rows read per model
+
+    def progress(model_id: str, rows: int) -> None:
+        done[model_id] = rows
+        bar.update(sum(done.values()), f"history rows ({model_id})")
+
+    async def run() -> seeding.SeedReport:
+        store = open_store(settings)
+        await store.start()
+        try:
+            return await seeding.seed(settings, store, models=args.model, periods=args.periods,
+                                      dry_run=args.dry_run, progress=progress)
+        finally:
+            await store.close()
+
+    with _kafka_errors(settings.kafka_bootstrap):
+        try:
+            report = asyncio.run(run())
+        except seeding.SeedRefused as exc:
+            raise Failure(Exit.REFUSED, str(exc)) from None
+        except StoreUnavailable as exc:
+            raise Failure(Exit.DATABASE, str(exc)) from None
+        except StoreError as exc:
+            raise Failure(Exit.CONFIG, str(exc)) from None
+    rows = sum(s.rows for s in report.seeded)
+    if rows:
+        bar.done(rows, "history rows")
+
+    def when(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+
+    print(f"history: {when(report.since)} to {when(report.cut)} (the earliest interaction "
+          "the worker will read)")
+    for s in report.seeded:
+        bins = ", ".join(f"{name} {n}/{s.bins}" for name, n in s.known.items())
+        short = " -- less than two periods of history in some bins" if any(
+            n < s.bins for n in s.known.values()) else ""
+        print(f"{'would seed' if args.dry_run else 'seeded'} {s.model_id} (partition "
+              f"{s.partition}): {s.rows:,} interactions; bins known: {bins}{short}")
+    for m in report.skipped:
+        print(f"skipped {m}: it has a state already")
+    for m in report.empty:
+        print(f"skipped {m}: no stored interactions in the history")
+    verb = "would be seeded" if args.dry_run else "seeded"
+    print(f"{len(report.seeded)} model(s) {verb}, "
+          f"{len(report.skipped) + len(report.empty)} skipped")
+    return Exit.OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     from driftline.streams.offline import demo
     from driftline.streams.tooling.local_kafka import KafkaError
@@ -528,6 +588,24 @@ def build_parser() -> argparse.ArgumentParser:
     _setting_flags(p, "warmup", "false_alarm_rate")
     p.set_defaults(func=_replay)
 
+    p = command("seed", "learn new models' daily cycles from the store before a first start",
+                "For models with interactions in the store and no state yet, learn their "
+                "seasonal profiles (time of day or week) from the last --periods periods "
+                "of stored history before the earliest interaction the worker will read, "
+                "and write them to the monitor-state topic: a fresh deploy then tells a "
+                "daily cycle from drift at once, instead of after two periods. Run it "
+                "while no worker runs (it refuses otherwise). Reads the store over SQL "
+                "(DATABASE_URL, or the embedded Postgres).")
+    p.add_argument("--model", action="append", metavar="ID",
+                   help="seed this model only; repeat for several (default: every model "
+                   "with history)")
+    p.add_argument("--periods", type=float, default=3.0,
+                   help="periods of history to read (a bin counts once seen in two)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="read and learn, print what would be seeded, write nothing")
+    _setting_flags(p, "bootstrap_servers")
+    p.set_defaults(func=_seed)
+
     p = command("kafka", "a local single-node Apache Kafka (no Docker)",
                 "Manage a local single-node Kafka (KRaft) from Maven Central's jars under "
                 "$DRIFTLINE_HOME/kafka; needs a JDK 17+.")
@@ -556,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # container, CI): noise on stderr that says nothing about driftline.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     args = build_parser().parse_args(argv)
-    quiet = args.command in ("replay", "migrate", "config", "simulate")
+    quiet = args.command in ("replay", "migrate", "config", "simulate", "seed")
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

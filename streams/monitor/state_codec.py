@@ -17,6 +17,10 @@ from the topic.
 Versions: 1 and 2 wrote the header with one-letter keys (``o``, ``d``, ``b``); 3 names
 them. Every version this build wrote is read; an unknown one raises (the worker stops
 rather than starting a model afresh over a state it cannot read).
+
+A *seed* (``driftline seed``: seasonal profiles learned from the store's history, nothing
+observed) is marked so in its header and never replaces a state a worker wrote, whichever
+partition either is in: a seed is older than any state of its model.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class HeaderKeys:
 
 
 HEADER = HeaderKeys(offsets="offsets", embedding_dim="embedding_dim", apart="apart")
+SEED = "seed"  # header entry of a seed (version 3; absent otherwise)
 _SHORT_HEADER = HeaderKeys(offsets="o", embedding_dim="d", apart="b")  # versions 1 and 2
 
 
@@ -74,6 +79,7 @@ class ModelState:
     generation: int = 0
     last: dict[str, bytes] = field(default_factory=dict)
     touched: int = 0  # the processor's batch number when the model was last seen
+    seeded: bool = False  # written by `driftline seed`, not by a worker
 
 
 def blob_key(model_id: str, name: str, generation: int) -> bytes:
@@ -93,8 +99,11 @@ def _digest(v: np.ndarray) -> bytes:
 
 
 def _record(st: ModelState, refs: dict[str, int], fields: dict[str, state.Value]) -> bytes:
-    head = orjson.dumps({HEADER.offsets: st.offsets, HEADER.embedding_dim: st.dim,
-                         HEADER.apart: refs})
+    doc: dict[str, Any] = {HEADER.offsets: st.offsets, HEADER.embedding_dim: st.dim,
+                           HEADER.apart: refs}
+    if st.seeded:
+        doc[SEED] = True
+    head = orjson.dumps(doc)
     return _PREFIX.pack(STATE_VERSION, len(head)) + head + state.encode(fields)
 
 
@@ -115,7 +124,14 @@ def _split(data: bytes) -> tuple[dict[str, Any], bytes]:
     head = {HEADER.offsets: raw.get(keys.offsets) or {},
             HEADER.embedding_dim: raw.get(keys.embedding_dim),
             HEADER.apart: raw.get(keys.apart) or {}}
+    if raw.get(SEED) is True:
+        head[SEED] = True
     return head, data[_PREFIX.size + n:]
+
+
+def is_seed(data: bytes) -> bool:
+    """True for a state record ``driftline seed`` wrote (no worker has written one since)."""
+    return bool(_split(data)[0].get(SEED))
 
 
 def encode_state(st: ModelState) -> bytes:
@@ -220,6 +236,7 @@ class StateStore(Protocol):
     def __setitem__(self, model_id: str, row: tuple[int, bytes]) -> None: ...
     def __getitem__(self, model_id: str) -> tuple[int, bytes]: ...
     def pop(self, model_id: str, default: None = None) -> tuple[int, bytes] | None: ...
+    def __contains__(self, model_id: str) -> bool: ...
     def items(self) -> Iterable[tuple[str, tuple[int, bytes]]]: ...
 
 
@@ -242,6 +259,7 @@ class LatestStates:
         self.states: StateStore = _DictStore() if states is None else states
         self.blobs: dict[bytes, bytes] = {}
         self._apart: set[str] = set()  # models whose latest state refers to blobs
+        self._seeds: set[str] = set()  # models whose latest state is a seed
 
     @classmethod
     def of(cls, records: Iterable[tuple[bytes | None, bytes | None, int]]
@@ -266,12 +284,20 @@ class LatestStates:
         if value is None:  # a tombstone: the model's state was deleted
             self.states.pop(model_id, None)
             self._apart.discard(model_id)
+            self._seeds.discard(model_id)
+            return
+        head = _split(value)[0]
+        if head.get(SEED):  # (is_seed, without splitting twice)
+            if model_id in self.states and model_id not in self._seeds:
+                return  # a worker's state, newer than any seed (read from another partition)
+            self._seeds.add(model_id)
         else:
-            self.states[model_id] = (partition, value)
-            if _split(value)[0][HEADER.apart]:
-                self._apart.add(model_id)
-            else:
-                self._apart.discard(model_id)
+            self._seeds.discard(model_id)
+        self.states[model_id] = (partition, value)
+        if head[HEADER.apart]:
+            self._apart.add(model_id)
+        else:
+            self._apart.discard(model_id)
 
     def result(self) -> dict[str, tuple[int, bytes]]:
         """Each model's latest state, self-contained, and its partition. A state that

@@ -15,7 +15,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from driftline.streams.metrics import Metrics
@@ -244,6 +244,15 @@ def dedupe(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return out
 
 
+class HistoryRow(NamedTuple):
+    """A stored interaction's clock and the seasonal signals' values."""
+
+    ts: datetime
+    event_id: str
+    latency_ms: float | None
+    output_tokens: int | None
+
+
 class Store(abc.ABC):
     """Where driftline keeps drift events, decisions, jobs and sampled interactions.
 
@@ -315,6 +324,22 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def counts(self) -> dict[str, int]:
         """Row count of every table."""
+
+    # -- history (``driftline seed``) -----------------------------------------------
+    async def history_models(self, since: datetime, until: datetime) -> list[str]:
+        """The models with stored interactions in ``[since, until)``, sorted."""
+        raise StoreError(f"the {self.name} store cannot read history: `driftline seed` "
+                         "reads it over SQL (set DATABASE_URL; Supabase's database "
+                         "connection string will do)")
+
+    async def history(self, model_id: str, since: datetime, until: datetime, *,
+                      after: tuple[datetime, str] | None = None, limit: int = 50_000
+                      ) -> list[HistoryRow]:
+        """Up to ``limit`` of a model's stored interactions in ``[since, until)`` in time
+        order, past ``after`` (the ``(ts, event_id)`` of the previous page's last row)."""
+        raise StoreError(f"the {self.name} store cannot read history: `driftline seed` "
+                         "reads it over SQL (set DATABASE_URL; Supabase's database "
+                         "connection string will do)")
 
     async def __aenter__(self) -> Store:
         await self.start()

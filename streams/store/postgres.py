@@ -12,6 +12,7 @@ import logging
 import random
 import struct
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from driftline.streams.metrics import Metrics
 from driftline.streams.store.base import (
     INTERACTION_COLUMNS,
     TABLES,
+    HistoryRow,
     RetryPolicy,
     Store,
     check_state,
@@ -339,6 +341,26 @@ class PostgresStore(Store):
                 return {r[0]: int(r[1]) for r in await conn.fetch(sql)}
 
         return await self._run(op, "counts", "counts")
+
+    async def history_models(self, since: datetime, until: datetime) -> list[str]:
+        sql = ("select distinct model_id from public.interactions "
+               "where ts >= $1 and ts < $2 order by 1")
+        return [r["model_id"] for r in await self.fetch(sql, since, until)]
+
+    async def history(self, model_id: str, since: datetime, until: datetime, *,
+                      after: tuple[datetime, str] | None = None, limit: int = 50_000
+                      ) -> list[HistoryRow]:
+        # (model_id, ts desc) is indexed: read backwards, a page after the last one's row.
+        where = "model_id = $1 and ts >= $2 and ts < $3"
+        args: tuple[Any, ...] = (model_id, since, until, limit)
+        if after is not None:
+            where += " and (ts, event_id) > ($5, $6)"
+            args += after
+        rows = await self.fetch("select ts, event_id, latency_ms, output_tokens from "
+                                f"public.interactions where {where} "
+                                "order by ts, event_id limit $4", *args)
+        return [HistoryRow(r["ts"], r["event_id"], r["latency_ms"], r["output_tokens"])
+                for r in rows]
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         """Run a read query (dashboards, tests)."""

@@ -68,10 +68,10 @@ def test_top_level_help_describes_the_tool_and_its_exit_codes() -> None:
     proc = run("--help")
     assert proc.returncode == 0
     assert "drift detection for AI models" in proc.stdout
-    for command in ("demo", "worker", "simulate", "replay", "kafka", "migrate", "config"):
+    for command in ("demo", "worker", "simulate", "replay", "kafka", "migrate", "seed", "config"):
         assert re.search(rf"^\s+{command}\s+\S", proc.stdout, re.M), command
     assert EXIT_CODES in proc.stdout
-    assert [int(e) for e in Exit] == [0, 1, 2, 3, 4, 5, 6, 7, 70]
+    assert [int(e) for e in Exit] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 70]
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
