@@ -72,3 +72,42 @@ def test_compiled_arl_recursion_is_bit_identical_to_the_interpreted_one() -> Non
             compiled = kernel(a, p, h, up)
             interpreted = kernel.py_func(a, p, h, up)
         assert np.array_equal(compiled, interpreted, equal_nan=True)
+
+
+def _dense_normal_arl(shape: tuple[float, float, float], h: float, delta: float,
+                      scale: float, states: int) -> float:
+    """The Brook-Evans chain solved densely: what the Toeplitz solve must reproduce."""
+    w = h / (states - 0.5)
+    m = np.arange(-states, states + 2)
+    cdf = calibration._increment_cdf(shape, delta, scale, (m - 0.5) * w)
+    i = np.arange(states)[:, None]
+    j = np.arange(states)[None, :]
+    p = cdf[(j - i + 1) + states] - cdf[(j - i) + states]
+    p[:, 0] = cdf[(1 - np.arange(states)) + states]
+    return float(np.linalg.solve(np.eye(states) - p, np.ones(states))[0])
+
+
+@pytest.mark.parametrize("shape", [(0.0, 0.5, -0.125), (0.2778, 0.0, -0.4055),
+                                   (-0.625, 0.0, 0.4055)], ids=["mean", "spread up",
+                                                                 "spread down"])
+@pytest.mark.parametrize(("h", "delta", "scale"), [(7.0, 0.0, 1.0), (18.5, 0.03, 1.04),
+                                                   (22.0, -0.02, 0.97)])
+def test_the_toeplitz_chain_is_the_dense_one(shape: tuple[float, float, float], h: float,
+                                             delta: float, scale: float) -> None:
+    fast = calibration.normal_cusum_arl(shape, h, delta, scale, states=400)
+    # (run lengths up to 1e12: both solves are only that well conditioned)
+    assert fast == pytest.approx(_dense_normal_arl(shape, h, delta, scale, 400), rel=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(-0.625, 0.0, 0.4055), (0.2778, 0.0, -0.4055)],
+                         ids=["spread down", "spread up"])
+def test_the_chain_is_fine_enough_for_the_spread_cusums_at_1e9(
+        shape: tuple[float, float, float]) -> None:
+    """A spread CUSUM's increments end in a sharp edge; a coarse chain got its rate at
+    h = 18.5 (1e9 events between false alarms) wrong by 5x (spread-down) and 2x
+    (spread-up). The default is within 5% of a chain of 5,000 cells."""
+    for h in (7.0, 11.75, 18.54, 22.0):
+        fine = calibration.normal_cusum_arl(shape, h, states=5000)
+        assert calibration.normal_cusum_arl(shape, h) == pytest.approx(fine, rel=0.05)
+    coarse = calibration.normal_cusum_arl(shape, 18.54, states=160)
+    assert not 0.6 < coarse / calibration.normal_cusum_arl(shape, 18.54, states=5000) < 1.6

@@ -61,7 +61,7 @@ def _labels(m: ModelMonitor, v: np.ndarray, start: int) -> list[Finding]:
 CASES = {
     "latency": Case("latency", streams.latency(1, 3000, 1500, 1.0), _col("latency_ms"),
                     [({"latency_ms": -1.0}, "latency"), ({"latency_ms": math.nan}, "latency_ms"),
-                     ({"latency_ms": math.inf}, "latency")], ("cusum_mean_up", 1526)),
+                     ({"latency_ms": math.inf}, "latency")], ("cusum_mean_up", 1525)),
     "output_length": Case("output_length", np.round(streams.latency(2, 3000, 1500, 0.0, 2.0)),
                           _col("output_tokens"), [({"output_tokens": -3}, "output_length")],
                           ("cusum_spread_up", 1540)),
