@@ -1,9 +1,13 @@
 """Restore: read the monitor-state topic's partitions this worker was assigned, back to
-each model's latest state (self-contained, see :class:`.state_codec.LatestStates`)."""
+each model's latest state (self-contained, see :class:`.state_codec.LatestStates`); and
+the reading of a topic's partitions to their end that it (and ``driftline seed``) rests
+on."""
 
 from __future__ import annotations
 
-from aiokafka import TopicPartition
+from collections.abc import Callable
+
+from aiokafka import ConsumerRecord, TopicPartition
 from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
 from driftline.streams.monitor.state_codec import LatestStates, StateStore
@@ -16,6 +20,16 @@ async def read_state(settings: Settings, topic: str, partitions: set[int],
     models would not fit in memory). Raises :class:`.state_codec.StateError` when a
     state cannot be put together (the caller stops rather than starting that model
     afresh)."""
+    latest = LatestStates(into)
+    await read_to_end(settings, topic, partitions,
+                      lambda m: latest.add(m.key, m.value, m.partition))
+    latest.settle()
+
+
+async def read_to_end(settings: Settings, topic: str, partitions: set[int],
+                      take: Callable[[ConsumerRecord], None]) -> None:
+    """Hand every record of the given partitions of ``topic``, from the beginning to the
+    end they had when called, to ``take`` in log order (per partition)."""
     if not partitions:
         return
     # "earliest": with the default "latest", the reset that assign() starts can land after
@@ -29,16 +43,14 @@ async def read_state(settings: Settings, topic: str, partitions: set[int],
         consumer.assign(tps)
         end = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
-        latest = LatestStates(into)
         todo = {tp for tp in tps if end[tp] > 0}
         while todo:
             fetched = await consumer.getmany(*todo, timeout_ms=500)
-            for tp, msgs in fetched.items():
+            for msgs in fetched.values():
                 for m in msgs:
-                    latest.add(m.key, m.value, tp.partition)
+                    take(m)
             for tp in list(todo):
                 if await consumer.position(tp) >= end[tp]:
                     todo.discard(tp)
-        latest.settle()
     finally:
         await consumer.stop()

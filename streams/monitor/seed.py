@@ -33,6 +33,7 @@ from driftline.detectors.segmented import SegmentedMonitor, new_monitor
 from driftline.streams import kafka_clients
 from driftline.streams.config import Settings
 from driftline.streams.ingest.decoder import BatchDecoder
+from driftline.streams.monitor.restore import read_to_end
 from driftline.streams.monitor.state_codec import ModelState, checkpoint_records, is_blob_key
 from driftline.streams.store.base import Store
 
@@ -108,11 +109,12 @@ async def seed(settings: Settings, store: Store, *, models: Sequence[str] | None
     try:
         for model_id in (m for m in wanted if m not in stated):
             monitor = new_monitor(model_id, config, plan.for_model(model_id) if plan else None)
-            rows = await _learn(store, _model_level(monitor), model_id, window, progress)
+            learner = _model_level(monitor)
+            rows = await _learn(store, learner, model_id, window, progress)
             if rows == 0:
                 empty.append(model_id)
                 continue
-            profiles = _model_level(monitor).seasons
+            profiles = learner.seasons
             part = partition_of(model_id, len(partitions))
             seeded.append(Seeded(model_id, part, rows,
                                  {name: p.known for name, p in profiles.items()},
@@ -231,31 +233,15 @@ async def _cut(settings: Settings, partitions: list[int], committed: dict[int, i
 
 async def _stated_models(settings: Settings, partitions: int) -> set[str]:
     """Models with a state on the state topic (its keys only: values are not kept)."""
-    topic = settings.topic("monitor-state")
-    consumer = kafka_clients.consumer(settings, group_id=None, enable_auto_commit=False,
-                                      auto_offset_reset="earliest",
-                                      max_partition_fetch_bytes=8 << 20)
-    await kafka_clients.start(consumer, settings)
     models: set[str] = set()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        end = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        todo = {tp for tp in tps if end[tp] > 0}
-        while todo:
-            fetched = await consumer.getmany(*todo, timeout_ms=500)
-            for msgs in fetched.values():
-                for m in msgs:
-                    if m.key is None or is_blob_key(m.key):
-                        continue
-                    if m.value is None:
-                        models.discard(m.key.decode())
-                    else:
-                        models.add(m.key.decode())
-            for tp in list(todo):
-                if await consumer.position(tp) >= end[tp]:
-                    todo.discard(tp)
-    finally:
-        await consumer.stop()
+
+    def take(m: ConsumerRecord) -> None:
+        if m.key is None or is_blob_key(m.key):
+            return
+        if m.value is None:
+            models.discard(m.key.decode())
+        else:
+            models.add(m.key.decode())
+
+    await read_to_end(settings, settings.topic("monitor-state"), set(range(partitions)), take)
     return models
